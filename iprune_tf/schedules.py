@@ -57,8 +57,7 @@ class FanInSchedule:
         """Return ``(update_mask, inputs_to_keep)`` tensors for ``step``."""
         step = tf.cast(step, tf.int64)
         update = _should_update(step, self.begin_step, self.end_step, self.frequency)
-        span = max(self.end_step - self.begin_step, 1)
-        progress = tf.clip_by_value(tf.cast(step - self.begin_step, tf.float64) / span, 0.0, 1.0)
+        progress = self._progress(step)
         target = float(min(inputs_per_neuron, fan_in))
         if self.interpolation == "geometric":
             count = fan_in * tf.pow(tf.constant(target / fan_in, tf.float64), progress)
@@ -66,9 +65,12 @@ class FanInSchedule:
             count = fan_in + progress * (target - fan_in)
         return update, tf.cast(tf.round(count), tf.int32)
 
-    def final_inputs(self, fan_in, inputs_per_neuron):
-        """Input count per neuron once the schedule has ended."""
-        return min(inputs_per_neuron, fan_in)
+    def _progress(self, step):
+        """0 before ``begin_step``, 1 from ``end_step`` on, linear in between."""
+        if self.end_step == self.begin_step:
+            return tf.cast(step >= self.end_step, tf.float64)
+        span = float(self.end_step - self.begin_step)
+        return tf.clip_by_value(tf.cast(step - self.begin_step, tf.float64) / span, 0.0, 1.0)
 
     def get_config(self):
         return {

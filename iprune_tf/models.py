@@ -1,0 +1,141 @@
+"""The paper's two architectures, each in four flavours, with the paper's skip lists.
+
+* ``mnist``: MLP 1024D-1024D-10D on 28x28 inputs.
+* ``cifar10``: VGG-Small variant 128C3-128C3-MP2-256C3-256C3-MP2-512C3-512C3-MP2-1024D-1024D-10D.
+
+Flavours:
+
+* ``full_precision``: plain Keras ``Dense``/``Conv2D``, the dense baseline the gains are measured against.
+* ``binaryconnect_det``: BinaryConnect with deterministic binary weights (larq ``ste_sign``).
+* ``binaryconnect_stoch``: BinaryConnect with stochastic binary weights (:class:`StochasticBinary`).
+* ``binary``: weights *and* hidden activations binary (``ste_sign`` input quantizers on every layer
+  after the first), so each pruned neuron is a K-input boolean function: a LUT.
+
+Batch normalization follows every Dense/Conv layer, the output layer included, where BinaryConnect
+puts it. Real-valued flavours use ReLU; the binary flavour binarizes at the next layer's input.
+The output layer carries the recipe's L2 weight decay (``output_l2``): with the square hinge loss
+it makes the last layer an L2-SVM.
+"""
+from dataclasses import dataclass
+
+import larq as lq
+
+from iprune_tf._keras import keras
+from iprune_tf.quantizers import StochasticBinary
+from iprune_tf.skip import paper_skip
+
+FLAVOURS = ("full_precision", "binaryconnect_det", "binaryconnect_stoch", "binary")
+
+
+def _require_flavour(flavour):
+    if flavour not in FLAVOURS:
+        raise ValueError(f"Unknown flavour '{flavour}'; choose one of {FLAVOURS}.")
+
+
+def _quant_kwargs(flavour, binary_inputs):
+    """Keyword arguments that make a larq layer of ``flavour`` (empty for full precision)."""
+    if flavour == "full_precision":
+        return {}
+    kernel_quantizer = StochasticBinary() if flavour == "binaryconnect_stoch" else "ste_sign"
+    input_quantizer = "ste_sign" if flavour == "binary" and binary_inputs else None
+    return {"kernel_quantizer": kernel_quantizer, "kernel_constraint": "weight_clip", "input_quantizer": input_quantizer}
+
+
+def _dense(units, flavour, binary_inputs, name, **kwargs):
+    if flavour == "full_precision":
+        return keras.layers.Dense(units, use_bias=False, name=name, **kwargs)
+    return lq.layers.QuantDense(units, use_bias=False, name=name, **_quant_kwargs(flavour, binary_inputs), **kwargs)
+
+
+def _conv(filters, flavour, binary_inputs, name):
+    if flavour == "full_precision":
+        return keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=name)
+    return lq.layers.QuantConv2D(
+        filters, 3, padding="same", use_bias=False, pad_values=1.0 if binary_inputs else 0.0, name=name,
+        **_quant_kwargs(flavour, binary_inputs),
+    )
+
+
+def _activation(flavour, name):
+    """ReLU for real-valued activations; identity when the next layer binarizes its input."""
+    if flavour == "binary":
+        return []
+    return [keras.layers.Activation("relu", name=name)]
+
+
+def _bn(name):
+    return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-4, name=name)
+
+
+def mnist_mlp(flavour="binaryconnect_det", hidden_units=(1024, 1024), num_classes=10, input_shape=(28, 28), output_l2=5e-2):
+    """The paper's MNIST MLP (default 1024D-1024D-10D)."""
+    _require_flavour(flavour)
+    layers = [keras.layers.Flatten(input_shape=input_shape, name="flatten")]
+    for i, units in enumerate(hidden_units, start=1):
+        layers += [_dense(units, flavour, binary_inputs=i > 1, name=f"dense_{i}"), _bn(f"bn_{i}")]
+        layers += _activation(flavour, f"act_{i}")
+    regularizer = keras.regularizers.l2(output_l2) if output_l2 else None
+    layers += [
+        _dense(num_classes, flavour, binary_inputs=bool(hidden_units), name="output", kernel_regularizer=regularizer),
+        _bn("bn_output"),
+    ]
+    return keras.Sequential(layers, name=f"mnist_mlp_{flavour}")
+
+
+def cifar10_vgg_small(
+    flavour="binaryconnect_det",
+    conv_filters=(128, 128, "M", 256, 256, "M", 512, 512, "M"),
+    dense_units=(1024, 1024),
+    num_classes=10,
+    input_shape=(32, 32, 3),
+    output_l2=5e-2,
+):
+    """The paper's VGG-Small variant; ``"M"`` in ``conv_filters`` is a 2x2 max-pool."""
+    _require_flavour(flavour)
+    layers = [keras.layers.InputLayer(input_shape=input_shape, name="input")]
+    n_conv = 0
+    for spec in conv_filters:
+        if spec == "M":
+            layers.append(keras.layers.MaxPooling2D(2, name=f"pool_{n_conv}"))
+            continue
+        n_conv += 1
+        layers += [_conv(spec, flavour, binary_inputs=n_conv > 1, name=f"conv_{n_conv}"), _bn(f"conv_bn_{n_conv}")]
+        layers += _activation(flavour, f"conv_act_{n_conv}")
+    layers.append(keras.layers.Flatten(name="flatten"))
+    for i, units in enumerate(dense_units, start=1):
+        layers += [_dense(units, flavour, binary_inputs=n_conv > 0 or i > 1, name=f"dense_{i}"), _bn(f"bn_{i}")]
+        layers += _activation(flavour, f"act_{i}")
+    regularizer = keras.regularizers.l2(output_l2) if output_l2 else None
+    layers += [
+        _dense(num_classes, flavour, binary_inputs=True, name="output", kernel_regularizer=regularizer),
+        _bn("bn_output"),
+    ]
+    return keras.Sequential(layers, name=f"cifar10_vgg_small_{flavour}")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """An experiment of the paper: its model builder, skip list, data and preprocessing."""
+
+    name: str
+    build: callable
+    skip_experiment: str
+    dataset: str
+    zca: bool
+
+    def skip(self):
+        """The paper's skip list for this preset, for ``prune_fan_in(skip=...)``."""
+        return paper_skip(self.skip_experiment)
+
+
+PRESETS = {
+    "mnist": Preset("mnist", mnist_mlp, "mnist", "mnist", zca=False),
+    "cifar10": Preset("cifar10", cifar10_vgg_small, "cifar10", "cifar10", zca=True),
+}
+
+
+def get_preset(name):
+    """The :class:`Preset` called ``name`` (``'mnist'`` or ``'cifar10'``)."""
+    if name not in PRESETS:
+        raise ValueError(f"Unknown preset '{name}'; choose one of {sorted(PRESETS)}.")
+    return PRESETS[name]

@@ -1,0 +1,26 @@
+"""iprune_tf: iPrune per-neuron fan-in pruning for binary neural networks on Keras/TensorFlow."""
+from setuptools import find_packages, setup
+
+setup(
+    name="iprune_tf",
+    version="0.1.0",
+    description="Per-neuron fan-in (iPrune) pruning of larq binary networks, with TFLite/TFLM export",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["iprune_tf", "iprune_tf.*"]),
+    python_requires=">=3.10,<3.13",
+    # Ranges verified together on Python 3.11 (see README, "Dependency stack").
+    install_requires=[
+        "tensorflow>=2.21,<2.22",
+        "tf-keras>=2.21,<2.22",
+        "tensorflow-model-optimization>=0.8.1,<0.9",
+        "larq>=0.14,<0.15",
+        "numpy>=1.26,<2",
+        "matplotlib>=3.8,<4",
+    ],
+    extras_require={
+        "dev": ["pytest>=8,<10"],
+        "export": ["larq-compute-engine>=0.16,<0.17", "tflite-micro>=0.dev20261023182759"],
+    },
+    entry_points={"console_scripts": ["iprune=iprune_tf.cli:main"]},
+)

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from iprune_tf import masking
+from iprune_tf._keras import tf
 from iprune_tf.layers import is_supported, latent_kernel
 from iprune_tf.wrapper import PruneFanIn
 
@@ -38,7 +39,7 @@ def effective_kernel(layer):
     if isinstance(layer, PruneFanIn):
         return layer.effective_kernel().numpy()
     quantizer = getattr(layer, "kernel_quantizer", None)
-    latent = latent_kernel(layer)
+    latent = tf.convert_to_tensor(latent_kernel(layer))
     return (quantizer(latent) if quantizer is not None else latent).numpy()
 
 

@@ -88,8 +88,8 @@ class PruneFanIn(pruning_wrapper.PruneLowMagnitude):
     def effective_kernel(self):
         """The kernel the layer computes with: ``quantize(latent) * mask``."""
         quantizer = getattr(self.layer, "kernel_quantizer", None)
-        latent = latent_kernel(self.layer)
-        values = quantizer(latent) if quantizer is not None else tf.convert_to_tensor(latent)
+        latent = tf.convert_to_tensor(latent_kernel(self.layer))
+        values = quantizer(latent) if quantizer is not None else latent
         return values * tf.cast(self.mask, values.dtype)
 
     def call(self, inputs, training=None, **kwargs):

@@ -77,7 +77,9 @@ class PruneFanIn(pruning_wrapper.PruneLowMagnitude):
             trainable=False,
             aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
         )
-        self.pruning_vars = [(latent, self.mask, self.kept_inputs)]
+        # Untracked: the latent variable is already saved as the layer's kernel, and a second
+        # reference through larq's QuantizedVariable breaks the SavedModel format.
+        object.__setattr__(self, "pruning_vars", [(latent, self.mask, self.kept_inputs)])
         self.pruning_obj = FanInPruning(self)
 
     @property

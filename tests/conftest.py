@@ -1,0 +1,59 @@
+"""Shared fixtures: small larq/Keras models and data for the core tests."""
+import numpy as np
+import pytest
+
+import iprune_tf  # noqa: F401  (pins Keras 2 before tensorflow is imported)
+import larq as lq
+from iprune_tf._keras import keras, tf
+
+BINARY = dict(kernel_quantizer="ste_sign", kernel_constraint="weight_clip", use_bias=False)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_keras_session():
+    """Independent layer names and seeds in every test."""
+    keras.backend.clear_session()
+    tf.random.set_seed(0)
+    np.random.seed(0)
+
+
+def binary_mlp(hidden=(48, 24), inputs=40, classes=5):
+    """A larq BinaryConnect MLP: Dense -> BN per layer, last layer named 'output'."""
+    layers = [keras.layers.InputLayer(input_shape=(inputs,))]
+    for i, units in enumerate(hidden, start=1):
+        layers += [lq.layers.QuantDense(units, name=f"dense_{i}", **BINARY), keras.layers.BatchNormalization(name=f"bn_{i}")]
+    layers += [lq.layers.QuantDense(classes, name="output", **BINARY)]
+    return keras.Sequential(layers)
+
+
+def binary_cnn(classes=4):
+    """A small larq BinaryConnect CNN with two QuantConv2D layers and a Dense head."""
+    return keras.Sequential(
+        [
+            keras.layers.InputLayer(input_shape=(8, 8, 3)),
+            lq.layers.QuantConv2D(6, 3, padding="same", name="conv_1", **BINARY),
+            keras.layers.BatchNormalization(name="bn_1"),
+            lq.layers.QuantConv2D(10, 3, name="conv_2", **BINARY),
+            keras.layers.Flatten(name="flatten"),
+            lq.layers.QuantDense(classes, name="output", **BINARY),
+        ]
+    )
+
+
+def random_data(model, n=64, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n,) + tuple(model.input_shape[1:])).astype("float32")
+    classes = model.output_shape[-1]
+    y = keras.utils.to_categorical(rng.integers(0, classes, n), classes) * 2 - 1
+    return x, y
+
+
+def fit_pruned(model, x, y, epochs=2, batch_size=16):
+    model.compile(keras.optimizers.Adam(3e-3), "squared_hinge")
+    model.fit(x, y, epochs=epochs, batch_size=batch_size, callbacks=[iprune_tf.UpdatePruningStep()], verbose=0)
+    return model
+
+
+def kept_per_neuron(kernel):
+    """Non-zeros per neuron (last axis) of a numpy kernel."""
+    return np.count_nonzero(kernel.reshape(-1, kernel.shape[-1]), axis=0)

@@ -19,7 +19,7 @@ setup(
         "matplotlib>=3.8,<4",
     ],
     extras_require={
-        "dev": ["pytest>=8,<10"],
+        "dev": ["pytest>=8,<10", "tensorboard>=2.21,<2.22"],  # tensorboard: tfmot PruningSummaries
         "export": ["larq-compute-engine>=0.16,<0.17", "tflite-micro>=0.dev20261023182759"],
     },
     entry_points={"console_scripts": ["iprune=iprune_tf.cli:main"]},

@@ -138,3 +138,22 @@ def test_single_layer_wrapping_in_a_functional_model():
     wrapper = model.layers[1]
     assert isinstance(wrapper, iprune_tf.PruneFanIn)
     assert np.all(kept_per_neuron(wrapper.effective_kernel().numpy()) == 3)
+
+
+def test_pruning_summaries_log_sparsity_and_kept_inputs(tmp_path):
+    from iprune_tf._keras import tf
+
+    model = binary_mlp()
+    pruned = iprune_tf.prune_fan_in(model, 4, skip=["output"])
+    pruned.compile("adam", "squared_hinge")
+    callbacks = [iprune_tf.UpdatePruningStep(), iprune_tf.PruningSummaries(log_dir=str(tmp_path))]
+    pruned.fit(*random_data(model), epochs=2, batch_size=16, callbacks=callbacks, verbose=0)
+    logged = {}
+    for event_file in (tmp_path / "metrics").glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(event_file)):
+            for value in event.summary.value:
+                logged[value.tag] = float(tf.make_ndarray(value.tensor))
+    sparsity = next(v for t, v in logged.items() if "dense_1" in t and t.endswith("mask:0/sparsity"))
+    kept = next(v for t, v in logged.items() if "dense_1" in t and t.endswith("kept_inputs:0/threshold"))
+    assert sparsity == pytest.approx(1 - 4 / 40)
+    assert kept == 4

@@ -1,0 +1,112 @@
+"""The ``iprune`` command: ``iprune train``, ``iprune report RUN_DIR``, ``iprune export RUN_DIR``.
+
+::
+
+    iprune train --preset mnist --inputs 8 --data fashion_mnist --out runs/fmnist_k8
+    iprune report runs/fmnist_k8
+    iprune export runs/fmnist_k8 --mode int8 --c-array
+"""
+import argparse
+import dataclasses
+import sys
+
+from iprune_tf import recipes
+
+DEFAULTS = recipes.RunConfig()
+
+
+def _train_parser(sub):
+    p = sub.add_parser("train", help="train -> prune -> retrain -> evaluate (the paper's pipeline)")
+    p.add_argument("--preset", default=DEFAULTS.preset, choices=["mnist", "cifar10"])
+    p.add_argument("--flavour", default=DEFAULTS.flavour, help="binaryconnect_det | binaryconnect_stoch | binary")
+    p.add_argument("--inputs", type=int, default=DEFAULTS.inputs_per_neuron, help="K: inputs kept per neuron")
+    p.add_argument("--data", default=DEFAULTS.data,
+                   help="mnist | fashion_mnist | cifar10 (keras download; fashion_mnist offline from Debian's "
+                        "dataset-fashion-mnist), or a path: IDX directory, cifar-10-batches-py directory, .npz")
+    p.add_argument("--out", required=True, help="run directory (created)")
+    p.add_argument("--limit-train", type=int, default=None, help="use only the first N training samples")
+    p.add_argument("--limit-test", type=int, default=None, help="use only the first N test samples")
+    p.add_argument("--epochs-dense", type=int, default=DEFAULTS.epochs_dense)
+    p.add_argument("--epochs-prune", type=int, default=DEFAULTS.epochs_prune,
+                   help="epochs over which the fan-in shrinks to K")
+    p.add_argument("--epochs-retrain", type=int, default=DEFAULTS.epochs_retrain, help="epochs with fixed masks")
+    p.add_argument("--schedule", default=DEFAULTS.schedule, choices=list(recipes.SCHEDULES))
+    p.add_argument("--frequency", type=int, default=DEFAULTS.frequency, help="steps between mask updates")
+    p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
+    p.add_argument("--lr", type=float, default=DEFAULTS.learning_rate)
+    p.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    mode.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+
+
+def _report_parser(sub):
+    p = sub.add_parser("report", help="Table 1 (Markdown + JSON) and weight plots of a run")
+    p.add_argument("run_dir")
+    p.add_argument("--no-plots", action="store_true")
+
+
+def _export_parser(sub):
+    p = sub.add_parser("export", help="TFLite / LCE / sparse-format export of a run's pruned model, verified")
+    p.add_argument("run_dir")
+    p.add_argument("--mode", action="append", choices=["float", "int8", "lce"],
+                   help="repeatable; default: float and int8")
+    p.add_argument("--c-array", action="store_true", help="also write .h/.cc arrays for TFLite Micro firmware")
+    p.add_argument("--verify-samples", type=int, default=1000)
+    p.add_argument("--overwrite", action="store_true", help="replace earlier exports of this run")
+
+
+def parser():
+    p = argparse.ArgumentParser(prog="iprune", description="iPrune: per-neuron fan-in pruning of binary networks.")
+    sub = p.add_subparsers(dest="command", required=True)
+    _train_parser(sub)
+    _report_parser(sub)
+    _export_parser(sub)
+    return p
+
+
+def _run_config(args):
+    return recipes.RunConfig(
+        preset=args.preset, flavour=args.flavour, inputs_per_neuron=args.inputs, data=args.data,
+        limit_train=args.limit_train, limit_test=args.limit_test, epochs_dense=args.epochs_dense,
+        epochs_prune=args.epochs_prune, epochs_retrain=args.epochs_retrain, schedule=args.schedule,
+        frequency=args.frequency, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
+    )
+
+
+def train_command(args):
+    config = _run_config(args)
+    print("config:", dataclasses.asdict(config), flush=True)
+    run = recipes.train(args.out, config, resume=args.resume, overwrite=args.overwrite)
+    print(f"\nrun written to {run.dir}; next: iprune report {run.dir}")
+
+
+def report_command(args):
+    from iprune_tf import report
+
+    table = report.write_report(args.run_dir, plots=not args.no_plots)
+    print(table)
+
+
+def export_command(args):
+    from iprune_tf import export_run
+
+    print(export_run.export_run(args.run_dir, modes=args.mode or ["float", "int8"], c_array=args.c_array,
+                                verify_samples=args.verify_samples, overwrite=args.overwrite))
+
+
+COMMANDS = {"train": train_command, "report": report_command, "export": export_command}
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except (ValueError, FileExistsError, FileNotFoundError) as error:
+        print(f"iprune {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

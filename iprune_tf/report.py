@@ -1,0 +1,199 @@
+"""The paper's Table 1 for a run: accuracy, memory and computation, with gains over the FP dense net.
+
+Two countings of memory, both in bits and per layer (Dense/Conv2D, pruned or not):
+
+* **paper** (LUT hardware, as iPrune counts it): one bit per kept binary connection, 32 bits per
+  full-precision weight. The connectivity (which inputs each neuron reads) is wired into the
+  circuit, so it costs nothing; skipped layers count at their own precision (a skipped binary
+  layer still costs one bit per weight); batch norm is not counted.
+* **file** (what a file must store, see :mod:`iprune_tf.sparse_format`): every kept connection's
+  sign bit (or 32-bit value) plus ``ceil(log2(fan_in))`` index bits saying which input it reads,
+  for pruned layers; full kernels of unpruned layers at their precision; and two float32s per
+  batch-norm channel (BN folded to a scale and an offset).
+
+Computation counts one operation per connection evaluated in an inference (a multiply-accumulate
+for float weights, an XNOR/add for binary ones, as the paper does): a Dense layer costs its kept
+connections, a Conv2D layer its kept connections times its output positions.
+
+Gains are ratios against the *full-precision dense* net of the same architecture.
+Worked check against the paper (MNIST, 784-1024-1024-10, K=8, last layer dense binary):
+dense FP = (784*1024 + 1024*1024 + 1024*10) * 32 bits = 59,572,224 bits; pruned =
+1024*8 + 1024*8 + 1024*10 = 26,624 bits; memory gain 2237.5x; computation gain
+1,861,632 / 26,624 = 69.9x (the paper's ~2200x and ~70x).
+"""
+import dataclasses
+import json
+import math
+import os
+
+from iprune_tf import inspect as inspect_lib
+from iprune_tf._keras import keras
+
+FLOAT_BITS = 32
+BN_PARAMS_PER_CHANNEL = 2  # folded scale and offset
+
+ROWS = (
+    ("dense_fp", "Full-precision dense"),
+    ("dense_binary", "Binary dense"),
+    ("pruned_stripped", "Pruned binary"),
+)
+
+
+@dataclasses.dataclass
+class LayerCost:
+    """Connections, precision and position count of one Dense/Conv2D layer."""
+
+    name: str
+    fan_in: int
+    neurons: int
+    connections: int
+    weight_bits: int
+    pruned: bool
+    positions: int
+
+    @property
+    def paper_bits(self):
+        return self.connections * self.weight_bits
+
+    @property
+    def file_bits(self):
+        index_bits = math.ceil(math.log2(self.fan_in)) if self.pruned and self.fan_in > 1 else 0
+        return self.connections * (self.weight_bits + index_bits)
+
+    @property
+    def operations(self):
+        return self.connections * self.positions
+
+
+def layer_costs(model):
+    """:class:`LayerCost` of every Dense/Conv2D layer of ``model`` (pruned, stripped or plain)."""
+    by_name = {layer.name: layer for layer in model.layers}
+    costs = []
+    for stats in inspect_lib.inspect_pruning(model):
+        layer = by_name.get(stats.name) or by_name[f"prune_fan_in_{stats.name}"]
+        costs.append(LayerCost(
+            name=stats.name,
+            fan_in=stats.fan_in,
+            neurons=stats.neurons,
+            connections=stats.nonzero_weights if stats.pruned else stats.total_weights,
+            weight_bits=1 if stats.binary and _is_binary_layer(layer) else FLOAT_BITS,
+            pruned=stats.pruned,
+            positions=_output_positions(layer),
+        ))
+    return costs
+
+
+def _is_binary_layer(layer):
+    """A layer whose weights are ±1 (a larq layer, quantized or folded), not a float layer."""
+    inner = getattr(layer, "layer", layer)
+    return type(inner).__module__.startswith("larq")
+
+
+def _output_positions(layer):
+    """Spatial output positions of a Conv2D (1 for Dense): how often each connection is used."""
+    shape = layer.output_shape
+    return int(math.prod(shape[1:-1])) if len(shape) > 2 else 1
+
+
+def batchnorm_channels(model):
+    return sum(int(layer.moving_mean.shape[0]) for layer in model.layers
+               if isinstance(layer, keras.layers.BatchNormalization))
+
+
+def model_costs(model):
+    """Totals for one model: ``memory_bits_paper``, ``memory_bits_file``, ``operations``, layers."""
+    costs = layer_costs(model)
+    bn_bits = batchnorm_channels(model) * BN_PARAMS_PER_CHANNEL * FLOAT_BITS
+    return {
+        "memory_bits_paper": sum(c.paper_bits for c in costs),
+        "memory_bits_file": sum(c.file_bits for c in costs) + bn_bits,
+        "operations": sum(c.operations for c in costs),
+        "layers": [dict(dataclasses.asdict(c), paper_bits=c.paper_bits, file_bits=c.file_bits,
+                        operations=c.operations) for c in costs],
+    }
+
+
+def table1(models_by_phase, accuracies):
+    """Table 1 rows from ``{phase: model}`` and ``{phase: test accuracy}``; gains vs ``dense_fp``."""
+    costs = {phase: model_costs(model) for phase, model in models_by_phase.items()}
+    base = costs["dense_fp"]
+    rows = []
+    for phase, label in ROWS:
+        if phase not in costs:
+            continue
+        c = costs[phase]
+        rows.append({
+            "phase": phase,
+            "model": label,
+            "test_accuracy": accuracies.get(phase),
+            "memory_kib_paper": c["memory_bits_paper"] / 8 / 1024,
+            "memory_gain_paper": base["memory_bits_paper"] / c["memory_bits_paper"],
+            "memory_kib_file": c["memory_bits_file"] / 8 / 1024,
+            "memory_gain_file": base["memory_bits_file"] / c["memory_bits_file"],
+            "operations": c["operations"],
+            "computation_gain": base["operations"] / c["operations"],
+            "layers": c["layers"],
+        })
+    return rows
+
+
+def format_markdown(rows, title="Table 1"):
+    """The rows as a Markdown table (accuracy in %, memory in KiB, gains as ``x``)."""
+    lines = [
+        f"### {title}",
+        "",
+        "| model | test acc. | memory (KiB, paper) | memory gain | memory (KiB, file) | file gain | operations | computation gain |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        acc = "n/a" if r["test_accuracy"] is None else f"{100 * r['test_accuracy']:.2f}%"
+        lines.append(
+            f"| {r['model']} | {acc} | {r['memory_kib_paper']:,.2f} | {r['memory_gain_paper']:,.1f}x "
+            f"| {r['memory_kib_file']:,.2f} | {r['memory_gain_file']:,.1f}x | {r['operations']:,} "
+            f"| {r['computation_gain']:,.1f}x |"
+        )
+    return "\n".join(lines)
+
+
+def write_report(run_dir, plots=True):
+    """Write ``report.md``, ``report.json`` and (``plots=True``) ``plots/*.png`` for a run.
+
+    Returns the Markdown text. Needs the ``dense_fp`` phase; later phases appear once done.
+    """
+    from iprune_tf.recipes import Run
+
+    run = Run(run_dir)
+    phases = [phase for phase, _ in ROWS if os.path.isfile(run.model_path(phase))]
+    if "dense_fp" not in phases:
+        raise FileNotFoundError(f"{run.dir} has no finished dense_fp phase: nothing to compare against.")
+    models = {phase: run.load_model(phase) for phase in phases}
+    accuracies = {phase: run.phases.get(phase.replace("_stripped", ""), {}).get("test_accuracy") for phase in phases}
+    rows = table1(models, accuracies)
+    config = run.config
+    title = (f"Table 1: {config.preset} preset, {config.flavour}, K={config.inputs_per_neuron}, "
+             f"data {run.data.get('name', config.data)}")
+    markdown = format_markdown(rows, title)
+    with open(os.path.join(run.dir, "report.md"), "w") as f:
+        f.write(markdown + "\n")
+    with open(os.path.join(run.dir, "report.json"), "w") as f:
+        json.dump({"config": dataclasses.asdict(config), "data": run.data, "phases": run.phases, "table": rows}, f, indent=2)
+    if plots:
+        written = _write_plots(run, models)
+        markdown += "\n\nplots: " + ", ".join(written)
+    return markdown
+
+
+def _write_plots(run, models):
+    from iprune_tf import plots
+
+    out = os.path.join(run.dir, "plots")
+    os.makedirs(out, exist_ok=True)
+    written = []
+    snapshots = {name: run.load_snapshot(name) for name in ("before_pruning", "after_pruning", "after_retraining")
+                 if os.path.isfile(run.snapshot_path(name))}
+    if snapshots:
+        written.append(plots.weight_distributions(snapshots, os.path.join(out, "weight_distributions.png")))
+    if "pruned_stripped" in models:
+        stats = inspect_lib.inspect_pruning(models["pruned_stripped"])
+        written.append(plots.kept_inputs(stats, os.path.join(out, "kept_inputs.png")))
+    return written

@@ -57,3 +57,34 @@ def fit_pruned(model, x, y, epochs=2, batch_size=16):
 def kept_per_neuron(kernel):
     """Non-zeros per neuron (last axis) of a numpy kernel."""
     return np.count_nonzero(kernel.reshape(-1, kernel.shape[-1]), axis=0)
+
+
+def write_npz_dataset(path, image_shape, n_train, n_test, classes=10, seed=0):
+    """An ``.npz`` data set of random uint8 images in Keras' layout; returns its path."""
+    rng = np.random.default_rng(seed)
+    np.savez(
+        path,
+        x_train=rng.integers(0, 256, (n_train,) + image_shape, dtype=np.uint8),
+        y_train=rng.integers(0, classes, n_train),
+        x_test=rng.integers(0, 256, (n_test,) + image_shape, dtype=np.uint8),
+        y_test=rng.integers(0, classes, n_test),
+    )
+    return str(path)
+
+
+TINY_RUN = dict(preset="mnist", inputs_per_neuron=8, limit_train=None, limit_test=None, epochs_dense=1,
+                epochs_prune=1, epochs_retrain=1, frequency=1, batch_size=100)
+
+
+@pytest.fixture(scope="session")
+def tiny_mnist_npz(tmp_path_factory):
+    return write_npz_dataset(tmp_path_factory.mktemp("data") / "tiny_mnist.npz", (28, 28), 300, 200)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_mnist_npz):
+    """A finished MNIST-preset run (1024-1024 MLP, K=8) trained 3 steps per phase on random data."""
+    from iprune_tf import recipes
+
+    config = recipes.RunConfig(data=tiny_mnist_npz, **TINY_RUN)
+    return recipes.train(tmp_path_factory.mktemp("runs") / "tiny", config, verbose=0)

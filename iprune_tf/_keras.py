@@ -21,8 +21,16 @@ KERAS3_MESSAGE = (
 
 
 def check_legacy_keras():
-    """Raise ImportError when ``tf.keras`` resolves to Keras 3 instead of tf_keras."""
-    if tf.keras.Model is not keras.Model:
+    """Raise ImportError when ``tf.keras`` resolves to Keras 3 instead of tf_keras.
+
+    Both spellings are checked: ``tf.keras`` (resolved lazily, on each access) and the module
+    path ``tensorflow.keras`` that larq imports from, which is bound when TensorFlow is first
+    imported. The second is Keras 3 when TensorFlow (or tfmot, which sets the variable only after
+    importing TensorFlow) was imported before iprune_tf, and larq would then fail inside its import.
+    """
+    from tensorflow.keras import Model as module_path_model
+
+    if tf.keras.Model is not keras.Model or module_path_model is not keras.Model:
         raise ImportError(KERAS3_MESSAGE)
 
 

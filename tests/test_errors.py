@@ -115,3 +115,10 @@ def test_importing_tensorflow_first_without_legacy_keras_is_explained():
     result = _run("import tensorflow as tf\ntf.keras.layers\nimport iprune_tf\n")
     assert result.returncode != 0
     assert "iprune_tf needs Keras 2 (tf_keras), but `tf.keras` is Keras 3" in result.stderr
+
+
+def test_importing_tfmot_first_is_explained():
+    """tfmot sets TF_USE_LEGACY_KERAS only after importing TensorFlow: `tensorflow.keras` stays Keras 3."""
+    result = _run("import tensorflow_model_optimization\nimport iprune_tf\n")
+    assert result.returncode != 0
+    assert "iprune_tf needs Keras 2 (tf_keras)" in result.stderr and "larq" not in result.stderr.splitlines()[-1]

@@ -6,7 +6,8 @@ import statistics
 import time
 
 import iprune_tf  # noqa: F401  (pins Keras 2 before tensorflow)
-from iprune_tf._keras import tf
+import tensorflow_model_optimization as tfmot
+from iprune_tf._keras import keras, tf
 from iprune_tf.data import load_dataset, to_hinge_targets
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -50,3 +51,24 @@ def print_table(headers, rows):
     print("  ".join(str(h).ljust(w) for h, w in zip(headers, widths)))
     for r in rows:
         print("  ".join(str(v).ljust(w) for v, w in zip(r, widths)))
+
+
+def tfmot_pruned(model, prune_kwargs):
+    """A copy of ``model`` (weights included) whose hidden Dense layers are wrapped by tfmot's
+    ``prune_low_magnitude`` with ``prune_kwargs(layer)``; the layer named 'output' stays dense
+    (the paper's MNIST skip list). tfmot refuses larq layers, so ``model`` must be float."""
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+
+    def wrap(layer):
+        if isinstance(layer, keras.layers.Dense) and layer.name != "output":
+            return tfmot.sparsity.keras.prune_low_magnitude(layer, **prune_kwargs(layer))
+        return layer
+
+    return keras.models.clone_model(copy, clone_function=wrap)
+
+
+def m_by_n_kwargs(layer, k):
+    """tfmot's closest built-in to a per-neuron fan-in limit: (fan_in - k) zeros in each block of fan_in."""
+    fan_in = int(layer.input_shape[-1])
+    return {"sparsity_m_by_n": (fan_in - k, fan_in)}

@@ -480,23 +480,16 @@ def _needed_arena(tflite_bytes, recorded, known_good):
     """The smallest arena (to TFLM's 16-byte alignment) that runs the model, and how it was found.
 
     TFLM's python API has no "arena used" getter; its RecordingMicroAllocator prints a total,
-    which suffices for float models but misses the temporary allocations int8 kernels make while
+    which suffices for float models but can miss the temporary allocations int8 kernels make while
     preparing. So the recorded total is tried first ("recorded"); if it is too small, the smallest
-    working size above it is searched ("searched"). Each trial runs in a fresh Python process,
-    because TFLM can crash the process after failed allocations.
+    working size above it is searched ("searched"). Trials run in a separate Python process,
+    because TFLM can crash the process when an arena is much too small.
     """
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "model.tflite")
-        with open(path, "wb") as f:
-            f.write(tflite_bytes)
-
-        def works(size):
-            return _tflm_runs_in_subprocess(path, size)
-
+    with tempfile.TemporaryDirectory() as tmp, _ArenaProbe(tflite_bytes, tmp) as works:
         if recorded is not None and works(recorded):
             return recorded, "recorded"
         low = recorded or 0
-        step = max(_ALIGNMENT, _round_up(low // 4))
+        step = max(_ALIGNMENT, _round_up(low // 8))
         high = min(_round_up(low + step), known_good)
         while high < known_good and not works(high):
             low, step = high, 2 * step
@@ -513,23 +506,73 @@ def _round_up(size):
     return -(-size // _ALIGNMENT) * _ALIGNMENT
 
 
-_PROBE_SCRIPT = """
+_PROBE_WORKER = """
 import sys
 import numpy as np
 from tflite_micro.python.tflite_micro import runtime
 with open(sys.argv[1], "rb") as f:
-    interpreter = runtime.Interpreter.from_bytes(f.read(), arena_size=int(sys.argv[2]))
-details = interpreter.get_input_details(0)
-interpreter.set_input(np.zeros(details["shape"], details["dtype"]), 0)
-interpreter.invoke()
+    data = f.read()
+for line in sys.stdin:
+    try:
+        interpreter = runtime.Interpreter.from_bytes(data, arena_size=int(line))
+        details = interpreter.get_input_details(0)
+        interpreter.set_input(np.zeros(details["shape"], details["dtype"]), 0)
+        interpreter.invoke()
+        print("ok", flush=True)
+    except RuntimeError:
+        print("fail", flush=True)
 """
 
 
-def _tflm_runs_in_subprocess(path, arena_size):
-    result = subprocess.run(
-        [sys.executable, "-c", _PROBE_SCRIPT, path, str(arena_size)], capture_output=True, timeout=300, check=False
-    )
-    return result.returncode == 0
+class _ArenaProbe:
+    """``works(arena_size)``: does TFLM run the model with that arena? Asked of a worker process.
+
+    The worker answers one size per line; if TFLM crashes it, the size counts as too small and
+    the next question starts a new worker.
+    """
+
+    def __init__(self, tflite_bytes, tmp_dir):
+        self.path = os.path.join(tmp_dir, "model.tflite")
+        with open(self.path, "wb") as f:
+            f.write(tflite_bytes)
+        self.worker = None
+
+    def __enter__(self):
+        return self.works
+
+    def __exit__(self, *exc_info):
+        self._stop()
+
+    def works(self, arena_size):
+        if self.worker is None:
+            self.worker = subprocess.Popen(
+                [sys.executable, "-c", _PROBE_WORKER, self.path],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            )
+        try:
+            self.worker.stdin.write(f"{arena_size}\n")
+            self.worker.stdin.flush()
+            answer = self.worker.stdout.readline().strip()
+        except BrokenPipeError:
+            answer = ""
+        if answer not in ("ok", "fail"):
+            self._stop()
+        return answer == "ok"
+
+    def _stop(self):
+        if self.worker is None:
+            return
+        try:
+            self.worker.stdin.close()
+        except BrokenPipeError:
+            pass
+        try:
+            self.worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.worker.kill()
+            self.worker.wait()
+        self.worker.stdout.close()
+        self.worker = None
 
 
 # --------------------------------------------------------------------------- run files

@@ -1,0 +1,308 @@
+"""Edge export: finalized models, TFLite float/int8/LCE, TFLite Micro, C arrays, verification."""
+import os
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+import iprune_tf
+import larq as lq
+from conftest import BINARY, fit_pruned, random_data
+from iprune_tf import export
+from iprune_tf._keras import keras, tf
+from iprune_tf.data import DEBIAN_FASHION_MNIST, load_dataset, to_hinge_targets
+from iprune_tf.models import mnist_mlp
+
+needs_fashion_mnist = pytest.mark.skipif(
+    not os.path.isdir(DEBIAN_FASHION_MNIST), reason="apt-get install dataset-fashion-mnist to run"
+)
+BINARY_INPUT = dict(BINARY, input_quantizer="ste_sign")
+
+
+def train_pruned_mlp(flavour, data, epochs, hidden_units=(1024, 1024)):
+    """``mnist_mlp(flavour)`` pruned one-shot to K=8 (paper skip list), trained ``epochs`` on ``data`` (batches of 64)."""
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(0)
+    model = mnist_mlp(flavour, hidden_units=hidden_units)
+    pruned = iprune_tf.prune_fan_in(model, 8, skip=iprune_tf.paper_skip("mnist"))
+    pruned.compile(keras.optimizers.Adam(3e-3), "squared_hinge")
+    targets = to_hinge_targets(data.y_train, 10)
+    pruned.fit(
+        data.x_train, targets, batch_size=64, epochs=epochs, callbacks=[iprune_tf.UpdatePruningStep()], verbose=0,
+    )
+    return pruned
+
+
+@pytest.fixture(scope="module")
+def fashion():
+    if not os.path.isdir(DEBIAN_FASHION_MNIST):
+        pytest.skip("apt-get install dataset-fashion-mnist to run")
+    return load_dataset("fashion_mnist", limit_train=2000, limit_test=1000)
+
+
+@pytest.fixture(scope="module")
+def preset(fashion):
+    """The MNIST preset (BinaryConnect, 1024-1024-10) pruned to K=8, trained 2 x 32 steps; and its exports.
+
+    Two epochs, not one: the int8 logits are quantized in steps of about 0.04, and a model trained
+    for 30 steps leaves 1-2% of test inputs with a top-2 margin below that, so its int8 agreement
+    ranges 98.2-99.6% over seeds; a little more training widens the margins.
+    """
+    pruned = train_pruned_mlp("binaryconnect_det", fashion, epochs=2)
+    representative = fashion.x_train[:300]
+    files = {
+        "float": export.to_tflite(pruned, "float"),
+        "int8": export.to_tflite(pruned, "int8", representative_data=representative),
+    }
+    return pruned, files
+
+
+def assert_matches(checks, runtimes, min_agreement=0.99, max_diff=None):
+    assert [check.runtime for check in checks] == runtimes
+    for check in checks:
+        assert check.samples > 0
+        assert check.agreement >= min_agreement, check
+        if max_diff is not None:
+            assert check.max_abs_diff <= max_diff, check
+
+
+def tflm_check(checks):
+    (check,) = [c for c in checks if c.runtime == "tflm"]
+    return check
+
+
+# ---------------------------------------------------------------- the MNIST preset at K=8
+
+
+@needs_fashion_mnist
+def test_finalized_preset_has_constant_ternary_kernels_and_same_outputs(preset, fashion):
+    pruned, _ = preset
+    finalized = export.finalize_for_tflm(pruned)
+    kinds = {type(layer).__module__.split(".")[0] for layer in finalized.layers}
+    assert kinds == {"tf_keras"}, "no larq or iprune_tf layer may remain"
+    kernel = finalized.get_layer("dense_2").get_weights()[0]
+    assert set(np.unique(kernel)) <= {-1.0, 0.0, 1.0}
+    assert np.all(np.count_nonzero(kernel, axis=0) == 8)
+    x = fashion.x_test[:200]
+    np.testing.assert_allclose(finalized.predict(x, verbose=0), pruned.predict(x, verbose=0), atol=1e-5)
+
+
+@needs_fashion_mnist
+def test_float_export_matches_keras_in_tflite_and_tflm(preset, fashion):
+    pruned, files = preset
+    assert export.tflite_ops(files["float"]) == ["FULLY_CONNECTED", "RESHAPE"]  # no SIGN, no mask op
+    checks = export.verify(pruned, files["float"], fashion.x_test, mode="float")
+    assert_matches(checks, ["tflite", "tflm"], max_diff=1e-4)
+    assert checks[0].samples == 1000
+    tflm = tflm_check(checks)
+    assert tflm.arena_method == "recorded" and 0 < tflm.arena_bytes < 64 * 1024
+
+
+@needs_fashion_mnist
+def test_int8_export_matches_keras_in_tflite_and_tflm(preset, fashion):
+    pruned, files = preset
+    ops = export.tflite_ops(files["int8"])
+    assert "SIGN" not in ops and set(ops) <= {"QUANTIZE", "DEQUANTIZE", "FULLY_CONNECTED", "RESHAPE"}
+    checks = export.verify(pruned, files["int8"], fashion.x_test, mode="int8")
+    assert_matches(checks, ["tflite", "tflm"])
+    tflm = tflm_check(checks)
+    assert tflm.arena_bytes > 0 and tflm.arena_method in ("recorded", "searched")
+    # Weights dominate: int8 is a quarter of float plus per-channel scales, zero points and int32 biases.
+    assert len(files["int8"]) <= 0.26 * len(files["float"])
+
+
+@needs_fashion_mnist
+def test_int8_io_quantizes_inputs_and_outputs(preset, fashion):
+    pruned, _ = preset
+    data = export.to_tflite(pruned, "int8", representative_data=fashion.x_train[:200], int8_io=True)
+    interpreter = tf.lite.Interpreter(model_content=data)
+    assert interpreter.get_input_details()[0]["dtype"] == np.int8
+    assert interpreter.get_output_details()[0]["dtype"] == np.int8
+    checks = export.verify(pruned, data, fashion.x_test[:300], mode="int8")
+    assert_matches(checks, ["tflite", "tflm"], min_agreement=0.98)
+
+
+@needs_fashion_mnist
+def test_lce_export_matches_keras_in_lce_interpreter(preset, fashion):
+    pruned, _ = preset
+    data = export.to_tflite(pruned, "lce")
+    assert "SIGN" not in export.tflite_ops(data)
+    checks = export.verify(pruned, data, fashion.x_test, mode="lce")
+    assert_matches(checks, ["lce"], min_agreement=0.99, max_diff=1e-4)
+
+
+@needs_fashion_mnist
+def test_binary_flavour_runs_in_tflm(fashion):
+    pruned = train_pruned_mlp("binary", fashion.limit(640), epochs=1, hidden_units=(256, 256))
+    data = export.to_tflite(pruned, "float")
+    ops = export.tflite_ops(data)
+    assert "SIGN" not in ops and {"GREATER_EQUAL", "SELECT_V2"} <= set(ops)
+    x = fashion.x_test[:300]
+    assert_matches(export.verify(pruned, data, x, mode="float"), ["tflite", "tflm"], min_agreement=0.99)
+    lce = export.to_tflite(pruned, "lce")
+    assert "LceQuantize" in export.tflite_ops(lce)
+    assert_matches(export.verify(pruned, lce, x), ["lce"], min_agreement=0.99)  # mode detected from LCE's ops
+
+
+# ---------------------------------------------------------------- small models
+
+
+def binary_cnn_with_binary_inputs():
+    """conv_1 BinaryConnect; conv_2 and conv_3 binary inputs padded with +1 (the binary flavour's convs)."""
+    return keras.Sequential(
+        [
+            keras.layers.InputLayer(input_shape=(8, 8, 3)),
+            lq.layers.QuantConv2D(8, 3, padding="same", name="conv_1", **BINARY),
+            keras.layers.BatchNormalization(name="bn_1"),
+            lq.layers.QuantConv2D(16, 3, padding="same", pad_values=1.0, name="conv_2", **BINARY_INPUT),
+            keras.layers.BatchNormalization(name="bn_2"),
+            lq.layers.QuantConv2D(16, 3, padding="same", pad_values=1.0, strides=2, name="conv_3", **BINARY_INPUT),
+            keras.layers.BatchNormalization(name="bn_3"),
+            keras.layers.Flatten(name="flatten"),
+            lq.layers.QuantDense(4, name="output", **BINARY_INPUT),
+        ]
+    )
+
+
+@pytest.fixture
+def pruned_cnn():
+    model = binary_cnn_with_binary_inputs()
+    pruned = iprune_tf.prune_fan_in(model, 5, skip=["conv_1", "conv_3", "output"])
+    x, y = random_data(model, n=64)
+    return fit_pruned(pruned, x, y, epochs=1), x
+
+
+def test_conv_padding_with_ones_is_kept(pruned_cnn):
+    pruned, x = pruned_cnn
+    finalized = export.finalize_for_tflm(pruned)
+    names = [layer.name for layer in finalized.layers]
+    assert "conv_2_pad" in names and "conv_2_sign" in names
+    assert finalized.get_layer("conv_2").padding == "valid"
+    np.testing.assert_allclose(finalized.predict(x, verbose=0), pruned.predict(x, verbose=0), atol=1e-4)
+    data = export.to_tflite(pruned, "float")
+    assert {"PADV2", "CONV_2D", "SELECT_V2"} <= set(export.tflite_ops(data))
+    assert_matches(export.verify(pruned, data, x[:32]), ["tflite", "tflm"], max_diff=1e-3)
+
+
+def test_lce_bit_packs_only_unpruned_binary_convs(pruned_cnn):
+    pruned, x = pruned_cnn
+    data = export.to_tflite(pruned, "lce")
+    ops = export.tflite_ops(data)
+    # conv_3 (binary inputs, +-1 kernel) is bit-packed; pruned conv_2 (ternary kernel) and
+    # BinaryConnect conv_1 (real inputs) stay float convolutions.
+    assert "LceBconv2d" in ops and "CONV_2D" in ops
+    assert_matches(export.verify(pruned, data, x, mode="lce"), ["lce"], max_diff=1e-3)
+
+
+def test_functional_model_is_finalized_with_sign_blocks():
+    inputs = keras.Input((12,))
+    hidden = keras.layers.BatchNormalization(name="bn")(lq.layers.QuantDense(16, name="dense_1", **BINARY)(inputs))
+    outputs = lq.layers.QuantDense(3, name="output", **BINARY_INPUT)(hidden)
+    model = keras.Model(inputs, outputs)
+    x = np.random.default_rng(1).normal(size=(20, 12)).astype("float32")
+    finalized = export.finalize_for_tflm(model)
+    assert isinstance(finalized.get_layer("output_block"), keras.Sequential)
+    np.testing.assert_allclose(finalized.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+
+
+def test_finalized_model_saves_and_loads(tmp_path, pruned_cnn):
+    pruned, x = pruned_cnn
+    finalized = export.finalize_for_tflm(pruned)
+    path = str(tmp_path / "finalized.h5")
+    finalized.save(path)
+    loaded = keras.models.load_model(path, custom_objects=export.custom_objects())
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), finalized.predict(x, verbose=0), atol=1e-6)
+
+
+def small_mlp():
+    model = keras.Sequential(
+        [
+            keras.layers.InputLayer(input_shape=(20,)),
+            lq.layers.QuantDense(32, name="dense_1", **BINARY),
+            keras.layers.BatchNormalization(name="bn_1"),
+            lq.layers.QuantDense(5, name="output", **BINARY_INPUT),
+        ]
+    )
+    x, _ = random_data(model, n=64)
+    return model, x
+
+
+def test_c_array_compiles_and_holds_the_model(tmp_path):
+    model, x = small_mlp()
+    data = export.to_tflite(model, "int8", representative_data=x)
+    header, source = export.to_c_array(data, "small_model", out_dir=str(tmp_path))
+    assert (tmp_path / "small_model.h").read_text() == header
+    assert "#ifndef SMALL_MODEL_H_" in header and "extern const unsigned int small_model_len;" in header
+    assert "alignas(16) const unsigned char small_model[]" in source
+    assert f"const unsigned int small_model_len = {len(data)};" in source
+    body = source[source.index("{") + 1 : source.index("}")]
+    assert bytes(int(v, 16) for v in re.findall(r"0x([0-9a-f]{2})", body)) == data
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed")
+    (tmp_path / "use_model.cc").write_text(
+        '#include "small_model.h"\nunsigned int model_size() { return small_model_len + small_model[0] * 0; }\n'
+    )
+    for unit in ("small_model.cc", "use_model.cc"):
+        result = subprocess.run(["gcc", "-c", "-Wall", "-Werror", unit], cwd=tmp_path, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+
+
+def test_export_run_files_writes_verifies_and_refuses_to_overwrite(tmp_path):
+    model, x = small_mlp()
+    out = str(tmp_path / "export")
+    rows = export.export_run_files(model, out, "mlp", ["float", "int8", "lce"], x, x, c_array=True)
+    assert [(row.mode, row.runtime) for row in rows] == [
+        ("float", "tflite"), ("float", "tflm"), ("int8", "tflite"), ("int8", "tflm"), ("lce", "lce"),
+    ]
+    assert sorted(os.listdir(out)) == sorted(
+        ["mlp_float.tflite", "mlp_float.h", "mlp_float.cc", "mlp_int8.tflite", "mlp_int8.h", "mlp_int8.cc", "mlp_lce.tflite"]
+    )
+    for row in rows:
+        assert os.path.getsize(row.file) == row.bytes and row.agreement >= 0.9
+        assert (row.arena_bytes is not None) == (row.runtime == "tflm")
+    table = export.format_export_table(rows)
+    assert "mlp_int8.tflite" in table and "tflm" in table
+    before = {name: os.path.getmtime(os.path.join(out, name)) for name in os.listdir(out)}
+    with pytest.raises(FileExistsError, match="mlp_float.tflite"):
+        export.export_run_files(model, out, "mlp", ["float"], x, x)
+    assert {name: os.path.getmtime(os.path.join(out, name)) for name in os.listdir(out)} == before
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_bad_inputs_raise(tmp_path):
+    model, x = small_mlp()
+    with pytest.raises(ValueError, match="Unknown export mode 'fp16'"):
+        export.to_tflite(model, "fp16")
+    with pytest.raises(ValueError, match="representative_data"):
+        export.to_tflite(model, "int8")
+    with pytest.raises(ValueError, match="shape"):
+        export.to_tflite(model, "int8", representative_data=np.zeros((4, 7), "float32"))
+    with pytest.raises(ValueError, match="Unknown export mode"):
+        export.verify(model, b"\0", x, mode="int4")
+    for bad in ("1model", "my-model", "int", "", "a b"):
+        with pytest.raises(ValueError, match="C identifier"):
+            export.to_c_array(b"\1\2", bad)
+    with pytest.raises(ValueError, match="empty"):
+        export.to_c_array(b"", "empty_model")
+    export.to_c_array(b"\1\2", "tiny", out_dir=str(tmp_path))
+    with pytest.raises(FileExistsError, match="tiny.h"):
+        export.to_c_array(b"\1\2\3", "tiny", out_dir=str(tmp_path))
+    export.to_c_array(b"\1\2\3", "tiny", out_dir=str(tmp_path), overwrite=True)
+    assert "tiny_len = 3;" in (tmp_path / "tiny.cc").read_text()
+
+
+def test_unsupported_layers_are_named():
+    depthwise = keras.Sequential(
+        [keras.layers.InputLayer(input_shape=(6, 6, 2)), lq.layers.QuantDepthwiseConv2D(3, depthwise_quantizer="ste_sign", name="dw")]
+    )
+    with pytest.raises(ValueError, match="'dw' \\(QuantDepthwiseConv2D\\)"):
+        export.finalize_for_tflm(depthwise)
+    heaviside = keras.Sequential(
+        [keras.layers.InputLayer(input_shape=(6,)), lq.layers.QuantDense(3, name="step", input_quantizer="ste_heaviside")]
+    )
+    with pytest.raises(ValueError, match="'step' has input quantizer SteHeaviside"):
+        export.to_tflite(heaviside, "float")

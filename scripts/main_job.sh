@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The main job: set up, then train -> prune (K=8) -> retrain -> report -> export the paper's MNIST MLP
+# (BinaryConnect, deterministic) on the real Fashion-MNIST, offline.
+#   bash scripts/main_job.sh            # the full recipe recorded in bench/results/ (~30-45 min on 2 cores)
+#   QUICK=1 bash scripts/main_job.sh    # a 3-epoch smoke run of the same pipeline (~3 min)
+# Extra arguments go to `iprune train` (e.g. --inputs 7). Re-running resumes the run in RUN_DIR.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup_env.sh
+RUN_DIR="${RUN_DIR:-runs/fashion_mnist_k8}"
+if [ "${QUICK:-0}" = 1 ]; then
+  RUN_DIR="${RUN_DIR}_quick"
+  EPOCHS=(--epochs-dense 1 --epochs-prune 1 --epochs-retrain 1 --frequency 50)
+else
+  EPOCHS=(--epochs-dense 10 --epochs-prune 10 --epochs-retrain 10)
+fi
+RESUME=()
+[ -f "$RUN_DIR/run.json" ] && RESUME=(--resume)
+.venv/bin/iprune train --preset mnist --flavour binaryconnect_det --inputs 8 --data fashion_mnist \
+  "${EPOCHS[@]}" --out "$RUN_DIR" "${RESUME[@]}" "$@"
+.venv/bin/iprune report "$RUN_DIR"
+.venv/bin/iprune export "$RUN_DIR" --mode float --mode int8 --mode lce --c-array --overwrite

@@ -18,6 +18,8 @@ A pruned binary network is meant for small hardware, so export is a verified pat
 5. :func:`verify` runs the exported bytes in TensorFlow Lite, in TFLite Micro (float, int8) or in
    LCE's interpreter (lce) and compares them with Keras: top-1 agreement, max abs difference of
    the outputs, and the TFLM arena the model needs.
+6. :func:`export_run_files` writes and checks all of that (plus the stripped ``.h5`` and the
+   sparse format of :mod:`iprune_tf.sparse_format`) for a run; :func:`format_export_table` prints it.
 
 What larq-compute-engine bit-packs (LCE 0.16, checked on this package's models)
 --------------------------------------------------------------------------------
@@ -56,17 +58,18 @@ import tempfile
 import larq as lq
 import numpy as np
 
+from iprune_tf import sparse_format
 from iprune_tf._keras import keras, tf
 from iprune_tf.inspect import effective_kernel
 from iprune_tf.layers import is_kernel, require_keras2
-from iprune_tf.prune import strip_pruning
+from iprune_tf.prune import prune_scope, strip_pruning
+from iprune_tf.sparse_format import has_sign_input
 from iprune_tf.wrapper import PruneFanIn
 
 MODES = ("float", "int8", "lce")
 TFLM_MODES = ("float", "int8")
+FILE_MODES = ("h5", *MODES, "sparse")
 
-_SIGN_QUANTIZERS = (lq.quantizers.SteSign, lq.quantizers.ApproxSign, lq.quantizers.SwishSign)
-_SIGN_FUNCTIONS = (lq.quantizers.ste_sign, lq.quantizers.approx_sign, lq.quantizers.swish_sign, lq.math.sign)
 _LARQ_TO_KERAS = {lq.layers.QuantDense: keras.layers.Dense, lq.layers.QuantConv2D: keras.layers.Conv2D}
 _LARQ_ONLY_KEYS = ("input_quantizer", "kernel_quantizer", "metrics", "pad_values")
 _ARENA_TOTAL = re.compile(r"Arena allocation total (\d+) bytes")
@@ -184,7 +187,7 @@ def _convert_layer(layer, keep_binary_input_larq):
 
 
 def _convert_larq(layer, keep_binary_input_larq):
-    binary_input = _binary_input(layer)
+    binary_input = has_sign_input(layer)
     values = [effective_kernel(layer) if is_kernel(w) else w.numpy() for w in layer.weights]
     config = layer.get_config()
     config["kernel_constraint"] = None
@@ -199,20 +202,6 @@ def _convert_larq(layer, keep_binary_input_larq):
     for key in _LARQ_ONLY_KEYS:
         config.pop(key, None)
     return blocks + [(_LARQ_TO_KERAS[type(layer)].from_config(config), values)]
-
-
-def _binary_input(layer):
-    """True if ``layer`` binarizes its input with a sign quantizer; ValueError for other input quantizers."""
-    quantizer = layer.input_quantizer
-    if quantizer is None:
-        return False
-    if isinstance(quantizer, _SIGN_QUANTIZERS) or quantizer in _SIGN_FUNCTIONS:
-        return True
-    name = getattr(quantizer, "__name__", type(quantizer).__name__)
-    raise ValueError(
-        f"Layer '{layer.name}' has input quantizer {name}, which export cannot express with TFLite Micro ops; "
-        "supported: none, ste_sign, approx_sign, swish_sign."
-    )
 
 
 def _same_padding(layer):
@@ -580,7 +569,11 @@ class _ArenaProbe:
 
 @dataclasses.dataclass
 class ExportRow:
-    """One exported file checked in one runtime (a file checked in two runtimes gives two rows)."""
+    """One exported file checked in one runtime (a file checked in two runtimes gives two rows).
+
+    ``bytes`` is the file size; ``payload_bytes`` is, for the sparse format, the exact size of its
+    stored content (what the paper's memory counts), None for other files.
+    """
 
     mode: str
     file: str
@@ -588,60 +581,103 @@ class ExportRow:
     runtime: str
     agreement: float
     max_abs_diff: float
-    arena_bytes: int | None
+    arena_bytes: int | None = None
+    payload_bytes: int | None = None
 
     def as_dict(self):
         return dataclasses.asdict(self)
 
 
-def export_run_files(model, out_dir, name, modes, representative_x, verify_x, c_array=False, overwrite=False, int8_io=False):
+def export_run_files(
+    model, out_dir, name, modes, representative_x, verify_x, c_array=False, overwrite=False, int8_io=False
+):
     """Export ``model`` in each of ``modes`` to ``out_dir``, verify each file, return :class:`ExportRow` rows.
 
-    Writes ``{name}_{mode}.tflite`` per mode and, with ``c_array``, the ``{name}_{mode}.h/.cc``
-    pair for the TFLM modes (float, int8). Existing files are never replaced unless
-    ``overwrite=True``; all target paths are checked before anything is written.
+    Modes (:data:`FILE_MODES`): ``"h5"`` (the stripped Keras model, ``{name}.h5``, reloaded and
+    compared), ``"float"``/``"int8"``/``"lce"`` (``{name}_{mode}.tflite``, see :func:`to_tflite`
+    and :func:`verify`), ``"sparse"`` (``{name}_sparse.npz``, :mod:`iprune_tf.sparse_format`, run
+    by its numpy inference). With ``c_array``, the TFLM modes (float, int8) also get the
+    ``{name}_{mode}.h/.cc`` pair. Every file is built in memory and every target path checked
+    before anything is written; existing files are never replaced unless ``overwrite=True``.
     ``representative_x`` calibrates int8; ``verify_x`` are the inputs compared against Keras.
     """
     modes = list(dict.fromkeys([modes] if isinstance(modes, str) else modes))
     if not modes:
-        raise ValueError(f"No export mode given; choose from {MODES}.")
+        raise ValueError(f"No export mode given; choose from {FILE_MODES}.")
     for mode in modes:
-        _require_mode(mode, MODES)
+        _require_mode(mode, FILE_MODES)
     if c_array and not _C_IDENTIFIER.match(f"{name}_float"):
-        raise ValueError(f"Export name {name!r} must make a valid C identifier for --c-array.")
+        raise ValueError(f"Export name {name!r} must make a valid C identifier for c_array.")
     planned = {mode: _planned_paths(out_dir, name, mode, c_array) for mode in modes}
     for path in (p for paths in planned.values() for p in paths):
         _refuse_overwrite(path, overwrite)
+    built = {mode: _build(model, mode, representative_x, int8_io) for mode in modes}
     os.makedirs(out_dir, exist_ok=True)
     rows = []
     for mode in modes:
-        data = to_tflite(model, mode, representative_data=representative_x, int8_io=int8_io)
         path = planned[mode][0]
-        with open(path, "wb") as f:
-            f.write(data)
+        _write(built[mode], mode, path)
         if c_array and mode in TFLM_MODES:
-            to_c_array(data, f"{name}_{mode}", out_dir, overwrite=overwrite)
-        for check in verify(model, data, verify_x, mode=mode):
-            rows.append(
-                ExportRow(mode, path, len(data), check.runtime, check.agreement, check.max_abs_diff, check.arena_bytes)
-            )
+            to_c_array(built[mode], f"{name}_{mode}", out_dir, overwrite=overwrite)
+        rows += _check_file(model, built[mode], mode, path, verify_x)
     return rows
 
 
+def _build(model, mode, representative_x, int8_io):
+    if mode == "h5":
+        return strip_pruning(model) if any(isinstance(layer, PruneFanIn) for layer in model.layers) else model
+    if mode == "sparse":
+        return sparse_format.from_keras(model)
+    return to_tflite(model, mode, representative_data=representative_x, int8_io=int8_io)
+
+
+def _write(artifact, mode, path):
+    if mode == "h5":
+        artifact.save(path, overwrite=True)  # the caller already refused existing files
+    elif mode == "sparse":
+        sparse_format.save_sparse(artifact, path, overwrite=True)
+    else:
+        with open(path, "wb") as f:
+            f.write(artifact)
+
+
+def _check_file(model, artifact, mode, path, x):
+    size = os.path.getsize(path)
+    if mode in MODES:
+        return [
+            ExportRow(mode, path, size, c.runtime, c.agreement, c.max_abs_diff, c.arena_bytes)
+            for c in verify(model, artifact, x, mode=mode)
+        ]
+    x = np.asarray(x, dtype=np.float32)
+    expected = model.predict(x, batch_size=256, verbose=0)
+    if mode == "h5":
+        with prune_scope():
+            reloaded = keras.models.load_model(path)
+        check = _compare("keras", expected, reloaded.predict(x, batch_size=256, verbose=0))
+        return [ExportRow(mode, path, size, check.runtime, check.agreement, check.max_abs_diff)]
+    check = _compare("numpy", expected, sparse_format.load_sparse(path).predict(x))
+    return [ExportRow(mode, path, size, check.runtime, check.agreement, check.max_abs_diff, None, artifact.payload_bytes())]
+
+
 def _planned_paths(out_dir, name, mode, c_array):
-    stem = os.path.join(out_dir, f"{name}_{mode}")
+    stem = os.path.join(out_dir, name if mode == "h5" else f"{name}_{mode}")
+    extension = {"h5": ".h5", "sparse": ".npz"}.get(mode, ".tflite")
     extras = [f"{stem}.h", f"{stem}.cc"] if c_array and mode in TFLM_MODES else []
-    return [f"{stem}.tflite", *extras]
+    return [stem + extension, *extras]
 
 
 def format_export_table(rows):
     """A fixed-width text table of :func:`export_run_files` rows."""
-    header = f"{'mode':<8}{'file':<34}{'bytes':>11}{'runtime':>9}{'top-1 agree':>13}{'max |diff|':>12}{'arena':>9}"
+    header = (
+        f"{'mode':<8}{'file':<30}{'bytes':>11}{'payload':>10}{'runtime':>9}"
+        f"{'top-1 agree':>13}{'max |diff|':>12}{'arena':>9}"
+    )
     lines = [header, "-" * len(header)]
     for row in rows:
         arena = "-" if row.arena_bytes is None else str(row.arena_bytes)
+        payload = "-" if row.payload_bytes is None else str(row.payload_bytes)
         lines.append(
-            f"{row.mode:<8}{os.path.basename(row.file):<34}{row.bytes:>11}{row.runtime:>9}"
+            f"{row.mode:<8}{os.path.basename(row.file):<30}{row.bytes:>11}{payload:>10}{row.runtime:>9}"
             f"{row.agreement:>12.2%} {row.max_abs_diff:>11.3g} {arena:>8}"
         )
     return "\n".join(lines)

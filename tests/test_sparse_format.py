@@ -1,0 +1,205 @@
+"""The sparse format: exact payload, file round trip, numpy inference equal to Keras, and bad input."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+import iprune_tf
+import larq as lq
+from conftest import BINARY, fit_pruned, random_data
+from iprune_tf import sparse_format as sf
+from iprune_tf._keras import keras
+from iprune_tf.models import mnist_mlp
+from test_export import fashion_data, needs_fashion_mnist, trained_preset
+
+
+def round_trip(model, tmp_path, name="model.npz"):
+    path = str(tmp_path / name)
+    sf.save_sparse(model, path)
+    return sf.load_sparse(path), path
+
+
+@needs_fashion_mnist
+def test_preset_k8_payload_and_predictions(tmp_path):
+    pruned = trained_preset()
+    x = fashion_data().x_test
+    loaded, path = round_trip(pruned, tmp_path)
+    assert [(l.name, l.kind, l.fan_in, l.units, l.k) for l in loaded.layers] == [
+        ("dense_1", "sparse", 784, 1024, 8), ("dense_2", "sparse", 1024, 1024, 8), ("output", "binary", 1024, 10, 1024),
+    ]
+    # Hand count: K=8 indices of ceil(log2(784)) = ceil(log2(1024)) = 10 bits and one sign bit per
+    # kept weight; the dense output layer's 1024 x 10 sign bits; BN folded to two float32 per neuron.
+    by_hand = 1024 * 8 * (10 + 1) + 1024 * 8 * (10 + 1) + 1024 * 10 + (1024 + 1024 + 10) * 2 * 32
+    assert loaded.payload_bits() == by_hand == 322176
+    assert loaded.payload_bytes() == 40272
+    assert [row["payload_bits"] for row in loaded.size_table()] == [90112 + 65536, 90112 + 65536, 10240 + 640]
+    assert loaded.payload_bytes() < os.path.getsize(path) < loaded.payload_bytes() + 8192
+    with np.load(path) as data:
+        assert data["L0_indices"].nbytes == 1024 * 8 * 10 // 8 and data["L0_signs"].nbytes == 1024 * 8 // 8
+    expected = pruned.predict(x, verbose=0)
+    outputs = loaded.predict(x)
+    np.testing.assert_array_equal(outputs.argmax(axis=1), expected.argmax(axis=1))
+    np.testing.assert_allclose(outputs, expected, atol=1e-4)
+    # The stored indices and signs are exactly the pruned layer's non-zero weights.
+    kernel = iprune_tf.effective_kernel(pruned.get_layer("prune_fan_in_dense_2"))
+    rebuilt = np.zeros_like(kernel)
+    layer = loaded.layers[1]
+    np.put_along_axis(rebuilt.T, layer.indices, layer.signs, axis=1)
+    np.testing.assert_array_equal(rebuilt, kernel)
+
+
+def test_binary_flavour_with_sign_activations(tmp_path):
+    model = mnist_mlp("binary", hidden_units=(64, 48), input_shape=(6, 5))
+    pruned = iprune_tf.prune_fan_in(model, 4, skip=iprune_tf.paper_skip("mnist"))
+    x, y = random_data(model, n=256)
+    fit_pruned(pruned, x, y, epochs=2)
+    loaded, _ = round_trip(pruned, tmp_path)
+    assert [(l.kind, l.binary_input, l.activation, l.k) for l in loaded.layers] == [
+        ("sparse", False, "linear", 4), ("sparse", True, "linear", 4), ("binary", True, "linear", 48),
+    ]
+    assert [l.index_bits for l in loaded.layers[:2]] == [5, 6]  # ceil(log2(30)), ceil(log2(64))
+    expected = pruned.predict(x, verbose=0)
+    np.testing.assert_array_equal(loaded.predict(x).argmax(axis=1), expected.argmax(axis=1))
+    np.testing.assert_allclose(loaded.predict(x), expected, atol=1e-4)
+
+
+def test_float_kernels_bias_relu_and_kernel_scale(tmp_path):
+    model = keras.Sequential(
+        [
+            keras.layers.InputLayer(input_shape=(12,)),
+            keras.layers.Dense(16, activation="relu", name="float_relu"),
+            lq.layers.QuantDense(8, kernel_quantizer="magnitude_aware_sign", use_bias=True, name="scaled"),
+            keras.layers.ReLU(name="relu"),
+            lq.layers.QuantDense(3, kernel_quantizer="ste_sign", use_bias=False, name="plain"),
+        ]
+    )
+    x = np.random.default_rng(3).normal(size=(64, 12)).astype("float32")
+    model.get_layer("scaled").bias.assign(np.linspace(-0.5, 0.5, 8))
+    loaded, _ = round_trip(model, tmp_path)
+    kinds = [(l.kind, l.activation, l.scale is not None) for l in loaded.layers]
+    # The magnitude-aware scale and the bias go to scale/offset; identity pairs (zero bias, no BN) are omitted.
+    assert kinds == [("float", "relu", False), ("binary", "relu", True), ("binary", "linear", False)]
+    assert loaded.layers[2].payload_bits() == 8 * 3
+    assert not np.allclose(loaded.layers[1].scale, 1.0)
+    np.testing.assert_allclose(loaded.predict(x), model.predict(x, verbose=0), atol=1e-4)
+
+
+def test_uneven_fan_in_falls_back_to_float():
+    layer = keras.layers.Dense(3, use_bias=False, name="uneven")
+    model = keras.Sequential([keras.layers.InputLayer(input_shape=(4,)), layer])
+    layer.set_weights([np.array([[1, 0, -1], [0, 0, 1], [-1, 1, 0], [0, 0, 1]], np.float32)])  # 2, 1, 3 inputs
+    (stored,) = sf.from_keras(model).layers
+    assert stored.kind == "float"
+    x = np.eye(4, dtype=np.float32)
+    np.testing.assert_allclose(sf.from_keras(model).predict(x), model.predict(x, verbose=0))
+
+
+def test_unsupported_models_are_refused():
+    conv = keras.Sequential(
+        [
+            keras.layers.InputLayer(input_shape=(6, 6, 1)),
+            lq.layers.QuantConv2D(2, 3, name="conv_1", **BINARY),
+            keras.layers.Flatten(),
+            lq.layers.QuantDense(2, name="output", **BINARY),
+        ]
+    )
+    with pytest.raises(ValueError, match="'conv_1' \\(QuantConv2D\\): the sparse format supports MLPs.*not implemented"):
+        sf.from_keras(conv)
+    inputs = keras.Input((4,))
+    with pytest.raises(ValueError, match="Sequential"):
+        sf.from_keras(keras.Model(inputs, keras.layers.Dense(2)(inputs)))
+    bn_after_relu = keras.Sequential(
+        [keras.layers.InputLayer(input_shape=(4,)), keras.layers.Dense(3, activation="relu"),
+         keras.layers.BatchNormalization(name="late_bn")]
+    )
+    with pytest.raises(ValueError, match="'late_bn'.*after the activation"):
+        sf.from_keras(bn_after_relu)
+    tanh = keras.Sequential([keras.layers.InputLayer(input_shape=(4,)), keras.layers.Dense(3, activation="tanh", name="t")])
+    with pytest.raises(ValueError, match="'t'.*activation 'tanh'"):
+        sf.from_keras(tanh)
+    heaviside = keras.Sequential(
+        [keras.layers.InputLayer(input_shape=(4,)), lq.layers.QuantDense(3, input_quantizer="ste_heaviside", name="h")]
+    )
+    with pytest.raises(ValueError, match="'h' has input quantizer SteHeaviside"):
+        sf.from_keras(heaviside)
+
+
+@pytest.fixture(scope="module")
+def small_pruned():
+    keras.backend.clear_session()
+    model = mnist_mlp("binaryconnect_det", hidden_units=(16,), input_shape=(4, 4))
+    pruned = iprune_tf.prune_fan_in(model, 3, skip=iprune_tf.paper_skip("mnist"))
+    x, y = random_data(model, n=32)
+    return fit_pruned(pruned, x, y, epochs=1), x
+
+
+@pytest.fixture
+def saved(tmp_path, small_pruned):
+    pruned, x = small_pruned
+    path = str(tmp_path / "small.npz")
+    return sf.save_sparse(pruned, path), path, x
+
+
+def test_overwrite_is_refused(saved):
+    sparse, path, _ = saved
+    before = open(path, "rb").read()
+    with pytest.raises(FileExistsError, match="already exists"):
+        sf.save_sparse(sparse, path)
+    assert open(path, "rb").read() == before
+    sf.save_sparse(sparse, path, overwrite=True)
+
+
+def rewrite(path, **changes):
+    """Rewrite the npz at ``path`` with some arrays replaced (None removes one)."""
+    with np.load(path) as data:
+        arrays = {key: data[key] for key in data.files}
+    for key, value in changes.items():
+        if value is None:
+            arrays.pop(key)
+        else:
+            arrays[key] = value
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def header_with(path, **fields):
+    with np.load(path) as data:
+        header = json.loads(str(data["header"][()]))
+    header.update(fields)
+    return np.array(json.dumps(header))
+
+
+def test_bad_files_raise_clear_errors(saved, tmp_path):
+    sparse, path, x = saved
+    np.testing.assert_allclose(sf.load_sparse(path).predict(x), sparse.predict(x))
+    with pytest.raises(FileNotFoundError, match="missing.npz"):
+        sf.load_sparse(str(tmp_path / "missing.npz"))
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"not a zip file at all")
+    with pytest.raises(sf.SparseFormatError, match="garbage.npz"):
+        sf.load_sparse(str(garbage))
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(open(path, "rb").read()[:-200])
+    with pytest.raises(sf.SparseFormatError):
+        sf.load_sparse(str(truncated))
+    with pytest.raises(ValueError, match="shape"):
+        sparse.predict(np.zeros((2, 16), np.float32))
+
+    rewrite(path, header=header_with(path, version=99))
+    with pytest.raises(sf.SparseFormatError, match="version 99; this iprune_tf reads version 1"):
+        sf.load_sparse(path)
+    rewrite(path, header=header_with(path, version=1, format="something_else"))
+    with pytest.raises(sf.SparseFormatError, match="format 'something_else'"):
+        sf.load_sparse(path)
+    rewrite(path, header=header_with(path, format=sf.FORMAT))
+    assert sf.load_sparse(path).payload_bits() == sparse.payload_bits()
+    rewrite(path, L0_signs=np.zeros(1, np.uint8))
+    with pytest.raises(sf.SparseFormatError, match="sign array holds 8 bits, expected 48"):
+        sf.load_sparse(path)
+    rewrite(path, L0_signs=None)
+    with pytest.raises(sf.SparseFormatError, match="corrupt.*L0_signs"):
+        sf.load_sparse(path)
+    rewrite(path, header=None)
+    with pytest.raises(sf.SparseFormatError, match="no 'header'"):
+        sf.load_sparse(path)

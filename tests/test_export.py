@@ -219,6 +219,15 @@ def test_functional_model_is_finalized_with_sign_blocks():
     np.testing.assert_allclose(finalized.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
 
 
+@pytest.mark.parametrize("flavour", ["full_precision", "binaryconnect_stoch"])
+def test_other_flavours_finalize_to_the_same_function(flavour):
+    model = mnist_mlp(flavour, hidden_units=(16,), input_shape=(4, 4))
+    x, _ = random_data(model, n=32)
+    finalized = export.finalize_for_tflm(model)
+    assert {type(layer).__name__ for layer in finalized.layers} == {"Flatten", "Dense", "BatchNormalization", "Activation"}
+    np.testing.assert_allclose(finalized.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+
+
 def test_finalized_model_saves_and_loads(tmp_path, pruned_cnn):
     pruned, x = pruned_cnn
     finalized = export.finalize_for_tflm(pruned)

@@ -17,6 +17,17 @@ def test_train_then_report(tmp_path, tiny_mnist_npz, capsys):
     assert cli.main(args + ["--resume"]) == 0
 
 
+def test_export_writes_verified_files(tiny_run, capsys):
+    assert cli.main(["export", tiny_run.dir, "--mode", "float", "--verify-samples", "50"]) == 0
+    table = capsys.readouterr().out
+    for name in ("pruned.h5", "pruned_float.tflite", "pruned_sparse.npz"):
+        assert os.path.isfile(os.path.join(tiny_run.dir, "export", name))
+        assert name in table
+    assert "100.00%" in table and "tflm" in table
+    assert cli.main(["export", tiny_run.dir, "--mode", "float"]) == 2  # existing exports need --overwrite
+    assert "overwrite" in capsys.readouterr().err
+
+
 def test_report_on_missing_run_is_a_clear_error(tmp_path, capsys):
     assert cli.main(["report", str(tmp_path)]) == 2
     assert "no run.json" in capsys.readouterr().err

@@ -49,7 +49,7 @@ def main():
 
     dense = {}
     for flavour in ("binaryconnect_det", "full_precision"):
-        model = recipes.compile_model(models.mnist_mlp(flavour))
+        model = recipes.compile_model(models.mnist_mlp(flavour), weight_decay=recipes.WEIGHT_DECAY)
         model.fit(x, y, epochs=args.epochs_dense, **fit)
         dense[flavour] = model
 
@@ -66,7 +66,7 @@ def main():
     for name, (model, callback, strip) in variants.items():
         print(f"== {name} ==", flush=True)
         start = time.time()
-        recipes.compile_model(model)
+        recipes.compile_model(model, weight_decay=recipes.WEIGHT_DECAY)
         model.fit(x, y, epochs=masked_epochs, callbacks=[callback], validation_data=(x_test, y_test), **fit)
         final = strip(model)
         kept = {s.name: s.kept_histogram for s in iprune_tf.inspect_pruning(final)}

@@ -57,7 +57,7 @@ def main():
     x, y, *_ = fashion_mnist(limit_train=args.steps * args.batch_size)
     runs = variants()
     for model, _ in runs.values():
-        recipes.compile_model(model)
+        recipes.compile_model(model, weight_decay=recipes.WEIGHT_DECAY)
 
     def fit(name):
         model, callbacks = runs[name]

@@ -35,6 +35,9 @@ def _train_parser(sub):
     p.add_argument("--frequency", type=int, default=DEFAULTS.frequency, help="steps between mask updates")
     p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
     p.add_argument("--lr", type=float, default=DEFAULTS.learning_rate)
+    p.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay, help="on the last dense layer only")
+    p.add_argument("--weight-decay-mode", default=DEFAULTS.weight_decay_mode, choices=list(recipes.WEIGHT_DECAY_MODES),
+                   help="decoupled (AdamW-style, default) or l2 (loss term; measured to hurt binary nets)")
     p.add_argument("--seed", type=int, default=DEFAULTS.seed)
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
@@ -72,7 +75,8 @@ def _run_config(args):
         preset=args.preset, flavour=args.flavour, inputs_per_neuron=args.inputs, data=args.data,
         limit_train=args.limit_train, limit_test=args.limit_test, epochs_dense=args.epochs_dense,
         epochs_prune=args.epochs_prune, epochs_retrain=args.epochs_retrain, schedule=args.schedule,
-        frequency=args.frequency, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
+        frequency=args.frequency, batch_size=args.batch_size, learning_rate=args.lr,
+        weight_decay=args.weight_decay, weight_decay_mode=args.weight_decay_mode, seed=args.seed,
     )
 
 

@@ -13,8 +13,9 @@ Flavours:
 
 Batch normalization follows every Dense/Conv layer, the output layer included, where BinaryConnect
 puts it. Real-valued flavours use ReLU; the binary flavour binarizes at the next layer's input.
-The output layer carries the recipe's L2 weight decay (``output_l2``): with the square hinge loss
-it makes the last layer an L2-SVM.
+The recipe's weight decay on the last dense layer (named ``output``) is applied by the optimizer
+(:func:`iprune_tf.recipes.compile_model`, decoupled). ``output_l2`` instead adds a classic L2 loss
+term (``kernel_regularizer``) to that layer; see the recipe module for why it is off by default.
 """
 from dataclasses import dataclass
 
@@ -67,7 +68,7 @@ def _bn(name):
     return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-4, name=name)
 
 
-def mnist_mlp(flavour="binaryconnect_det", hidden_units=(1024, 1024), num_classes=10, input_shape=(28, 28), output_l2=5e-2):
+def mnist_mlp(flavour="binaryconnect_det", hidden_units=(1024, 1024), num_classes=10, input_shape=(28, 28), output_l2=None):
     """The paper's MNIST MLP (default 1024D-1024D-10D)."""
     _require_flavour(flavour)
     layers = [keras.layers.Flatten(input_shape=input_shape, name="flatten")]
@@ -88,7 +89,7 @@ def cifar10_vgg_small(
     dense_units=(1024, 1024),
     num_classes=10,
     input_shape=(32, 32, 3),
-    output_l2=5e-2,
+    output_l2=None,
 ):
     """The paper's VGG-Small variant; ``"M"`` in ``conv_filters`` is a 2x2 max-pool."""
     _require_flavour(flavour)

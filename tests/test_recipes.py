@@ -21,15 +21,44 @@ def test_loss_is_square_hinge_on_pm1_targets():
     assert float(model.optimizer.learning_rate) == pytest.approx(3e-3)
 
 
+def _small(build, **kwargs):
+    if build is models.mnist_mlp:
+        return build("binaryconnect_det", hidden_units=(16, 16), **kwargs)
+    return build("binaryconnect_det", conv_filters=(4, "M"), dense_units=(8,), **kwargs)
+
+
 @pytest.mark.parametrize("build", [models.mnist_mlp, models.cifar10_vgg_small])
-def test_weight_decay_only_on_last_dense_layer(build):
-    model = build("binaryconnect_det", hidden_units=(16, 16)) if build is models.mnist_mlp else build(
-        "binaryconnect_det", conv_filters=(4, "M"), dense_units=(8,))
+def test_decoupled_weight_decay_only_on_last_dense_layer(build):
+    model = recipes.compile_model(_small(build), weight_decay=5e-2)
+    assert not model.losses
+    variables = model.trainable_variables
+    before = [v.numpy() for v in variables]
+    model.optimizer.apply_gradients([(tf.zeros_like(v), v) for v in variables])  # Adam moves nothing on 0
+    kernel = recipes.decay_kernel(model)
+    for variable, old in zip(variables, before):
+        expected = old * (1 - 3e-3 * 5e-2) if variable is kernel else old
+        np.testing.assert_allclose(variable.numpy(), expected, rtol=1e-6, err_msg=variable.name)
+    assert kernel.name.startswith("output/")
+
+
+@pytest.mark.parametrize("build", [models.mnist_mlp, models.cifar10_vgg_small])
+def test_l2_mode_puts_the_loss_term_on_the_last_dense_layer_only(build):
+    model = _small(build, output_l2=5e-2)
     regularized = [layer.name for layer in model.layers if getattr(layer, "kernel_regularizer", None) is not None]
-    assert regularized == ["output"]
+    assert regularized == ["output"] and len(model.losses) == 1
     kernel = model.get_layer("output").kernel
-    assert len(model.losses) == 1
     np.testing.assert_allclose(float(model.losses[0]), 5e-2 * float(tf.reduce_sum(tf.square(kernel))), rtol=1e-5)
+
+
+def test_run_config_chooses_the_weight_decay_form():
+    l2 = recipes.RunConfig(weight_decay_mode="l2")
+    assert recipes.decoupled_decay(l2) == 0.0
+    assert len(recipes.build_model(l2, "binaryconnect_det", (28, 28), 10).losses) == 1
+    assert recipes.decoupled_decay(recipes.RunConfig()) == pytest.approx(5e-2)
+    with pytest.raises(ValueError, match="weight_decay_mode"):
+        recipes.RunConfig(weight_decay_mode="sometimes")
+    with pytest.raises(ValueError, match="lacks"):
+        recipes.compile_model(keras.Sequential([keras.layers.Dense(2, input_shape=(3,))]), weight_decay=1e-2)
 
 
 def test_config_rejects_bad_values():

@@ -37,13 +37,8 @@ def weight_distributions(snapshots, path, bins=80):
             kept = weights[weights != 0] if stage != "before_pruning" else weights
             ax = axes[row, col]
             ax.hist(kept, bins=bins, color="tab:blue" if stage == "before_pruning" else "tab:orange")
-            ax.set_title(f"{layer}: {STAGES[stage]}\n{kept.size:,} of {weights.size:,} weights", fontsize=9)
-            ax.set_xlabel("latent weight", fontsize=8)
-            ax.tick_params(labelsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+            _label(ax, f"{layer}: {STAGES[stage]}\n{kept.size:,} of {weights.size:,} weights", "latent weight")
+    return _save(plt, fig, path)
 
 
 def kept_inputs(stats, path):
@@ -56,10 +51,20 @@ def kept_inputs(stats, path):
     for ax, s in zip(axes[0], stats):
         counts = {int(k): v for k, v in s.kept_histogram.items()}
         ax.bar([str(k) for k in counts], list(counts.values()), color="tab:green" if s.pruned else "tab:gray")
-        ax.set_title(f"{s.name} ({'pruned' if s.pruned else 'dense'}, fan-in {s.fan_in})", fontsize=9)
-        ax.set_xlabel("inputs kept per neuron", fontsize=8)
-        ax.set_ylabel("neurons", fontsize=8)
-        ax.tick_params(labelsize=7)
+        _label(ax, f"{s.name} ({'pruned' if s.pruned else 'dense'}, fan-in {s.fan_in})", "inputs kept per neuron",
+               "neurons")
+    return _save(plt, fig, path)
+
+
+def _label(ax, title, xlabel, ylabel=None):
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(xlabel, fontsize=8)
+    if ylabel:
+        ax.set_ylabel(ylabel, fontsize=8)
+    ax.tick_params(labelsize=7)
+
+
+def _save(plt, fig, path):
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

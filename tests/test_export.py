@@ -81,6 +81,19 @@ def assert_matches(checks, runtimes, min_agreement=0.99, max_diff=None):
             assert check.max_abs_diff <= max_diff, check
 
 
+def dense_kernels(tflite_bytes):
+    """``(int8 kernel, scales)`` of every FULLY_CONNECTED weight tensor, in the file's order of ops."""
+    interpreter = tf.lite.Interpreter(model_content=tflite_bytes)
+    interpreter.allocate_tensors()
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    kernels = []
+    for op in interpreter._get_ops_details():
+        if op["op_name"] == "FULLY_CONNECTED":
+            weights = tensors[op["inputs"][1]]
+            kernels.append((interpreter.get_tensor(weights["index"]), weights["quantization_parameters"]["scales"]))
+    return kernels
+
+
 def tflm_check(checks):
     (check,) = [c for c in checks if c.runtime == "tflm"]
     return check
@@ -122,17 +135,35 @@ def test_int8_export_matches_keras_in_tflite_and_tflm(preset, fashion):
     assert_matches(checks, ["tflite", "tflm"])
     tflm = tflm_check(checks)
     assert tflm.arena_bytes > 0 and tflm.arena_method in ("recorded", "searched")
-    # Weights dominate: int8 is a quarter of float plus per-channel scales, zero points and int32 biases.
-    assert len(files["int8"]) <= 0.26 * len(files["float"])
+    # Dense kernels are per tensor by default, and each neuron keeps one weight magnitude (ternary).
+    kernels = dense_kernels(files["int8"])
+    assert [k.shape for k, _ in kernels] == [(1024, 784), (1024, 1024), (10, 1024)]
+    for kernel, scales in kernels:
+        assert len(scales) == 1
+        magnitudes = [np.unique(np.abs(row[row != 0])) for row in kernel.astype(np.int32)]
+        assert all(len(m) == 1 and m[0] >= 16 for m in magnitudes)
+    # int8 = a quarter of the float weights + int32 biases (as large as the float ones) + structure;
+    # see "int8 and sizes" in iprune_tf.export for why it cannot be a quarter of the float file.
+    weights = 784 * 1024 + 1024 * 1024 + 1024 * 10
+    assert weights + 4 * 2058 < len(files["int8"]) < weights + 4 * 2058 + 8192
+    assert len(files["int8"]) <= 0.252 * len(files["float"])
 
 
 @needs_fashion_mnist
-def test_int8_io_quantizes_inputs_and_outputs(preset, fashion):
-    pruned, _ = preset
-    data = export.to_tflite(pruned, "int8", representative_data=fashion.x_train[:200], int8_io=True)
+def test_int8_io_and_per_channel_dense_kernels(preset, fashion):
+    pruned, files = preset
+    data = export.to_tflite(
+        pruned, "int8", representative_data=fashion.x_train[:200], int8_io=True, per_channel_dense=True
+    )
     interpreter = tf.lite.Interpreter(model_content=data)
     assert interpreter.get_input_details()[0]["dtype"] == np.int8
     assert interpreter.get_output_details()[0]["dtype"] == np.int8
+    # Per channel, every neuron's weights are +-127 (the BN scale moves to the per-channel scale),
+    # at 24 bytes per neuron: a float32 scale and an int64 zero point for the kernel and the bias
+    # (int8 I/O saves a few hundred bytes of QUANTIZE/DEQUANTIZE tensors).
+    for kernel, scales in dense_kernels(data):
+        assert len(scales) == len(kernel) and set(np.unique(kernel)) <= {-127, 0, 127}
+    assert len(data) - len(files["int8"]) > 23 * 2058
     checks = export.verify(pruned, data, fashion.x_test[:300], mode="int8")
     assert_matches(checks, ["tflite", "tflm"], min_agreement=0.98)
 

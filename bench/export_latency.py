@@ -1,12 +1,13 @@
 """Export sizes and inference latency of the MNIST preset pruned to K=8 (issue #4, item 4).
 
-    python bench/export_latency.py [--limit-train 10000] [--epochs-dense 2] [--epochs-prune 2] [--repeats 30]
+    python bench/export_latency.py [--limit-train 10000] [--epochs-dense 2] [--epochs-prune 2] [--epochs-retrain 1]
     python bench/export_latency.py --from-run RUN_DIR
 
 Model: ``mnist_mlp("binaryconnect_det")`` (784-1024-1024-10) trained on Fashion-MNIST with the
 recipe (square hinge, Adam 3e-3, decoupled weight decay on 'output'): ``epochs_dense`` epochs dense,
 then pruned to K=8 inputs per neuron by iprune_tf's gradual schedule over ``epochs_prune`` epochs
-(paper skip list: 'output' stays dense), stripped. ``--from-run`` instead loads
+(paper skip list: 'output' stays dense), retrained ``epochs_retrain`` epochs with fixed masks (so
+BN statistics match the final masks), stripped. ``--from-run`` instead loads
 ``RUN_DIR/models/pruned_stripped.h5`` (train with ``iprune train``; its own data and preprocessing are used).
 
 Files (written by :func:`iprune_tf.export.export_run_files` to a temporary directory, each verified
@@ -51,7 +52,7 @@ VERIFY = 1000
 
 
 def train_pruned(args, x, y):
-    """The preset trained dense, pruned gradually to K=8 and stripped; returns the stripped model."""
+    """The preset trained dense, pruned gradually to K=8, retrained and stripped; returns the stripped model."""
     keras.utils.set_random_seed(args.seed)
     model = recipes.compile_model(models.mnist_mlp("binaryconnect_det"), weight_decay=recipes.WEIGHT_DECAY)
     model.fit(x, y, batch_size=args.batch_size, epochs=args.epochs_dense, verbose=2)
@@ -59,8 +60,8 @@ def train_pruned(args, x, y):
     schedule = iprune_tf.FanInSchedule(begin_step=1, end_step=max(1, steps), frequency=args.frequency)
     pruned = iprune_tf.prune_fan_in(model, K, schedule, skip=iprune_tf.paper_skip("mnist"))
     recipes.compile_model(pruned, weight_decay=recipes.WEIGHT_DECAY)
-    pruned.fit(x, y, batch_size=args.batch_size, epochs=args.epochs_prune, callbacks=[iprune_tf.UpdatePruningStep()],
-               verbose=2)
+    pruned.fit(x, y, batch_size=args.batch_size, epochs=args.epochs_prune + args.epochs_retrain,
+               callbacks=[iprune_tf.UpdatePruningStep()], verbose=2)
     return iprune_tf.strip_pruning(pruned)
 
 
@@ -165,7 +166,8 @@ def main():
     parser.add_argument("--from-run", help="use RUN_DIR/models/pruned_stripped.h5 instead of training")
     parser.add_argument("--limit-train", type=int, default=10000)
     parser.add_argument("--epochs-dense", type=int, default=2)
-    parser.add_argument("--epochs-prune", type=int, default=2)
+    parser.add_argument("--epochs-prune", type=int, default=2, help="epochs over which the fan-in shrinks to K")
+    parser.add_argument("--epochs-retrain", type=int, default=1, help="epochs with fixed masks after pruning")
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--frequency", type=int, default=20, help="steps between mask updates while pruning")
     parser.add_argument("--repeats", type=int, default=30)
@@ -188,8 +190,8 @@ def main():
     times = latencies(model, files, x_test, args.repeats)
     print_results(sizes, rows, times)
     source = {"from_run": args.from_run} if args.from_run else {
-        "trained": {k: getattr(args, k) for k in ("limit_train", "epochs_dense", "epochs_prune", "batch_size",
-                                                    "frequency", "seed")}}
+        "trained": {k: getattr(args, k) for k in ("limit_train", "epochs_dense", "epochs_prune", "epochs_retrain",
+                                                    "batch_size", "frequency", "seed")}}
     write_result("export_latency", {
         "model": "mnist_mlp binaryconnect_det 784-1024-1024-10, K=8, output dense", **source,
         "test_accuracy": accuracy, "kept_inputs_min_max": stats, "sizes": sizes,

@@ -39,6 +39,7 @@ import tempfile  # noqa: E402
 import numpy as np  # noqa: E402
 
 import iprune_tf  # noqa: E402  (pins Keras 2 before tensorflow is imported)
+import larq_compute_engine as lce  # noqa: E402
 from common import fashion_mnist, median_seconds, print_table, write_result  # noqa: E402
 from iprune_tf import export, models, recipes, sparse_format  # noqa: E402
 from iprune_tf._keras import keras, tf  # noqa: E402
@@ -100,14 +101,12 @@ def tflite_runner(tflite_bytes, batch):
 
 def runners(model, files, batch):
     """``{runtime: run(x)}`` for inputs of ``batch`` samples."""
-    lce = export._lce().testing.Interpreter(files["lce"], num_threads=1)
-    sparse = files["sparse"]
     return {
         "keras": model.predict_on_batch,
         "tflite_float": tflite_runner(files["float"], batch),
         "tflite_int8": tflite_runner(files["int8"], batch),
-        "lce": lce.predict,
-        "numpy_sparse": sparse.predict,
+        "lce": lce.testing.Interpreter(files["lce"], num_threads=1).predict,
+        "numpy_sparse": files["sparse"].predict,
     }
 
 
@@ -198,7 +197,9 @@ def main():
         "verification": [r.as_dict() | {"file": os.path.basename(r.file)} for r in rows],
         "latency_seconds": times, "latency_repeats": args.repeats, "threads": 1,
         "notes": {"lce": "LCE's interpreter has a fixed batch of 1: batch 256 = 256 invokes (its predict).",
-                  "int8": "full-integer, dense kernels per tensor (to_tflite default), float32 input/output"},
+                  "int8": "full-integer, dense kernels per tensor (to_tflite default), float32 input/output",
+                  "int8_size": "the int8 weights are exactly 1/4 of the float ones, but the int32 biases (folded BN "
+                               "shift) are as large as the float biases: see 'int8 and sizes' in iprune_tf.export"},
     }, "python " + " ".join(sys.argv))
 
 

@@ -34,6 +34,7 @@ import dataclasses
 import json
 import os
 import time
+import warnings
 
 import numpy as np
 
@@ -243,7 +244,7 @@ class Run:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path} does not exist: phase '{name}' of this run has not finished.")
         with prune_scope():
-            return keras.models.load_model(path)
+            return keras.models.load_model(path, compile=False)  # uncompiled: each use compiles its own
 
     def load_snapshot(self, name):
         """``{layer name: kernel}`` saved at ``name`` (one of :data:`SNAPSHOTS`)."""
@@ -308,13 +309,23 @@ def _phase(run, name, train_fn):
     start = time.time()
     model, result = train_fn()
     result["wall_time_s"] = round(time.time() - start, 1)
-    model.save(run.model_path(name))
+    _save_h5(model, run.model_path(name))
     if name == "pruned":
-        stripped = strip_pruning(model)
-        stripped.save(run.model_path("pruned_stripped"))
+        _save_h5(strip_pruning(model), run.model_path("pruned_stripped"))
     run.phases[name] = result
     run.save()
     print(f"{name}: test accuracy {result['test_accuracy']:.4f} ({result['wall_time_s']} s)", flush=True)
+
+
+def _save_h5(model, path):
+    """Save weights and architecture to ``.h5`` (no optimizer state: a phase restarts from its model).
+
+    HDF5 keeps the run readable by every Keras 2 and by h5py; tf_keras' warning that the format
+    is "legacy" is silenced here because the choice is deliberate.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="You are saving your model as an HDF5 file")
+        model.save(path, include_optimizer=False)
 
 
 class _Fitter:

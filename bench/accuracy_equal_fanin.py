@@ -16,8 +16,6 @@ import argparse
 import sys
 import time
 
-import numpy as np
-
 import iprune_tf  # first: pins Keras 2 before tensorflow is imported
 import tensorflow_model_optimization as tfmot
 from common import fashion_mnist, m_by_n_kwargs, print_table, tfmot_pruned, write_result
@@ -25,10 +23,6 @@ from iprune_tf import models, recipes
 from iprune_tf._keras import keras
 
 K = 8
-
-
-def accuracy(model, x_test, labels):
-    return float(np.mean(np.argmax(model.predict(x_test, batch_size=1000, verbose=0), axis=1) == labels))
 
 
 def main():
@@ -62,7 +56,7 @@ def main():
         "tfmot_m_by_n_float": (tfmot_pruned(dense["full_precision"], lambda layer: m_by_n_kwargs(layer, K)),
                                tfmot.sparsity.keras.UpdatePruningStep(), tfmot.sparsity.keras.strip_pruning),
     }
-    results = {f"dense_{flavour}": {"test_accuracy": accuracy(m, x_test, labels)} for flavour, m in dense.items()}
+    results = {f"dense_{flavour}": {"test_accuracy": recipes.top1_accuracy(m, x_test, labels)} for flavour, m in dense.items()}
     for name, (model, callback, strip) in variants.items():
         print(f"== {name} ==", flush=True)
         start = time.time()
@@ -70,7 +64,7 @@ def main():
         model.fit(x, y, epochs=masked_epochs, callbacks=[callback], validation_data=(x_test, y_test), **fit)
         final = strip(model)
         kept = {s.name: s.kept_histogram for s in iprune_tf.inspect_pruning(final)}
-        results[name] = {"test_accuracy": accuracy(final, x_test, labels), "kept_inputs": kept,
+        results[name] = {"test_accuracy": recipes.top1_accuracy(final, x_test, labels), "kept_inputs": kept,
                          "wall_time_s": round(time.time() - start, 1)}
     print_table(("model", "test accuracy", "kept inputs per neuron"),
                 [(n, f"{r['test_accuracy']:.4f}", r.get("kept_inputs", "dense")) for n, r in results.items()])

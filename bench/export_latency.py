@@ -179,7 +179,7 @@ def main():
     else:
         x, y, x_test, _, labels = fashion_mnist(args.limit_train, VERIFY)
         model = train_pruned(args, x, y)
-    accuracy = float(np.mean(np.argmax(model.predict(x_test, verbose=0), axis=1) == labels))
+    accuracy = recipes.top1_accuracy(model, x_test, labels)
     stats = {s.name: [s.kept_min, s.kept_max] for s in iprune_tf.inspect_pruning(model) if s.pruned}
     print(f"test accuracy {accuracy:.4f} on {len(x_test)} images; kept inputs per neuron {stats}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:

@@ -54,8 +54,8 @@ def _export_parser(sub):
     p = sub.add_parser("export", help="TFLite / LCE / sparse-format export of a run's pruned model, verified")
     p.add_argument("run_dir")
     p.add_argument("--mode", action="append", choices=["float", "int8", "lce"],
-                   help="TFLite flavour, repeatable; default: float and int8. The stripped Keras .h5 and "
-                        "the sparse format are always written")
+                   help="TFLite flavour, repeatable; default: float and int8. The stripped Keras .h5 is always "
+                        "written, and the sparse format for MLPs")
     p.add_argument("--c-array", action="store_true", help="also write .h/.cc arrays for TFLite Micro firmware")
     p.add_argument("--verify-samples", type=int, default=1000)
     p.add_argument("--overwrite", action="store_true", help="replace earlier exports of this run")

@@ -40,13 +40,12 @@ import numpy as np
 
 from iprune_tf import data as data_lib
 from iprune_tf import masking, models
-from tensorflow_model_optimization.python.core.sparsity.keras.pruning_callbacks import UpdatePruningStep
-
 from iprune_tf._keras import keras, tf
 from iprune_tf.layers import is_supported, latent_kernel
 from iprune_tf.prune import prune_fan_in, prune_scope, strip_pruning
 from iprune_tf.schedules import FanInSchedule
 from iprune_tf.wrapper import PruneFanIn
+from tensorflow_model_optimization.python.core.sparsity.keras.pruning_callbacks import UpdatePruningStep
 
 LOSS = "squared_hinge"
 LEARNING_RATE = 3e-3
@@ -171,6 +170,20 @@ def decoupled_decay(config):
     return config.weight_decay if config.weight_decay_mode == "decoupled" else 0.0
 
 
+def top1_accuracy(model, x, labels):
+    """Top-1 accuracy of ``model`` on ``x``: the argmax of its outputs against class ``labels``."""
+    scores = model.predict(x, batch_size=1000, verbose=0)
+    return float(np.mean(np.argmax(scores, axis=1) == labels))
+
+
+def _model_path(run_dir, name):
+    return os.path.join(run_dir, "models", f"{name}.h5")
+
+
+def _snapshot_path(run_dir, name):
+    return os.path.join(run_dir, "weights", f"{name}.npz")
+
+
 def latent_kernels(model):
     """``{layer name: latent kernel * mask}`` for every prunable layer: what the plots show."""
     kernels = {}
@@ -233,10 +246,10 @@ class Run:
         os.replace(tmp, self.path)
 
     def model_path(self, name):
-        return os.path.join(self.dir, "models", f"{name}.h5")
+        return _model_path(self.dir, name)
 
     def snapshot_path(self, name):
-        return os.path.join(self.dir, "weights", f"{name}.npz")
+        return _snapshot_path(self.dir, name)
 
     def load_model(self, name):
         """The model saved after phase ``name`` (``dense_fp``, ``dense_binary``, ``pruned``, ``pruned_stripped``)."""
@@ -265,13 +278,10 @@ def _config_diff(old, new):
 
 def _remove_run_files(run_dir):
     """Delete what a previous run wrote (only iprune_tf's own files), for ``overwrite=True``."""
-    for sub, names in (("models", [*PHASES, "pruned_stripped"]), ("weights", SNAPSHOTS)):
-        for name in names:
-            path = os.path.join(run_dir, sub, f"{name}.{'h5' if sub == 'models' else 'npz'}")
-            if os.path.exists(path):
-                os.remove(path)
-    for name in ("run.json", "zca.npz"):
-        path = os.path.join(run_dir, name)
+    paths = [_model_path(run_dir, name) for name in (*PHASES, "pruned_stripped")]
+    paths += [_snapshot_path(run_dir, name) for name in SNAPSHOTS]
+    paths += [os.path.join(run_dir, name) for name in ("run.json", "zca.npz")]
+    for path in paths:
         if os.path.exists(path):
             os.remove(path)
 
@@ -346,9 +356,7 @@ class _Fitter:
                       callbacks=list(callbacks), verbose=self.verbose)
 
     def evaluate(self, model):
-        """Top-1 test accuracy (argmax of the outputs against the class labels)."""
-        scores = model.predict(self.dataset.x_test, batch_size=1000, verbose=0)
-        return float(np.mean(np.argmax(scores, axis=1) == self.dataset.y_test))
+        return top1_accuracy(model, self.dataset.x_test, self.dataset.y_test)
 
     def dense(self, flavour, epochs):
         model = compile_model(self._build(flavour), self.config.learning_rate, decoupled_decay(self.config))

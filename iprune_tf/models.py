@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import larq as lq
 
+from iprune_tf import encoding
 from iprune_tf._keras import keras
 from iprune_tf.quantizers import StochasticBinary
 from iprune_tf.skip import paper_skip
@@ -68,12 +69,20 @@ def _bn(name):
     return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-4, name=name)
 
 
-def mnist_mlp(flavour="binaryconnect_det", hidden_units=(1024, 1024), num_classes=10, input_shape=(28, 28), output_l2=None):
-    """The paper's MNIST MLP (default 1024D-1024D-10D)."""
+def _input_layers(input_shape, input_encoding):
+    """The input layer, then the encoding layer (:func:`iprune_tf.encoding.from_spec`) if any."""
+    encoder = encoding.from_spec(input_encoding)
+    return [keras.layers.InputLayer(input_shape=input_shape, name="input")] + ([encoder] if encoder else []), bool(encoder)
+
+
+def mnist_mlp(flavour="binaryconnect_det", hidden_units=(1024, 1024), num_classes=10, input_shape=(28, 28), output_l2=None,
+              input_encoding=None):
+    """The paper's MNIST MLP (default 1024D-1024D-10D); ``input_encoding`` binarizes the pixels first."""
     _require_flavour(flavour)
-    layers = [keras.layers.Flatten(input_shape=input_shape, name="flatten")]
+    layers, encoded = _input_layers(input_shape, input_encoding)
+    layers.append(keras.layers.Flatten(name="flatten"))
     for i, units in enumerate(hidden_units, start=1):
-        layers += [_dense(units, flavour, binary_inputs=i > 1, name=f"dense_{i}"), _bn(f"bn_{i}")]
+        layers += [_dense(units, flavour, binary_inputs=i > 1 or encoded, name=f"dense_{i}"), _bn(f"bn_{i}")]
         layers += _activation(flavour, f"act_{i}")
     regularizer = keras.regularizers.l2(output_l2) if output_l2 else None
     layers += [
@@ -90,17 +99,18 @@ def cifar10_vgg_small(
     num_classes=10,
     input_shape=(32, 32, 3),
     output_l2=None,
+    input_encoding=None,
 ):
     """The paper's VGG-Small variant; ``"M"`` in ``conv_filters`` is a 2x2 max-pool."""
     _require_flavour(flavour)
-    layers = [keras.layers.InputLayer(input_shape=input_shape, name="input")]
+    layers, encoded = _input_layers(input_shape, input_encoding)
     n_conv = 0
     for spec in conv_filters:
         if spec == "M":
             layers.append(keras.layers.MaxPooling2D(2, name=f"pool_{n_conv}"))
             continue
         n_conv += 1
-        layers += [_conv(spec, flavour, binary_inputs=n_conv > 1, name=f"conv_{n_conv}"), _bn(f"conv_bn_{n_conv}")]
+        layers += [_conv(spec, flavour, binary_inputs=n_conv > 1 or encoded, name=f"conv_{n_conv}"), _bn(f"conv_bn_{n_conv}")]
         layers += _activation(flavour, f"conv_act_{n_conv}")
     layers.append(keras.layers.Flatten(name="flatten"))
     for i, units in enumerate(dense_units, start=1):

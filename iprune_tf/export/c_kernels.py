@@ -1,0 +1,262 @@
+"""C code of one step of the C export (see :mod:`iprune_tf.export.c`): layers, max-pools, the input step.
+
+A layer loops over output positions (one for Dense) and neurons; per neuron it either counts the
+mismatches ``c`` between ±1 input bits and weight bits (integer path: ``s = k - 2c``) or sums
+float32 values in input order (float path), then writes a threshold bit or ``s * scale + offset``.
+"""
+import math
+
+import numpy as np
+
+_MAX_PACKED_BITS = 17  # ipr_unpack reads 3 bytes
+
+
+def layer_function(fn, step, data, tag, index_format):
+    """(C function, facts dict) for a :class:`~iprune_tf.export.lowered.LoweredLayer` step."""
+    layer, tin = step.op, step.tin
+    int_path = tin.bits and layer.signs is not None
+    before = data.bytes
+    geometry = _geometry(layer, tin)
+    sum_code, facts = _SUMS[layer.kind](layer, step, geometry, data, tag, int_path, index_format)
+    kk = layer.k if layer.kind == "sparse" else layer.fan_in
+    out_code = _output(layer, step, data, tag, int_path, kk)
+    oh, ow, _ = layer.output_hwc if layer.op == "conv2d" else (1, 1, 0)
+    body = [
+        _fill(step),
+        f"    for (uint32_t oy = 0; oy < {oh}u; ++oy)",
+        f"        for (uint32_t ox = 0; ox < {ow}u; ++ox) {{",
+        f"            const uint32_t base = {geometry['base']}, obase = {step.tout.at('oy', 'ox')};",
+        f"            for (uint32_t n = 0; n < {layer.units}u; ++n) {{",
+        _indent(sum_code, 16), _indent(out_code, 16),
+        "            }", "        }",
+    ]
+    facts.update(name=layer.name, op=layer.op, kind=layer.kind, k=int(layer.k), fan_in=int(layer.fan_in),
+                 units=int(layer.units), path="popcount" if int_path else "float", data_bytes=data.bytes - before)
+    return _function(fn, step, body), facts
+
+
+def pool_function(fn, step):
+    """C function of a valid max-pool: max of floats, OR of bits."""
+    pool, tin, tout = step.op, step.tin, step.tout
+    (ph, pw), (sh, sw) = pool.pool_size, pool.strides
+    oh, ow, ch = pool.output_hwc
+    pos = f"{tin.at(f'oy * {sh}u + i', f'ox * {sw}u + j')} + ch"
+    if tin.bits:
+        init, update, result = "uint32_t m = 0u;", f"m |= IPR_BIT(in, {pos});", dict(cond="m")
+    else:
+        first = _read(step, tin.at(f"oy * {sh}u", f"ox * {sw}u") + " + ch")
+        init = f"float m = {first};"
+        update = f"{{ const float v = {_read(step, pos)}; m = v > m ? v : m; }}"
+        result = dict(cond="m >= 0.0f") if tout.pm1 else dict(value="m")
+    body = [
+        _fill(step),
+        f"    for (uint32_t oy = 0; oy < {oh}u; ++oy)",
+        f"        for (uint32_t ox = 0; ox < {ow}u; ++ox)",
+        f"            for (uint32_t ch = 0; ch < {ch}u; ++ch) {{",
+        f"                {init}",
+        f"                for (uint32_t i = 0; i < {ph}u; ++i)",
+        f"                    for (uint32_t j = 0; j < {pw}u; ++j)",
+        f"                        {update}",
+        "                " + _write(step, f"{tout.at('oy', 'ox')} + ch", **result),
+        "            }",
+    ]
+    return _function(fn, step, body)
+
+
+def prep_function(fn, step, data, tag, encoding):
+    """C function copying the raw input into the first layer's layout: encoded, binarized or padded."""
+    tin, tout = step.tin, step.tout
+    h, w, c = tin.hwc
+    if encoding is not None:
+        levels = len(encoding.thresholds)
+        th = data.array(f"{tag}_th", "float", np.asarray(encoding.thresholds, np.float32))
+        inner = [f"for (uint32_t t = 0; t < {levels}u; ++t)",
+                 "    " + _write(step, f"{tout.at('y', 'x')} + ch * {levels}u + t", cond=f"v >= {th}[t]")]
+    else:
+        result = dict(cond="v >= 0.0f") if tout.pm1 else dict(value="v")
+        inner = [_write(step, f"{tout.at('y', 'x')} + ch", **result)]
+    body = [
+        _fill(step),
+        f"    for (uint32_t y = 0; y < {h}u; ++y)",
+        f"        for (uint32_t x = 0; x < {w}u; ++x)",
+        f"            for (uint32_t ch = 0; ch < {c}u; ++ch) {{",
+        f"                const float v = in[(y * {w}u + x) * {c}u + ch];",
+        *("                " + line for line in inner),
+        "            }",
+    ]
+    return _function(fn, step, body)
+
+
+def _geometry(layer, tin):
+    """Input rows of one neuron's receptive field: kh rows of ``row`` values, ``rowstep`` apart."""
+    if layer.op == "dense":
+        return dict(kh=1, row=layer.fan_in, rowstep=0, base="0u", channels=layer.fan_in)
+    (kh, kw), (sh, sw), channels = layer.kernel_size, layer.strides, tin.hwc[2]
+    wp = tin.padded_hw[1]
+    return dict(kh=kh, kw=kw, row=kw * channels, rowstep=wp * channels, channels=channels, wp=wp,
+                base=f"(oy * {sh * wp}u + ox * {sw}u) * {channels}u")
+
+
+def _sparse(layer, step, g, data, tag, int_path, index_format):
+    offsets = _offsets(layer, g)
+    setup, idx, facts = _indices(offsets, data, tag, layer.k, index_format)
+    k = layer.k
+    if layer.signs is None:
+        values = data.array(f"{tag}_val", "float", layer.values)
+        return "\n".join([
+            setup, "float s = 0.0f;", f"for (uint32_t k = 0; k < {k}u; ++k)",
+            f"    s += {_read(step, 'base + ' + idx)} * {values}[n * {k}u + k];",
+        ]), facts
+    bw = 8 if k <= 8 else 16 if k <= 16 else 32
+    nw = math.ceil(k / bw)
+    sg = data.array(f"{tag}_sg", f"uint{bw}_t", _pack_rows(layer.signs > 0, bw))
+    if int_path:
+        return "\n".join([
+            setup, "int32_t c = 0;", f"for (uint32_t k0 = 0; k0 < {k}u; k0 += {bw}u) {{",
+            "    uint32_t g = 0u;",
+            f"    for (uint32_t k = k0; k < {k}u && k < k0 + {bw}u; ++k)",
+            f"        g |= IPR_BIT(in, base + {idx}) << (k - k0);",
+            f"    c += (int32_t)ipr_popcount(g ^ {sg}[n * {nw}u + k0 / {bw}u]);", "}",
+        ]), facts
+    return "\n".join([
+        setup, "float s = 0.0f;", f"for (uint32_t k = 0; k < {k}u; ++k) {{",
+        f"    const float v = {_read(step, 'base + ' + idx)};",
+        f"    s += ({sg}[n * {nw}u + k / {bw}u] >> (k % {bw}u) & 1u) ? v : -v;", "}",
+    ]), facts
+
+
+def _offsets(layer, g):
+    """Sparse indices as offsets from the receptive field's first value (conv: in the padded input)."""
+    idx = np.asarray(layer.indices, np.int64)
+    if layer.op == "dense":
+        return idx
+    return idx // g["row"] * g["rowstep"] + idx % g["row"]
+
+
+def _indices(offsets, data, tag, k, index_format):
+    """(setup line, C expression of index k, facts): natural unsigned width or a bit-packed stream."""
+    top = int(offsets.max()) if offsets.size else 0
+    bits = max(1, top.bit_length())
+    natural = 8 if top < 2**8 else 16 if top < 2**16 else 32
+    if index_format == "packed" and bits <= _MAX_PACKED_BITS:
+        stream = _bitstream(offsets.ravel(), bits)
+        arr = data.array(f"{tag}_idx", "uint8_t", stream)
+        return (f"const uint32_t bp = n * {k * bits}u;", f"ipr_unpack({arr}, bp + k * {bits}u, {(1 << bits) - 1}u)",
+                dict(index_format="packed", index_bits=bits))
+    arr = data.array(f"{tag}_idx", f"uint{natural}_t", offsets)
+    return (f"const uint{natural}_t *ix = {arr} + n * {k}u;", "ix[k]",
+            dict(index_format=f"uint{natural}", index_bits=natural))
+
+
+def _bitstream(values, bits):
+    """``values`` as ``bits``-bit fields, least significant bit first, plus 2 bytes of read slack."""
+    field = (values[:, None].astype(np.uint64) >> np.arange(bits, dtype=np.uint64)) & 1
+    return np.concatenate([np.packbits(field.astype(np.uint8).ravel(), bitorder="little"), np.zeros(2, np.uint8)])
+
+
+def _pack_rows(bits, word):
+    """Rows of booleans as little-endian words of ``word`` bits each (rows padded with zeros)."""
+    bits = np.asarray(bits, bool).reshape(len(bits), -1)
+    n_words = math.ceil(bits.shape[1] / word)
+    padded = np.zeros((bits.shape[0], n_words * word), np.uint64)
+    padded[:, : bits.shape[1]] = bits
+    weights = np.uint64(1) << np.arange(word, dtype=np.uint64)
+    return (padded.reshape(len(bits), n_words, word) * weights).sum(axis=2, dtype=np.uint64)
+
+
+def _binary(layer, step, g, data, tag, int_path, index_format):
+    kh, row, rowstep = g["kh"], g["row"], g["rowstep"]
+    rw = math.ceil(row / 32)
+    w = data.array(f"{tag}_w", "uint32_t", _pack_rows(np.asarray(layer.signs).reshape(-1, row) > 0, 32))
+    head = [f"for (uint32_t i = 0; i < {kh}u; ++i) {{", f"    const uint32_t *wr = {w} + (n * {kh}u + i) * {rw}u;"]
+    facts = dict(index_format=None, index_bits=0)
+    if int_path and (layer.op == "dense" or g["channels"] % 32 == 0):
+        full, tail = divmod(row, 32)
+        lines = ["int32_t c = 0;", *head, f"    const uint32_t *xr = in + (base + i * {rowstep}u) / 32u;"]
+        if full:
+            lines.append(f"    for (uint32_t w = 0; w < {full}u; ++w) c += (int32_t)ipr_popcount(xr[w] ^ wr[w]);")
+        if tail:
+            lines.append(f"    c += (int32_t)ipr_popcount((xr[{full}] ^ wr[{full}]) & {(1 << tail) - 1}u);")
+        return "\n".join([*lines, "}"]), facts
+    rb = f"    const uint32_t rb = base + i * {rowstep}u;"
+    if int_path:
+        update = "c += (int32_t)(IPR_BIT(in, rb + r) ^ IPR_BIT(wr, r));"
+        return "\n".join(["int32_t c = 0;", *head, rb, f"    for (uint32_t r = 0; r < {row}u; ++r) {update}", "}"]), facts
+    update = f"{{ const float v = {_read(step, 'rb + r')}; s += IPR_BIT(wr, r) ? v : -v; }}"
+    return "\n".join(["float s = 0.0f;", *head, rb, f"    for (uint32_t r = 0; r < {row}u; ++r) {update}", "}"]), facts
+
+
+def _float(layer, step, g, data, tag, int_path, index_format):
+    kh, row, rowstep = g["kh"], g["row"], g["rowstep"]
+    fk = data.array(f"{tag}_fk", "float", np.asarray(layer.kernel, np.float32).reshape(-1, layer.units).T)
+    return "\n".join([
+        "float s = 0.0f;", f"for (uint32_t i = 0; i < {kh}u; ++i) {{",
+        f"    const float *wr = {fk} + (n * {kh}u + i) * {row}u;",
+        f"    const uint32_t rb = base + i * {rowstep}u;",
+        f"    for (uint32_t r = 0; r < {row}u; ++r) s += {_read(step, 'rb + r')} * wr[r];", "}",
+    ]), dict(index_format=None, index_bits=0)
+
+
+_SUMS = {"sparse": _sparse, "binary": _binary, "float": _float}
+
+
+def _output(layer, step, data, tag, int_path, kk):
+    """Threshold bit, or y = s * scale + offset (then ReLU), written in the output layout."""
+    pos = "obase + n"
+    if layer.output == "threshold":
+        threshold = np.asarray(layer.threshold, np.int64)
+        if int_path:
+            mismatches = np.clip((kk - threshold) // 2, -1, kk)  # s = kk - 2c >= T  <=>  c <= (kk - T) / 2
+            bound = data.array(f"{tag}_p", _int_type(mismatches), mismatches)
+            return _write(step, pos, cond=f"c <= {bound}[n]")
+        t = data.array(f"{tag}_t", _int_type(threshold), threshold)
+        return _write(step, pos, cond=f"s >= (float){t}[n]")
+    s = f"(float)({kk} - 2 * c)" if int_path else "s"
+    if layer.has_affine:
+        sc = data.array(f"{tag}_sc", "float", layer.scale)
+        of = data.array(f"{tag}_of", "float", layer.offset)
+        s = f"{s} * {sc}[n] + {of}[n]"
+    lines = [f"float y = {s};"]
+    if layer.activation == "relu":
+        lines.append("y = y >= 0.0f ? y : 0.0f;")
+    result = dict(cond="y >= 0.0f") if step.tout.pm1 else dict(value="y")
+    return "\n".join([*lines, _write(step, pos, **result)])
+
+
+def _int_type(values):
+    lo, hi = int(np.min(values)), int(np.max(values))
+    return next(f"int{b}_t" for b in (8, 16, 32) if -(2 ** (b - 1)) <= lo and hi < 2 ** (b - 1))
+
+
+def _read(step, pos):
+    """C expression of input value ``pos`` as a float (±1 for bits)."""
+    if step.in_buffer is None:
+        return f"in[{pos}]"
+    return f"(IPR_BIT(in, {pos}) ? 1.0f : -1.0f)" if step.tin.bits else f"ipr_ldf(in, {pos})"
+
+
+def _write(step, pos, cond=None, value=None):
+    """C statement storing a condition (as a bit or ±1) or a float value at ``pos`` of the output."""
+    if step.tout.bits:
+        return f"ipr_put(out, {pos}, {cond});"
+    value = value if cond is None else f"({cond}) ? 1.0f : -1.0f"
+    return f"out[{pos}] = {value};" if step.out_buffer is None else f"ipr_stf(out, {pos}, {value});"
+
+
+def _fill(step):
+    tout = step.tout
+    if not any(tout.pad):
+        return ""
+    if tout.bits:
+        return f"    ipr_fill_w(out, {tout.words}u, {'0xFFFFFFFFu' if tout.pad_value > 0 else '0u'});"
+    return f"    ipr_fill_f(out, {tout.elements}u, {float(np.float32(tout.pad_value)).hex()}f);"
+
+
+def _function(fn, step, body):
+    tin = "const float *in" if step.in_buffer is None else "const uint32_t *in"
+    tout = "float *out" if step.out_buffer is None else "uint32_t *out"
+    return "\n".join([f"static void {fn}({tin}, {tout})", "{", *[line for line in body if line], "}", ""])
+
+
+def _indent(code, spaces):
+    return "\n".join(" " * spaces + line for line in code.splitlines())

@@ -1,0 +1,154 @@
+"""Memory plan of the C export: the layout of every activation tensor and which buffer holds it.
+
+Each step reads one tensor and writes the next, alternating between two static word buffers (the
+raw input is read in place, the last layer writes the caller's scores). A tensor is float32 or
+packed bits; it is bits when its values are ±1 and its padding (if any) is ±1 too. A producer
+writes its output already binarized when the next layer binarizes its input (sign commutes with
+max-pool), and already padded when the next step is a padded convolution.
+"""
+import dataclasses
+import math
+
+from iprune_tf.export.lowered import Flatten, LoweredLayer, MaxPool
+
+
+@dataclasses.dataclass(frozen=True)
+class Tensor:
+    """Layout of one activation: (H, W, C) channels last, padded by (top, bottom, left, right)."""
+
+    hwc: tuple
+    bits: bool = False
+    pm1: bool = False
+    pad: tuple = (0, 0, 0, 0)
+    pad_value: float = 0.0
+
+    @property
+    def padded_hw(self):
+        top, bottom, left, right = self.pad
+        return self.hwc[0] + top + bottom, self.hwc[1] + left + right
+
+    @property
+    def elements(self):
+        hp, wp = self.padded_hw
+        return hp * wp * self.hwc[2]
+
+    @property
+    def words(self):
+        """32-bit words of the buffer: one per float, or the bits rounded up."""
+        return math.ceil(self.elements / 32) if self.bits else self.elements
+
+    def at(self, y, x):
+        """C expression: offset of channel 0 of pixel (y, x) (unpadded coordinates) in this layout."""
+        if self.hwc[:2] == (1, 1) and not any(self.pad):
+            return "0u"
+        top, _, left, _ = self.pad
+        _, wp = self.padded_hw
+        return f"((({y}) + {top}u) * {wp}u + ({x}) + {left}u) * {self.hwc[2]}u"
+
+
+@dataclasses.dataclass
+class Step:
+    """One C function: ``kind`` prep (input copy/encoding), layer, pool or flatten."""
+
+    kind: str
+    op: object
+    tin: Tensor
+    tout: Tensor
+    in_buffer: int | None
+    out_buffer: int | None
+
+
+def input_hwc(shape):
+    """The input shape as (H, W, C): (N,) -> (1, 1, N); (H, W) -> (1, H, W) (same C order)."""
+    shape = tuple(int(d) for d in shape)
+    return {1: (1, 1) + shape, 2: (1,) + shape, 3: shape}.get(len(shape)) or _unsupported_shape(shape)
+
+
+def _unsupported_shape(shape):
+    raise ValueError(f"C export supports inputs of 1 to 3 dimensions, got input shape {shape}.")
+
+
+def plan_steps(net):
+    """The list of :class:`Step` of ``net``; ValueError naming a step the C export cannot run."""
+    steps = list(net.steps)
+    _check_steps(steps)
+    hwc = input_hwc(net.input_shape)
+    tensor, buffer, plan = Tensor(hwc), None, []
+    if _needs_prep(net, steps):
+        levels = len(net.input_encoding.thresholds) if net.input_encoding is not None else 1
+        out = _output_tensor(steps, -1, (hwc[0], hwc[1], hwc[2] * levels), net.input_encoding is not None)
+        plan.append(Step("prep", net.input_encoding, tensor, out, None, 0))
+        tensor, buffer = out, 0
+    for i, op in enumerate(steps):
+        step = _step(steps, i, op, tensor, buffer)
+        plan.append(step)
+        tensor, buffer = step.tout, step.out_buffer
+    return plan
+
+
+def _check_steps(steps):
+    for op in steps:
+        if not isinstance(op, (LoweredLayer, MaxPool, Flatten)):
+            raise ValueError(f"C export cannot run step {op!r} ({type(op).__name__}); supported: LoweredLayer, "
+                             "MaxPool, Flatten.")
+        if isinstance(op, LoweredLayer) and (op.op not in ("dense", "conv2d") or op.kind not in ("sparse", "binary", "float")):
+            raise ValueError(f"C export cannot run layer '{op.name}' (op {op.op}, kind {op.kind}).")
+    if not steps or not isinstance(steps[-1], LoweredLayer):
+        raise ValueError("C export needs a network whose last step is a Dense/Conv2D layer (the scores).")
+
+
+def _needs_prep(net, steps):
+    """An input step: for the encoding, or to binarize or pad the input for the first layer."""
+    first = next((op for op in steps if not isinstance(op, Flatten)), None)
+    if net.input_encoding is not None:
+        return True
+    return isinstance(first, LoweredLayer) and (first.binary_input or (first.op == "conv2d" and any(first.padding)))
+
+
+def _next_layer(steps, start):
+    return next((op for op in steps[start:] if isinstance(op, LoweredLayer)), None)
+
+
+def _output_tensor(steps, i, hwc, pm1):
+    """Layout of the output of position ``i`` for whatever reads it (``steps[i + 1:]``)."""
+    nxt = steps[i + 1] if i + 1 < len(steps) else None
+    conv = isinstance(nxt, LoweredLayer) and nxt.op == "conv2d"
+    pad = tuple(int(p) for p in nxt.padding) if conv else (0, 0, 0, 0)
+    pad_value = float(nxt.pad_value) if conv else 0.0
+    consumer = _next_layer(steps, i + 1)
+    pm1 = pm1 or (consumer is not None and consumer.binary_input)
+    bits = pm1 and (not any(pad) or pad_value in (1.0, -1.0))
+    return Tensor(tuple(int(d) for d in hwc), bits, pm1, pad, pad_value)
+
+
+def _step(steps, i, op, tin, buffer):
+    out_buffer = 0 if buffer is None else 1 - buffer
+    if isinstance(op, Flatten):
+        if any(tin.pad):
+            raise ValueError("C export: a Flatten right before a padded convolution is not supported.")
+        flat = Tensor((1, 1, math.prod(tin.hwc)), tin.bits, tin.pm1)
+        return Step("flatten", op, tin, flat, buffer, buffer)
+    if isinstance(op, MaxPool):
+        _check_hwc(f"max-pool before step {i + 1}", op.input_hwc, tin.hwc)
+        return Step("pool", op, tin, _output_tensor(steps, i, op.output_hwc, tin.pm1), buffer, out_buffer)
+    _check_layer_input(op, tin)
+    if i == len(steps) - 1:
+        scores = Tensor((1, 1, op.units), False, op.output == "threshold")
+        return Step("layer", op, tin, scores, buffer, None)
+    hwc = tuple(op.output_hwc) if op.op == "conv2d" else (1, 1, op.units)
+    return Step("layer", op, tin, _output_tensor(steps, i, hwc, op.output == "threshold"), buffer, out_buffer)
+
+
+def _check_layer_input(layer, tin):
+    if layer.op == "conv2d":
+        _check_hwc(f"layer '{layer.name}'", layer.input_hwc, tin.hwc)
+        if tuple(tin.pad) != tuple(int(p) for p in layer.padding):
+            raise ValueError(f"C export: layer '{layer.name}' reads an input padded differently from its padding.")
+    elif tin.hwc[:2] != (1, 1) or tin.hwc[2] != layer.fan_in:
+        raise ValueError(f"C export: dense layer '{layer.name}' has fan-in {layer.fan_in} but reads a tensor of "
+                         f"shape {tin.hwc} (a Flatten is missing?).")
+
+
+def _check_hwc(what, expected, actual):
+    if tuple(int(d) for d in expected) != tuple(actual):
+        raise ValueError(f"C export: {what} expects an input of shape {tuple(expected)}, gets {tuple(actual)}.")

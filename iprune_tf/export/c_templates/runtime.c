@@ -1,0 +1,55 @@
+/* Helpers shared by every generated model (static inline: unused ones cost nothing). */
+#include <stdint.h>
+#include <string.h>
+
+/* Bit pos of a packed bit vector (+1 = 1, -1 = 0; bit i of word i / 32 at position i % 32). */
+#define IPR_BIT(b, pos) ((b)[(pos) >> 5] >> ((pos) & 31u) & 1u)
+
+/* Number of set bits (SWAR: no builtin, so any C99 compiler and no libgcc call). */
+static inline uint32_t ipr_popcount(uint32_t v)
+{
+    v = v - ((v >> 1) & 0x55555555u);
+    v = (v & 0x33333333u) + ((v >> 2) & 0x33333333u);
+    v = (v + (v >> 4)) & 0x0F0F0F0Fu;
+    return (v * 0x01010101u) >> 24;
+}
+
+/* Set bit pos of b to on (0 or 1). */
+static inline void ipr_put(uint32_t *b, uint32_t pos, uint32_t on)
+{
+    const uint32_t mask = 1u << (pos & 31u);
+    b[pos >> 5] = (b[pos >> 5] & ~mask) | (on ? mask : 0u);
+}
+
+/* Float element i of a word buffer (memcpy: no type punning, compiles to one load/store). */
+static inline float ipr_ldf(const uint32_t *b, uint32_t i)
+{
+    float f;
+    memcpy(&f, b + i, sizeof f);
+    return f;
+}
+
+static inline void ipr_stf(uint32_t *b, uint32_t i, float f)
+{
+    memcpy(b + i, &f, sizeof f);
+}
+
+static inline void ipr_fill_f(uint32_t *b, uint32_t n, float f)
+{
+    for (uint32_t i = 0; i < n; ++i)
+        ipr_stf(b, i, f);
+}
+
+static inline void ipr_fill_w(uint32_t *b, uint32_t n, uint32_t w)
+{
+    for (uint32_t i = 0; i < n; ++i)
+        b[i] = w;
+}
+
+/* Field of `mask` bits starting at bit bitpos of a little-endian bit stream (fields <= 17 bits). */
+static inline uint32_t ipr_unpack(const uint8_t *p, uint32_t bitpos, uint32_t mask)
+{
+    const uint8_t *q = p + (bitpos >> 3);
+    const uint32_t w = (uint32_t)q[0] | (uint32_t)q[1] << 8 | (uint32_t)q[2] << 16;
+    return (w >> (bitpos & 7u)) & mask;
+}

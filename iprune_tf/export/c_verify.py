@@ -1,0 +1,166 @@
+"""Run a C export where it will run: compiled by the host's gcc, and as Cortex-M firmware in QEMU.
+
+* host: ``gcc -std=c99 -O2 -Wall -Wextra -Werror -pedantic`` around a small harness reading inputs
+  from a file; gives the classes, the scores and (optionally) the time per inference;
+* firmware: ``arm-none-eabi-gcc`` with newlib's semihosting (``rdimon.specs``) for QEMU's
+  ``lm3s6965evb`` (Cortex-M3, 256 KB flash, 64 KB RAM) or ``mps2-an386`` (Cortex-M4F, 4 MB each);
+  the firmware reads the inputs from a host file and writes its outputs to another;
+* sizes from ``arm-none-eabi-size``: the model's share is the firmware minus the same harness
+  around an empty model (so it includes the soft-float helpers the model pulls from libgcc).
+"""
+import dataclasses
+import os
+import shutil
+import subprocess
+from importlib import resources
+
+import numpy as np
+
+HOST_FLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic")
+PACKAGES = {"gcc": "gcc", "arm-none-eabi-gcc": "gcc-arm-none-eabi and libnewlib-arm-none-eabi",
+            "arm-none-eabi-size": "binutils-arm-none-eabi", "qemu-system-arm": "qemu-system-arm"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Board:
+    """A QEMU Cortex-M machine: compiler flags and memory sizes (flash at 0, RAM at 0x20000000)."""
+
+    machine: str
+    cpu_flags: tuple
+    flash_bytes: int
+    ram_bytes: int
+
+
+BOARDS = {
+    "lm3s6965evb": Board("lm3s6965evb", ("-mcpu=cortex-m3", "-mthumb"), 256 * 1024, 64 * 1024),
+    "mps2-an386": Board("mps2-an386", ("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"),
+                        4 * 1024 * 1024, 4 * 1024 * 1024),
+}
+
+
+class ToolMissing(RuntimeError):
+    """A compiler or emulator is not installed; the message names the Debian package."""
+
+
+def require_tool(tool):
+    path = shutil.which(tool)
+    if path is None:
+        raise ToolMissing(f"{tool} not found: install the Debian package {PACKAGES.get(tool, tool)}.")
+    return path
+
+
+def _template(filename):
+    return resources.files("iprune_tf.export").joinpath("c_templates", filename)
+
+
+def _run(cmd, timeout=600, cwd=None):
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, cmd))} failed ({result.returncode}):\n{result.stderr[-4000:]}")
+    return result.stdout
+
+
+def _model_defines(cmodel):
+    size = int(np.prod(cmodel.input_shape))
+    return [f"-DIPR_NAME={cmodel.name}", f'-DIPR_HEADER="{cmodel.name}.h"', f"-DIPR_INPUT_SIZE={size}",
+            f"-DIPR_CLASSES={cmodel.num_classes}", f"-I{os.path.dirname(os.path.abspath(cmodel.header))}"]
+
+
+def build_host(cmodel, work_dir):
+    """Compile the model and the host harness with strict warnings; returns the executable's path."""
+    os.makedirs(work_dir, exist_ok=True)
+    exe = os.path.join(work_dir, f"{cmodel.name}_host")
+    _run([require_tool("gcc"), *HOST_FLAGS, *_model_defines(cmodel), cmodel.source, str(_template("host_main.c")),
+          "-o", exe])
+    return exe
+
+
+def _write_inputs(x, path):
+    np.ascontiguousarray(x, dtype="<f4").tofile(path)
+
+
+def _read_outputs(path, classes):
+    record = np.dtype([("cls", "<i4"), ("scores", "<f4", (classes,))])
+    out = np.fromfile(path, dtype=record)
+    return out["cls"].astype(np.int64), out["scores"]
+
+
+def run_host(exe, x, classes, repeats=0):
+    """(classes, scores, ns per inference or None) of the host executable on inputs ``x``."""
+    work_dir = os.path.dirname(exe)
+    in_path, out_path = os.path.join(work_dir, "host_in.bin"), os.path.join(work_dir, "host_out.bin")
+    _write_inputs(x, in_path)
+    stdout = _run([exe, in_path, out_path] + ([str(repeats)] if repeats else []))
+    predicted, scores = _read_outputs(out_path, classes)
+    timed = [float(line.split()[1]) for line in stdout.splitlines() if line.startswith("ns_per_inference")]
+    return predicted, scores, (timed[0] if timed else None)
+
+
+def _linker_script(board, work_dir):
+    text = _template("board.ld").read_text(encoding="ascii")
+    text = text.replace("FLASH_SIZE", str(board.flash_bytes)).replace("RAM_SIZE", str(board.ram_bytes))
+    path = os.path.join(work_dir, f"{board.machine}.ld")
+    with open(path, "w", encoding="ascii") as f:
+        f.write(text)
+    return path
+
+
+def build_firmware(cmodel, work_dir, board="lm3s6965evb", stub=False):
+    """Firmware ELF of the harness around the model (or around an empty model with ``stub``)."""
+    board = BOARDS[board]
+    os.makedirs(work_dir, exist_ok=True)
+    tag = "stub" if stub else "fw"
+    elf = os.path.join(work_dir, f"{cmodel.name}_{board.machine}_{tag}.elf")
+    paths = [f'-DIPR_IN_PATH="{os.path.abspath(os.path.join(work_dir, "fw_in.bin"))}"',
+             f'-DIPR_OUT_PATH="{os.path.abspath(os.path.join(work_dir, "fw_out.bin"))}"']
+    sources = [str(_template("startup.c")), str(_template("fw_main.c"))] + ([] if stub else [cmodel.source])
+    _run([require_tool("arm-none-eabi-gcc"), *board.cpu_flags, "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror",
+          "--specs=rdimon.specs", "-T", _linker_script(board, work_dir), *_model_defines(cmodel), *paths,
+          *(["-DIPR_STUB"] if stub else []), *sources, "-o", elf])
+    return elf
+
+
+def elf_size(path):
+    """text/data/bss of an ELF or object from ``arm-none-eabi-size``; flash = text + data, RAM = data + bss."""
+    line = _run([require_tool("arm-none-eabi-size"), path]).splitlines()[1].split()
+    text, data, bss = (int(v) for v in line[:3])
+    return {"text": text, "data": data, "bss": bss, "flash": text + data, "ram": data + bss}
+
+
+def _stack_bytes(cmodel, work_dir, board):
+    """The model object's size and its deepest stack frame (``-fstack-usage``)."""
+    obj = os.path.join(work_dir, f"{cmodel.name}_{board.machine}.o")
+    _run([require_tool("arm-none-eabi-gcc"), *board.cpu_flags, "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror",
+          "-fstack-usage", "-c", cmodel.source, "-o", obj])
+    with open(obj[:-2] + ".su", encoding="ascii") as f:
+        frames = [int(line.split("\t")[1]) for line in f if line.strip()]
+    return elf_size(obj), sum(frames)
+
+
+def firmware_sizes(cmodel, work_dir, board="lm3s6965evb"):
+    """Flash/RAM of the model (data + inference code + its libgcc helpers) and of harness + newlib."""
+    full = elf_size(build_firmware(cmodel, work_dir, board))
+    stub = elf_size(build_firmware(cmodel, work_dir, board, stub=True))
+    obj, stack = _stack_bytes(cmodel, work_dir, BOARDS[board])
+    spec = BOARDS[board]
+    return {
+        "board": board, "board_flash_bytes": spec.flash_bytes, "board_ram_bytes": spec.ram_bytes,
+        "model_flash_bytes": full["flash"] - stub["flash"], "model_ram_bytes": full["ram"] - stub["ram"],
+        "model_stack_bytes_max": stack, "model_object": obj, "model_data_bytes": cmodel.data_bytes,
+        "firmware": full, "harness_and_newlib": stub,
+        "fits": full["flash"] <= spec.flash_bytes and full["ram"] + stack <= spec.ram_bytes,
+    }
+
+
+def run_firmware(cmodel, x, work_dir, board="lm3s6965evb", timeout=900):
+    """(classes, scores) computed by the firmware in QEMU on inputs ``x``."""
+    elf = build_firmware(cmodel, work_dir, board)
+    _write_inputs(x, os.path.join(work_dir, "fw_in.bin"))
+    out_path = os.path.join(work_dir, "fw_out.bin")
+    if os.path.exists(out_path):
+        os.remove(out_path)
+    stdout = _run([require_tool("qemu-system-arm"), "-M", board, "-nographic", "-monitor", "none",
+                   "-semihosting-config", "enable=on,target=native", "-kernel", elf], timeout=timeout, cwd=work_dir)
+    if f"ipr_done {len(x)}" not in stdout:
+        raise RuntimeError(f"the firmware did not process {len(x)} inputs; its output:\n{stdout[-2000:]}")
+    return _read_outputs(out_path, cmodel.num_classes)

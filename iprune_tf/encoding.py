@@ -14,6 +14,8 @@ channel c at position ``c*T + t`` (for the MNIST preset, ``(28, 28)`` becomes ``
 ``Flatten`` puts the T bits of each pixel next to each other). Comparisons are float32, in Keras
 and in the numpy :meth:`~ThermometerEncoding.encode`, so both give the same bits.
 """
+import dataclasses
+
 import numpy as np
 
 from iprune_tf._keras import keras, tf
@@ -48,8 +50,32 @@ def _validated_thresholds(thresholds):
     return [float(v) for v in values]
 
 
+@dataclasses.dataclass(frozen=True)
+class LoweredEncoding:
+    """The encoding as numpy, for the lowered form and the hardware backends (no Keras inside)."""
+
+    kind: str
+    thresholds: tuple
+
+    @property
+    def bits_per_value(self):
+        return len(self.thresholds)
+
+    def encode(self, x):
+        """Float32 ±1 of shape ``x.shape[:-1] + (C*T,)``, bit t of value c at ``c*T + t``."""
+        x = np.asarray(x, dtype=np.float32)
+        above = x[..., None] >= np.asarray(self.thresholds, dtype=np.float32)
+        return np.where(above, 1.0, -1.0).astype(np.float32).reshape(x.shape[:-1] + (x.shape[-1] * self.bits_per_value,))
+
+    def output_shape_for(self, input_shape):
+        """Shape (no batch axis) of the encoding of one input of ``input_shape``."""
+        return tuple(input_shape[:-1]) + (input_shape[-1] * self.bits_per_value,)
+
+
 class _BitEncoding(keras.layers.Layer):
     """Common part: compare every input value with T float32 thresholds, emit ±1 float32."""
+
+    kind = None
 
     def __init__(self, thresholds, **kwargs):
         super().__init__(trainable=False, **kwargs)
@@ -71,20 +97,23 @@ class _BitEncoding(keras.layers.Layer):
         last = None if shape[-1] is None else shape[-1] * self.bits_per_value
         return tf.TensorShape(shape[:-1] + [last])
 
+    def lowered(self):
+        """This encoding as a :class:`LoweredEncoding` (what ``iprune_tf.export.lower`` stores)."""
+        return LoweredEncoding(self.kind, self.thresholds)
+
     def encode(self, x):
-        """The same encoding in numpy: float32 ±1 of shape ``x.shape[:-1] + (C*T,)``."""
-        x = np.asarray(x, dtype=np.float32)
-        above = x[..., None] >= np.asarray(self.thresholds, dtype=np.float32)
-        return np.where(above, 1.0, -1.0).astype(np.float32).reshape(x.shape[:-1] + (x.shape[-1] * self.bits_per_value,))
+        """The same encoding in numpy (see :meth:`LoweredEncoding.encode`)."""
+        return self.lowered().encode(x)
 
     def output_shape_for(self, input_shape):
-        """Shape (no batch axis) of the encoding of one input of ``input_shape``."""
-        return tuple(input_shape[:-1]) + (input_shape[-1] * self.bits_per_value,)
+        return self.lowered().output_shape_for(input_shape)
 
 
 @keras.utils.register_keras_serializable(package="iprune_tf")
 class ThresholdEncoding(_BitEncoding):
     """One bit per input value: ``+1`` if ``x >= threshold`` else ``-1``."""
+
+    kind = "threshold"
 
     def __init__(self, threshold=0.5, **kwargs):
         kwargs.pop("thresholds", None)
@@ -105,6 +134,8 @@ class ThermometerEncoding(_BitEncoding):
     [0, 1]); pass them explicitly, e.g. from :func:`quantile_thresholds` of the training set.
     """
 
+    kind = "thermometer"
+
     def __init__(self, levels=3, thresholds=None, **kwargs):
         if thresholds is None:
             if not isinstance(levels, (int, np.integer)) or levels < 1:
@@ -121,12 +152,12 @@ class ThermometerEncoding(_BitEncoding):
         return {**config, "levels": self.levels, "thresholds": list(self.thresholds)}
 
 
-ENCODINGS = (ThresholdEncoding, ThermometerEncoding)
+ENCODING_LAYERS = (ThresholdEncoding, ThermometerEncoding)
 
 
 def is_encoding(layer):
     """True for an input-encoding layer of this module."""
-    return isinstance(layer, _BitEncoding)
+    return isinstance(layer, ENCODING_LAYERS)
 
 
 def from_spec(spec, name="input_encoding"):

@@ -10,7 +10,7 @@ from tensorflow_model_optimization.python.core.sparsity.keras.pruning_callbacks 
     UpdatePruningStep,
 )
 
-from iprune_tf.inspect import LayerStats, effective_kernel, format_inspection, inspect_pruning  # noqa: E402
+from iprune_tf.inspection import LayerStats, effective_kernel, format_inspection, inspect_pruning  # noqa: E402
 from iprune_tf.masking import per_neuron_topk_mask  # noqa: E402
 from iprune_tf.prune import custom_objects, prune_fan_in, prune_scope, strip_pruning  # noqa: E402
 from iprune_tf.quantizers import StochasticBinary  # noqa: E402

@@ -11,14 +11,29 @@ import dataclasses
 import os
 import sys
 
-from iprune_tf import recipes
+from iprune_tf import _keras, pipeline, recipes, strategies
 
 DEFAULTS = recipes.RunConfig()
 
 
+def _ints(text):
+    return tuple(int(v) for v in text.split(",") if v.strip())
+
+
+def _names(text):
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
+def _common():
+    """Options every command takes."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--verbose", action="store_true", help="also show TensorFlow's C++ start-up log lines")
+    return p
+
+
 def _train_parser(sub):
-    p = sub.add_parser("train", help="train -> prune -> retrain -> evaluate (the paper's pipeline)")
-    p.add_argument("--preset", default=DEFAULTS.preset, choices=["mnist", "cifar10"])
+    p = sub.add_parser("train", parents=[_common()], help="train -> prune -> retrain -> evaluate (the paper's pipeline)")
+    p.add_argument("--preset", default=DEFAULTS.preset, help="mnist | cifar10")
     p.add_argument("--flavour", default=DEFAULTS.flavour, help="binaryconnect_det | binaryconnect_stoch | binary")
     p.add_argument("--inputs", type=int, default=DEFAULTS.inputs_per_neuron, help="K: inputs kept per neuron")
     p.add_argument("--data", default=DEFAULTS.data,
@@ -27,35 +42,43 @@ def _train_parser(sub):
     p.add_argument("--out", required=True, help="run directory (created)")
     p.add_argument("--limit-train", type=int, default=None, help="use only the first N training samples")
     p.add_argument("--limit-test", type=int, default=None, help="use only the first N test samples")
+    p.add_argument("--hidden-units", type=_ints, default=None,
+                   help="hidden dense widths, comma-separated (default: the paper's 1024,1024)")
+    p.add_argument("--skip", type=_names, default=None,
+                   help="layers left dense, comma-separated names (default: the paper's skip list; '' prunes all)")
     p.add_argument("--epochs-dense", type=int, default=DEFAULTS.epochs_dense)
     p.add_argument("--epochs-prune", type=int, default=DEFAULTS.epochs_prune,
                    help="epochs over which the fan-in shrinks to K")
     p.add_argument("--epochs-retrain", type=int, default=DEFAULTS.epochs_retrain, help="epochs with fixed masks")
     p.add_argument("--schedule", default=DEFAULTS.schedule, choices=list(recipes.SCHEDULES))
     p.add_argument("--frequency", type=int, default=DEFAULTS.frequency, help="steps between mask updates")
-    p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
+    p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="global batch (over all replicas)")
     p.add_argument("--lr", type=float, default=DEFAULTS.learning_rate)
     p.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay, help="on the last dense layer only")
     p.add_argument("--weight-decay-mode", default=DEFAULTS.weight_decay_mode, choices=list(recipes.WEIGHT_DECAY_MODES),
                    help="decoupled (AdamW-style, default) or l2 (loss term; measured to hurt binary nets)")
     p.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    p.add_argument("--strategy", default="default", choices=list(strategies.STRATEGIES),
+                   help="default: one device; mirrored: all local GPUs; multiworker: the cluster in TF_CONFIG "
+                        "(run the same command on every worker; only the chief writes --out)")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    mode.add_argument("--resume", action="store_true", help="continue an interrupted run in --out from its last epoch")
     mode.add_argument("--overwrite", action="store_true", help="replace the run in --out")
 
 
 def _report_parser(sub):
-    p = sub.add_parser("report", help="Table 1 (Markdown + JSON) and weight plots of a run")
+    p = sub.add_parser("report", parents=[_common()], help="Table 1 (Markdown + JSON) and weight plots of a run")
     p.add_argument("run_dir")
     p.add_argument("--no-plots", action="store_true")
 
 
 def _export_parser(sub):
-    p = sub.add_parser("export", help="TFLite / LCE / sparse-format export of a run's pruned model, verified")
+    p = sub.add_parser("export", parents=[_common()], help="TFLite / LCE / sparse-format export of a run's pruned model, verified")
     p.add_argument("run_dir")
-    p.add_argument("--mode", action="append", choices=["float", "int8", "lce"],
-                   help="TFLite flavour, repeatable; default: float and int8. The stripped Keras .h5 is always "
-                        "written, and the sparse format for MLPs")
+    p.add_argument("--mode", action="append", choices=["float", "int8", "lce", "sparse", "sparse_int8"],
+                   help="TFLite flavour, repeatable; default: float and int8. sparse/sparse_int8 store only the kept "
+                        "connections (GATHER/SUM ops TFLite Micro runs; pruned Dense layers only). The stripped Keras "
+                        ".h5 is always written, and the .npz sparse format for MLPs")
     p.add_argument("--c-array", action="store_true", help="also write .h/.cc arrays for TFLite Micro firmware")
     p.add_argument("--verify-samples", type=int, default=1000)
     p.add_argument("--overwrite", action="store_true", help="replace earlier exports of this run")
@@ -77,14 +100,20 @@ def _run_config(args):
         epochs_prune=args.epochs_prune, epochs_retrain=args.epochs_retrain, schedule=args.schedule,
         frequency=args.frequency, batch_size=args.batch_size, learning_rate=args.lr,
         weight_decay=args.weight_decay, weight_decay_mode=args.weight_decay_mode, seed=args.seed,
+        hidden_units=args.hidden_units, skip=args.skip,
     )
 
 
 def train_command(args):
+    """Train, with Keras progress bars on a terminal and one line per epoch in a log."""
+    strategy = strategies.make_strategy(args.strategy)  # first: multi-worker needs it before other TF work
     config = _run_config(args)
     print("config:", dataclasses.asdict(config), flush=True)
-    run = recipes.train(args.out, config, resume=args.resume, overwrite=args.overwrite)
-    print(f"\nrun written to {run.dir}; next: iprune report {run.dir}")
+    verbose = 1 if sys.stdout.isatty() else 2
+    run = pipeline.train(args.out, config, resume=args.resume, overwrite=args.overwrite, verbose=verbose,
+                         strategy=strategy)
+    if strategies.is_chief(strategy):
+        print(f"\nrun written to {run.dir}; next: iprune report {run.dir}")
 
 
 def report_command(args):
@@ -103,17 +132,12 @@ def export_command(args):
     int8 is calibrated on training inputs and every file is verified on test inputs, both with
     the run's preprocessing (its stored ZCA for CIFAR-10).
     """
-    from iprune_tf import export, sparse_format
+    from iprune_tf import export
 
     run = recipes.Run(args.run_dir)
     model = run.load_model("pruned_stripped")
     dataset, _ = recipes.prepare_data(run.config, run.dir)
-    modes = ["h5", *(args.mode or ["float", "int8"])]
-    try:
-        sparse_format.from_keras(model)
-        modes.append("sparse")
-    except ValueError as error:  # not an MLP: convolutions have no sparse format
-        print(f"sparse format skipped: {error}")
+    modes = ["h5", *(args.mode or ["float", "int8"]), "npz"]
     rows = export.export_run_files(
         model, os.path.join(run.dir, "export"), "pruned", modes,
         representative_x=dataset.x_train[:REPRESENTATIVE_SAMPLES], verify_x=dataset.x_test[:args.verify_samples],
@@ -127,9 +151,11 @@ COMMANDS = {"train": train_command, "report": report_command, "export": export_c
 
 def main(argv=None):
     args = parser().parse_args(argv)
+    if args.verbose:
+        sys.stderr.writelines(_keras.STARTUP_LOG)
     try:
         COMMANDS[args.command](args)
-    except (ValueError, FileExistsError, FileNotFoundError) as error:
+    except (ValueError, OSError) as error:  # bad config or data, existing or unwritable run directory
         print(f"iprune {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0

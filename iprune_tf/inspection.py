@@ -10,7 +10,7 @@ import numpy as np
 
 from iprune_tf import masking
 from iprune_tf._keras import tf
-from iprune_tf.layers import is_supported, latent_kernel
+from iprune_tf.layers import is_supported, kernel_precision, latent_kernel
 from iprune_tf.wrapper import PruneFanIn
 
 
@@ -64,7 +64,7 @@ def _layer_stats(layer):
         kept_max=int(kept.max()),
         nonzero_weights=int(nonzero.size),
         total_weights=int(kernel.size),
-        binary=bool(nonzero.size) and bool(np.all(np.abs(nonzero) == np.abs(nonzero[0]))),
+        binary=kernel_precision(layer) == 1,
         kept_histogram=dict(sorted(collections.Counter(kept.tolist()).items())),
     )
 

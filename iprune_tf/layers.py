@@ -81,3 +81,13 @@ def latent_kernel(layer):
 def is_kernel(variable):
     """True for a layer's ``kernel`` weight, whether Keras hands back the variable or larq's view of it."""
     return variable.name.rsplit("/", 1)[-1].startswith("kernel")
+
+
+def kernel_precision(layer):
+    """Bits per weight of the kernel ``layer`` computes with: its kernel quantizer's precision, else 32.
+
+    Stripping keeps it: a folded binary kernel carries ``lq.quantizers.NoOp(precision=1)``.
+    """
+    inner = getattr(layer, "layer", layer)
+    precision = getattr(getattr(inner, "kernel_quantizer", None), "precision", None)
+    return int(precision) if precision else 32

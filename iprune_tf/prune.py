@@ -86,6 +86,13 @@ def strip_pruning(model):
     return _clone_with_weights(_require_clonable(model), unwrap, weights_of=folded)
 
 
+def as_stripped(model):
+    """``model`` without pruning wrappers: stripped once if it has any, returned as is otherwise."""
+    if any(isinstance(layer, PruneFanIn) for layer in model.layers):
+        return strip_pruning(model)
+    return model
+
+
 def _fresh_copy(layer):
     """An unbuilt copy of ``layer`` from its config, so the original's weights are never shared."""
     if isinstance(layer, keras.Model):

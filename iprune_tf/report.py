@@ -6,10 +6,10 @@ Two countings of memory, both in bits and per layer (Dense/Conv2D, pruned or not
   full-precision weight. The connectivity (which inputs each neuron reads) is wired into the
   circuit, so it costs nothing; skipped layers count at their own precision (a skipped binary
   layer still costs one bit per weight); batch norm is not counted.
-* **file** (what a file must store, see :mod:`iprune_tf.sparse_format`): every kept connection's
+* **file** (what the ``.npz`` of :mod:`iprune_tf.export.npz` stores): every kept connection's
   sign bit (or 32-bit value) plus ``ceil(log2(fan_in))`` index bits saying which input it reads,
-  for pruned layers; full kernels of unpruned layers at their precision; and two float32s per
-  batch-norm channel (BN folded to a scale and an offset).
+  for pruned layers; full kernels of unpruned layers at their precision; and per neuron two
+  float32s (bias and BN folded to a scale and an offset) or one int32 threshold.
 
 Computation counts one operation per connection evaluated in an inference (a multiply-accumulate
 for float weights, an XNOR/add for binary ones, as the paper does): a Dense layer costs its kept
@@ -23,14 +23,10 @@ dense FP = (784*1024 + 1024*1024 + 1024*10) * 32 bits = 59,572,224 bits; pruned 
 """
 import dataclasses
 import json
-import math
 import os
 
-from iprune_tf import inspect as inspect_lib
-from iprune_tf._keras import keras
-
-FLOAT_BITS = 32
-BN_PARAMS_PER_CHANNEL = 2  # folded scale and offset
+from iprune_tf import inspection
+from iprune_tf.export.lowering import lower
 
 ROWS = (
     ("dense_fp", "Full-precision dense"),
@@ -39,78 +35,9 @@ ROWS = (
 )
 
 
-@dataclasses.dataclass
-class LayerCost:
-    """Connections, precision and position count of one Dense/Conv2D layer."""
-
-    name: str
-    fan_in: int
-    neurons: int
-    connections: int
-    weight_bits: int
-    pruned: bool
-    positions: int
-
-    @property
-    def paper_bits(self):
-        return self.connections * self.weight_bits
-
-    @property
-    def file_bits(self):
-        index_bits = math.ceil(math.log2(self.fan_in)) if self.pruned and self.fan_in > 1 else 0
-        return self.connections * (self.weight_bits + index_bits)
-
-    @property
-    def operations(self):
-        return self.connections * self.positions
-
-
-def layer_costs(model):
-    """:class:`LayerCost` of every Dense/Conv2D layer of ``model`` (pruned, stripped or plain)."""
-    by_name = {layer.name: layer for layer in model.layers}
-    costs = []
-    for stats in inspect_lib.inspect_pruning(model):
-        layer = by_name.get(stats.name) or by_name[f"prune_fan_in_{stats.name}"]
-        costs.append(LayerCost(
-            name=stats.name,
-            fan_in=stats.fan_in,
-            neurons=stats.neurons,
-            connections=stats.nonzero_weights if stats.pruned else stats.total_weights,
-            weight_bits=1 if stats.binary and _is_binary_layer(layer) else FLOAT_BITS,
-            pruned=stats.pruned,
-            positions=_output_positions(layer),
-        ))
-    return costs
-
-
-def _is_binary_layer(layer):
-    """A layer whose weights are ±1 (a larq layer, quantized or folded), not a float layer."""
-    inner = getattr(layer, "layer", layer)
-    return type(inner).__module__.startswith("larq")
-
-
-def _output_positions(layer):
-    """Spatial output positions of a Conv2D (1 for Dense): how often each connection is used."""
-    shape = layer.output_shape
-    return int(math.prod(shape[1:-1])) if len(shape) > 2 else 1
-
-
-def batchnorm_channels(model):
-    return sum(int(layer.moving_mean.shape[0]) for layer in model.layers
-               if isinstance(layer, keras.layers.BatchNormalization))
-
-
 def model_costs(model):
-    """Totals for one model: ``memory_bits_paper``, ``memory_bits_file``, ``operations``, layers."""
-    costs = layer_costs(model)
-    bn_bits = batchnorm_channels(model) * BN_PARAMS_PER_CHANNEL * FLOAT_BITS
-    return {
-        "memory_bits_paper": sum(c.paper_bits for c in costs),
-        "memory_bits_file": sum(c.file_bits for c in costs) + bn_bits,
-        "operations": sum(c.operations for c in costs),
-        "layers": [dict(dataclasses.asdict(c), paper_bits=c.paper_bits, file_bits=c.file_bits,
-                        operations=c.operations) for c in costs],
-    }
+    """Totals and per-layer figures of one model, from its lowered form (:meth:`LoweredNet.cost`)."""
+    return lower(model).cost()
 
 
 def table1(models_by_phase, accuracies):
@@ -194,6 +121,6 @@ def _write_plots(run, models):
     if snapshots:
         written.append(plots.weight_distributions(snapshots, os.path.join(out, "weight_distributions.png")))
     if "pruned_stripped" in models:
-        stats = inspect_lib.inspect_pruning(models["pruned_stripped"])
+        stats = inspection.inspect_pruning(models["pruned_stripped"])
         written.append(plots.kept_inputs(stats, os.path.join(out, "kept_inputs.png")))
     return written

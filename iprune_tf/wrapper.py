@@ -12,6 +12,7 @@ zeroed whenever the mask changes and at every epoch end, as tfmot does.
 import contextlib
 import inspect
 
+import larq as lq
 import numpy as np
 from tensorflow_model_optimization.python.core.keras import utils as tfmot_utils
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
@@ -19,7 +20,7 @@ from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wra
 from iprune_tf import masking
 from iprune_tf import schedules as sched
 from iprune_tf._keras import keras, tf
-from iprune_tf.layers import is_kernel, latent_kernel, require_supported_layer
+from iprune_tf.layers import is_kernel, kernel_precision, latent_kernel, require_supported_layer
 
 
 class PruneFanIn(pruning_wrapper.PruneLowMagnitude):
@@ -128,13 +129,14 @@ class PruneFanIn(pruning_wrapper.PruneLowMagnitude):
     def folded_layer(self):
         """A fresh, unwrapped copy of the inner layer whose kernel is the fixed effective kernel.
 
-        A quantized layer loses its kernel quantizer and constraint (the kernel is already
-        ternary); its input quantizer stays. Returns ``(layer, weights)``: the layer is unbuilt,
-        the caller sets ``weights`` once it is built.
+        A quantized layer's kernel quantizer becomes larq's ``NoOp`` of the same precision (the
+        kernel is already ternary, and its precision stays readable) and its constraint goes; its
+        input quantizer stays. Returns ``(layer, weights)``: the layer is unbuilt, the caller sets
+        ``weights`` once it is built.
         """
         config = self.layer.get_config()
         if getattr(self.layer, "kernel_quantizer", None) is not None:
-            config["kernel_quantizer"] = None
+            config["kernel_quantizer"] = lq.quantizers.NoOp(precision=kernel_precision(self.layer))
             config["kernel_constraint"] = None
         if hasattr(self, "_batch_input_shape"):
             config.setdefault("batch_input_shape", self._batch_input_shape)

@@ -41,9 +41,9 @@ def test_conv_operations_count_output_positions():
                              lq.layers.QuantConv2D(4, 3, name="conv", **BINARY), keras.layers.Flatten(),
                              lq.layers.QuantDense(2, name="output", **BINARY)])
     pruned = iprune_tf.prune_fan_in(conv, 5, skip=["output"])
-    cost, _ = report.layer_costs(iprune_tf.strip_pruning(fit_pruned(pruned, *random_data(conv), epochs=1)))
-    assert (cost.fan_in, cost.connections, cost.positions, cost.weight_bits) == (18, 20, 9, 1)
-    assert cost.operations == 180 and cost.file_bits == 20 * (1 + 5)
+    cost, _ = report.model_costs(iprune_tf.strip_pruning(fit_pruned(pruned, *random_data(conv), epochs=1)))["layers"]
+    assert (cost["fan_in"], cost["connections"], cost["positions"], cost["weight_bits"]) == (18, 20, 9, 1)
+    assert cost["operations"] == 180 and cost["file_bits"] == 20 * (1 + 5)
 
 
 def test_table1_gains_against_full_precision(pruned_small_mlp):

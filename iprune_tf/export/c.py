@@ -56,6 +56,9 @@ def to_c(model_or_lowered, name, out_dir, overwrite=False, index_format="auto"):
 
     ``model_or_lowered``: a Keras model (lowered with :func:`iprune_tf.export.lower`) or a
     :class:`~iprune_tf.export.LoweredNet`. Existing files are refused unless ``overwrite``.
+    ``index_format``: how pruned neurons' input indices are stored: ``natural`` (uint8/16/32,
+    the smallest that holds them), ``packed`` (a little-endian stream of ``bit_length`` bits per
+    index) or ``auto`` (packed when it saves at least a quarter of the index bytes).
     """
     check_identifier(name)
     if index_format not in INDEX_FORMATS:
@@ -164,7 +167,8 @@ def _header(net, name, data_bytes, ram_bytes):
     guard = f"{name.upper()}_H"
     encoding = net.input_encoding
     enc_doc = (
-        f" * The model's input encoding ({type(encoding).__name__}, thresholds {list(encoding.thresholds)}) is\n"
+        f" * The model's input encoding ({getattr(encoding, 'kind', type(encoding).__name__)}, thresholds "
+        f"{[float(t) for t in encoding.thresholds]}) is\n"
         " * applied inside: pass the values the Keras model receives, before its encoding layer.\n"
         if encoding is not None else ""
     )

@@ -1,0 +1,213 @@
+"""The lowered form of a network: per neuron its kept inputs, their signs and what follows the sum.
+
+Every backend (C, sparse TFLite, Verilog, the ``.npz`` format) reads this one form, built from a
+Keras model by :func:`iprune_tf.export.lowering.lower`. A layer (``op`` dense or conv2d) computes,
+per neuron ``n`` (per output position for a convolution)::
+
+    x   = sign(x) if binary_input                        # +1 for x >= 0, else -1
+    s_n = sum_k signs[n, k] * x[indices[n, k]]           # kind "sparse", binary weights
+        | sum_k values[n, k] * x[indices[n, k]]          # kind "sparse", real weights (pruned float)
+        | sum_i signs[n, i] * x[i]                       # kind "binary": every input, ±1 weights
+        | sum_i kernel[i, n] * x[i]                      # kind "float"
+    y_n = +1 if s_n >= threshold[n] else -1              # output "threshold" (binary activations)
+        | act(s_n * scale[n] + offset[n])                # output "affine" (bias, scale, BN folded)
+
+``x`` is the flattened input vector (dense) or one ``kh*kw*c_in`` patch in ``(i, j, c)`` order
+(conv2d, after padding with ``pad_value``). :class:`MaxPool` and :class:`Flatten` steps sit between
+layers; an optional input encoding (:mod:`iprune_tf.encoding`) comes first.
+"""
+import dataclasses
+import math
+
+import numpy as np
+
+FLOAT_BITS = 32
+THRESHOLD_BITS = 32
+AFFINE_BITS = 2 * FLOAT_BITS
+_PREDICT_CHUNK = 64
+
+
+def index_bits(fan_in):
+    """Bits of one input index: ``ceil(log2(fan_in))``, at least 1."""
+    return max(1, (int(fan_in) - 1).bit_length())
+
+
+def binarize(x):
+    """larq's sign: +1 for ``x >= 0``, else -1 (float32)."""
+    return np.where(x >= 0, np.float32(1), np.float32(-1))
+
+
+@dataclasses.dataclass
+class LoweredLayer:
+    """One Dense or Conv2D layer in lowered form (see the module docstring)."""
+
+    name: str
+    op: str
+    kind: str
+    fan_in: int
+    units: int
+    k: int
+    binary_input: bool
+    output: str = "affine"
+    indices: np.ndarray | None = None
+    signs: np.ndarray | None = None
+    values: np.ndarray | None = None
+    kernel: np.ndarray | None = None
+    threshold: np.ndarray | None = None
+    scale: np.ndarray | None = None
+    offset: np.ndarray | None = None
+    activation: str = "linear"
+    input_hwc: tuple | None = None
+    kernel_size: tuple | None = None
+    strides: tuple | None = None
+    padding: tuple | None = None
+    pad_value: float = 0.0
+    output_hwc: tuple | None = None
+
+    @property
+    def weight_bits(self):
+        """1 for ±1 weights, 32 for real ones."""
+        return 1 if self.signs is not None else FLOAT_BITS
+
+    @property
+    def pruned(self):
+        return self.kind == "sparse"
+
+    @property
+    def connections(self):
+        """Weights a neuron set evaluates once: kept connections (sparse) or the whole kernel."""
+        return self.units * self.k
+
+    @property
+    def positions(self):
+        """Output positions per sample: how often each connection is used."""
+        return self.output_hwc[0] * self.output_hwc[1] if self.op == "conv2d" else 1
+
+    @property
+    def has_affine(self):
+        """False for an affine output that is the identity (nothing stored)."""
+        if self.output != "affine":
+            return False
+        return not (np.all(self.scale == 1) and np.all(self.offset == 0))
+
+    def cost(self):
+        """Paper bits (1 per binary connection, 32 per real weight), file bits and operations."""
+        indices = index_bits(self.fan_in) if self.pruned else 0
+        post = THRESHOLD_BITS if self.output == "threshold" else AFFINE_BITS if self.has_affine else 0
+        return {
+            "name": self.name, "op": self.op, "kind": self.kind, "fan_in": self.fan_in, "neurons": self.units,
+            "k": self.k, "connections": self.connections, "weight_bits": self.weight_bits, "pruned": self.pruned,
+            "positions": self.positions, "index_bits": indices,
+            "paper_bits": self.connections * self.weight_bits,
+            "file_bits": self.connections * (self.weight_bits + indices) + post * self.units,
+            "operations": self.connections * self.positions,
+        }
+
+    def forward(self, x):
+        """Outputs of this layer for a batch ``x`` (dense: (N, fan_in); conv2d: (N, H, W, C))."""
+        if self.binary_input:
+            x = binarize(x)
+        if self.op == "conv2d":
+            x = self._patches(x)
+        s = self._sums(x)
+        if self.output == "threshold":
+            return np.where(s >= self.threshold, np.float32(1), np.float32(-1))
+        y = (s * self.scale + self.offset).astype(np.float32)
+        return np.maximum(y, np.float32(0)) if self.activation == "relu" else y
+
+    def _sums(self, x):
+        if self.kind == "sparse":
+            weights = self.signs if self.signs is not None else self.values
+            return np.einsum("...uk,uk->...u", x[..., self.indices], weights.astype(np.float32))
+        if self.kind == "binary":
+            return x @ self.signs.T.astype(np.float32)
+        return x @ self.kernel
+
+    def _patches(self, x):
+        """(N, OH, OW, kh*kw*c_in) patches in (i, j, c) order, after constant padding."""
+        top, bottom, left, right = self.padding
+        x = np.pad(x, [(0, 0), (top, bottom), (left, right), (0, 0)], constant_values=self.pad_value)
+        kh, kw = self.kernel_size
+        sh, sw = self.strides
+        oh, ow, _ = self.output_hwc
+        rows = [x[:, i : i + sh * oh : sh, j : j + sw * ow : sw, :] for i in range(kh) for j in range(kw)]
+        return np.concatenate(rows, axis=-1)
+
+
+@dataclasses.dataclass
+class MaxPool:
+    """A max-pool with valid padding (an OR of bits on ±1 values)."""
+
+    pool_size: tuple
+    strides: tuple
+    input_hwc: tuple
+    output_hwc: tuple
+
+    def forward(self, x):
+        (ph, pw), (sh, sw) = self.pool_size, self.strides
+        oh, ow, _ = self.output_hwc
+        windows = [x[:, i : i + sh * oh : sh, j : j + sw * ow : sw, :] for i in range(ph) for j in range(pw)]
+        return np.max(np.stack(windows), axis=0)
+
+
+@dataclasses.dataclass
+class Flatten:
+    """Reshape (N, H, W, C) to (N, H*W*C) in C order, as Keras' Flatten does."""
+
+    def forward(self, x):
+        return x.reshape(len(x), -1)
+
+
+@dataclasses.dataclass
+class LoweredNet:
+    """A network as lowered steps: optional input encoding, then layers, pools and flattens."""
+
+    input_shape: tuple
+    steps: list
+    input_encoding: object = None
+
+    @property
+    def layers(self):
+        return [step for step in self.steps if isinstance(step, LoweredLayer)]
+
+    @property
+    def num_classes(self):
+        return self.layers[-1].units
+
+    def activations(self, x):
+        """The output of the encoding (if any) and of every step, for a batch ``x``, as numpy arrays."""
+        x = self._check_input(x)
+        outputs = []
+        if self.input_encoding is not None:
+            x = self.input_encoding.encode(x)
+            outputs.append(x)
+        for step in self.steps:
+            x = step.forward(x)
+            outputs.append(x)
+        return outputs
+
+    def predict(self, x):
+        """Output scores (float32) for a batch ``x`` of shape ``(N, *input_shape)``, in numpy."""
+        x = self._check_input(x)
+        chunks = [self.activations(x[i : i + _PREDICT_CHUNK])[-1] for i in range(0, len(x), _PREDICT_CHUNK)]
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.num_classes), np.float32)
+
+    def _check_input(self, x):
+        x = np.asarray(x, dtype=np.float32)
+        if x.shape[1:] != tuple(self.input_shape):
+            raise ValueError(f"Expected inputs of shape (N, {', '.join(map(str, self.input_shape))}), got {x.shape}.")
+        return x
+
+    def cost(self):
+        """Memory (paper and file counting, in bits) and operations, in total and per layer."""
+        layers = [layer.cost() for layer in self.layers]
+        return {
+            "memory_bits_paper": sum(c["paper_bits"] for c in layers),
+            "memory_bits_file": sum(c["file_bits"] for c in layers),
+            "operations": sum(c["operations"] for c in layers),
+            "layers": layers,
+        }
+
+    def payload_bytes(self):
+        """File-counted memory in bytes (rounded up)."""
+        return math.ceil(self.cost()["memory_bits_file"] / 8)

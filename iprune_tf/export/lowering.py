@@ -1,0 +1,298 @@
+"""``lower(model)``: a Keras model (pruned, stripped or plain) as a :class:`LoweredNet`.
+
+Supported chains (Sequential or functional, one path): ``Flatten``, ``Dense``/``QuantDense``,
+``Conv2D``/``QuantConv2D`` (stride, padding, larq ``pad_values``), ``MaxPooling2D`` (valid),
+``BatchNormalization`` right after a Dense/Conv2D, ReLU/linear activations, larq sign input
+quantizers, and the input encodings of :mod:`iprune_tf.encoding`.
+
+A layer whose inputs and weights are ±1 computes an integer sum ``s`` in ``[-k, k]``. When the
+next thing that reads its output is a sign, ``sign(BN(s + bias))`` is replaced by ``s >= T``: T is
+found by evaluating Keras' own float32 bias add and batch-norm layer on every integer in
+``[-k, k]``, so the integer model is bit-exact by construction (gamma < 0: the signs are negated;
+gamma = 0: a constant).
+"""
+import larq as lq
+import numpy as np
+
+from iprune_tf._keras import keras, tf
+from iprune_tf.export.lowered import Flatten, LoweredLayer, LoweredNet, MaxPool
+from iprune_tf.inspection import effective_kernel
+from iprune_tf.layers import kernel_precision, require_keras2
+from iprune_tf.prune import as_stripped
+
+_DENSE = (keras.layers.Dense, lq.layers.QuantDense)
+_CONV = (keras.layers.Conv2D, lq.layers.QuantConv2D)
+_SIGN_QUANTIZERS = (lq.quantizers.SteSign, lq.quantizers.ApproxSign, lq.quantizers.SwishSign)
+_SIGN_FUNCTIONS = (lq.quantizers.ste_sign, lq.quantizers.approx_sign, lq.quantizers.swish_sign, lq.math.sign)
+SUPPORTED = ("Flatten, Dense/QuantDense, Conv2D/QuantConv2D, MaxPooling2D, BatchNormalization, "
+             "ReLU/linear activations, larq sign input quantizers, iprune_tf input encodings")
+
+
+def lower(model):
+    """The :class:`LoweredNet` of a Keras 2 model; ValueError naming the first unsupported layer."""
+    model = as_stripped(model)
+    encoding, chain = _split_encoding(_layer_chain(model))
+    steps, pending = [], []
+    for layer in chain:
+        _add(layer, steps, pending)
+    if not any(isinstance(step, _Pending) for step in steps):
+        raise ValueError(f"Model '{model.name}' has no Dense/Conv2D layer to lower.")
+    return LoweredNet(tuple(int(d) for d in model.input_shape[1:]), _finish(steps, encoding), encoding)
+
+
+def has_sign_input(layer):
+    """True if larq ``layer`` binarizes its input with a sign; ValueError for other input quantizers."""
+    quantizer = getattr(layer, "input_quantizer", None)
+    if quantizer is None:
+        return False
+    if isinstance(quantizer, _SIGN_QUANTIZERS) or quantizer in _SIGN_FUNCTIONS:
+        return True
+    name = getattr(quantizer, "__name__", type(quantizer).__name__)
+    raise ValueError(
+        f"Layer '{layer.name}' has input quantizer {name}, which iprune_tf cannot export; "
+        "supported: none, ste_sign, approx_sign, swish_sign."
+    )
+
+
+def unsupported(layer, reason):
+    return ValueError(f"Layer '{layer.name}' ({type(layer).__name__}) cannot be lowered: {reason}. Supported: {SUPPORTED}.")
+
+
+def _layer_chain(model):
+    """The model's layers in order, InputLayers dropped; ValueError unless they form one path."""
+    require_keras2(model, "The model to lower")
+    if isinstance(model, keras.Sequential):
+        return [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    if not getattr(model, "_is_graph_network", False):
+        raise ValueError(f"Model '{model.name}' is subclassed; only Sequential and functional chains can be lowered.")
+    chain, previous = [], None
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            previous = layer.output
+            continue
+        if len(layer._inbound_nodes) != 1 or layer.input is not previous:
+            raise unsupported(layer, "the model is not a single chain of layers (branches or shared layers)")
+        chain.append(layer)
+        previous = layer.output
+    return chain
+
+
+def _split_encoding(chain):
+    """``(encoding, rest)``: the input encoding layer at the front of the chain, if any."""
+    try:
+        from iprune_tf.encoding import ENCODING_LAYERS
+    except ImportError:  # the encodings module arrives with the Verilog backend
+        return None, chain
+    if chain and isinstance(chain[0], ENCODING_LAYERS):
+        return chain[0].lowered(), chain[1:]
+    return None, chain
+
+
+class _Pending:
+    """A Dense/Conv2D layer whose batch norm and activation are still being collected."""
+
+    def __init__(self, layer):
+        self.layer, self.batch_norm, self.activation = layer, None, _activation_of(layer)
+
+
+def _add(layer, steps, pending):
+    if type(layer) in _DENSE + _CONV:
+        steps.append(_Pending(layer))
+    elif type(layer) is keras.layers.Flatten:
+        steps.append(Flatten())
+    elif type(layer) is keras.layers.MaxPooling2D:
+        steps.append(_max_pool(layer))
+    elif type(layer) is keras.layers.BatchNormalization:
+        _last_pending(steps, layer).batch_norm = _checked_batch_norm(_last_pending(steps, layer), layer)
+    elif type(layer) in (keras.layers.Activation, keras.layers.ReLU):
+        _set_activation(_last_pending(steps, layer), layer)
+    elif type(layer) is keras.layers.Dropout:
+        return
+    else:
+        raise unsupported(layer, "this layer type is not supported")
+
+
+def _last_pending(steps, layer):
+    if not steps or not isinstance(steps[-1], _Pending):
+        raise unsupported(layer, "it must directly follow a Dense/Conv2D layer")
+    return steps[-1]
+
+
+def _checked_batch_norm(pending, bn):
+    if pending.activation != "linear":
+        raise unsupported(bn, f"a batch norm after the activation of '{pending.layer.name}' cannot be folded")
+    if pending.batch_norm is not None:
+        raise unsupported(bn, f"'{pending.layer.name}' already has a batch norm")
+    if bn.axis not in ([-1], [len(bn.input_shape) - 1]):
+        raise unsupported(bn, f"it must normalize the last axis, not {bn.axis}")
+    return bn
+
+
+def _activation_of(layer):
+    activation = getattr(layer, "activation", None)
+    name = getattr(activation, "__name__", str(activation)) if activation is not None else "linear"
+    if name not in ("linear", "relu"):
+        raise unsupported(layer, f"activation '{name}' (only relu and linear)")
+    return name
+
+
+def _set_activation(pending, layer):
+    if isinstance(layer, keras.layers.ReLU):
+        if layer.max_value is not None or float(layer.negative_slope) != 0 or float(layer.threshold) != 0:
+            raise unsupported(layer, "only a plain ReLU (no max_value, negative_slope or threshold)")
+        name = "relu"
+    else:
+        name = _activation_of(layer)
+    if name == "relu":
+        if pending.activation == "relu":
+            raise unsupported(layer, f"'{pending.layer.name}' already has a relu")
+        pending.activation = "relu"
+
+
+def _max_pool(layer):
+    if layer.padding != "valid" or layer.data_format != "channels_last":
+        raise unsupported(layer, "only valid-padded, channels_last max-pooling")
+    _, h, w, c = layer.input_shape
+    _, oh, ow, _ = layer.output_shape
+    return MaxPool(tuple(layer.pool_size), tuple(layer.strides), (h, w, c), (oh, ow, c))
+
+
+def _finish(steps, encoding):
+    """Turn each pending layer into a :class:`LoweredLayer`, knowing whether a sign reads its output."""
+    lowered, inputs_binary = [], encoding is not None
+    for i, step in enumerate(steps):
+        if not isinstance(step, _Pending):
+            lowered.append(step)
+            continue
+        layer = _lowered_layer(step.layer, inputs_binary or has_sign_input(step.layer))
+        if _sign_reads_output(steps[i + 1 :], step) and layer.kind != "float" and layer.binary_input:
+            _set_threshold(layer, step)
+            inputs_binary = True
+        else:
+            _set_affine(layer, step)
+            inputs_binary = False
+        lowered.append(layer)
+    return lowered
+
+
+def _sign_reads_output(rest, step):
+    """True when the next layer binarizes this layer's output (only pools and flattens between)."""
+    if step.activation != "linear":
+        return False
+    for following in rest:
+        if isinstance(following, _Pending):
+            return has_sign_input(following.layer)
+    return False
+
+
+def _lowered_layer(layer, binary_input):
+    kernel = np.asarray(effective_kernel(layer), dtype=np.float32)
+    fan_in, units = int(np.prod(kernel.shape[:-1])), int(kernel.shape[-1])
+    flat = kernel.reshape(fan_in, units)
+    counts = np.count_nonzero(flat, axis=0)
+    binary = kernel_precision(layer) == 1 and np.all(np.isin(np.abs(flat), (0.0, 1.0)))
+    lowered = LoweredLayer(layer.name, "conv2d" if type(layer) in _CONV else "dense", "float", fan_in, units,
+                           fan_in, binary_input)
+    if type(layer) in _CONV:
+        _set_conv_geometry(lowered, layer)
+    pruned = counts.max() < fan_in
+    if pruned and counts.min() != counts.max():
+        raise unsupported(layer, f"its neurons keep different numbers of inputs ({counts.min()} to {counts.max()})")
+    if pruned:
+        lowered.kind, lowered.k = "sparse", int(counts[0])
+        _, inputs = np.nonzero(flat.T)  # neuron by neuron, inputs ascending
+        lowered.indices = inputs.reshape(units, lowered.k).astype(np.int32)
+        kept = np.take_along_axis(flat.T, lowered.indices, axis=1)
+        if binary:
+            lowered.signs = kept.astype(np.int8)
+        else:
+            lowered.values = kept.astype(np.float32)
+    elif binary:
+        lowered.kind, lowered.signs = "binary", flat.T.astype(np.int8)
+    else:
+        lowered.kernel = flat
+    return lowered
+
+
+def _set_conv_geometry(lowered, layer):
+    if layer.data_format != "channels_last" or tuple(layer.dilation_rate) != (1, 1) or layer.groups != 1:
+        raise unsupported(layer, "only channels_last, undilated, ungrouped convolutions")
+    _, h, w, c = layer.input_shape
+    _, oh, ow, units = layer.output_shape
+    lowered.input_hwc, lowered.output_hwc = (h, w, c), (oh, ow, units)
+    lowered.kernel_size, lowered.strides = tuple(layer.kernel_size), tuple(layer.strides)
+    lowered.pad_value = float(getattr(layer, "pad_values", 0.0))
+    if layer.padding == "valid":
+        lowered.padding = (0, 0, 0, 0)
+    else:
+        (top, bottom), (left, right) = (_same_padding(n, o, k, s) for n, o, k, s in
+                                        zip((h, w), (oh, ow), layer.kernel_size, layer.strides))
+        lowered.padding = (top, bottom, left, right)
+
+
+def _same_padding(size, out, kernel, stride):
+    """TensorFlow's (and larq's) 'same' padding: the extra pixel goes after."""
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def _post_sum(step, s):
+    """What Keras computes after the integer sum ``s`` (a numpy grid): bias add, then batch norm, in float32."""
+    layer = step.layer
+    y = tf.constant(s, tf.float32)
+    if layer.use_bias:
+        y = tf.nn.bias_add(y, layer.bias)
+    if step.batch_norm is not None:
+        y = step.batch_norm(y, training=False)
+    return y.numpy()
+
+
+def _set_threshold(lowered, step):
+    """Integer thresholds from Keras' own float32 post-sum ops on every integer sum in [-k, k]."""
+    k, units = lowered.k, lowered.units
+    sums = np.arange(-k, k + 1, dtype=np.float32)
+    grid = np.repeat(sums[:, None], units, axis=1)
+    if lowered.op == "conv2d":
+        grid = grid[:, None, None, :]
+    bits = _post_sum(step, grid).reshape(len(sums), units) >= 0
+    threshold = np.empty(units, np.int32)
+    for n in range(units):
+        threshold[n], negate = _threshold_of(bits[:, n], k, step.layer.name, n)
+        if negate:
+            lowered.signs[n] = -lowered.signs[n]
+    lowered.output, lowered.threshold = "threshold", threshold
+
+
+def _threshold_of(bits, k, name, neuron):
+    """``(T, negate)`` with ``bit(s) == (s' >= T)``, ``s' = -s`` when ``negate``; bits over s = -k..k."""
+    on = np.flatnonzero(bits)
+    if on.size == 0:
+        return k + 1, False
+    if on.size == len(bits):
+        return -k, False
+    if np.all(bits[on[0] :]):
+        return on[0] - k, False
+    if np.all(bits[: on[-1] + 1]):
+        return -(on[-1] - k), True
+    raise ValueError(f"Layer '{name}' neuron {neuron}: its batch norm is not monotonic in the sum; cannot threshold it.")
+
+
+def _set_affine(lowered, step):
+    """Scale and offset: the bias and batch norm folded into one float32 affine map."""
+    layer, bn = step.layer, step.batch_norm
+    bias = layer.bias.numpy().astype(np.float32) if layer.use_bias else np.zeros(lowered.units, np.float32)
+    scale, offset = np.ones(lowered.units, np.float32), bias
+    if bn is not None:
+        a, b = _batch_norm_affine(bn, lowered.units)
+        scale, offset = a, bias * a + b
+    lowered.output, lowered.scale, lowered.offset = "affine", scale, offset.astype(np.float32)
+    lowered.activation = step.activation
+
+
+def _batch_norm_affine(bn, units):
+    """Inference batch norm as ``y = x * a + b`` (float32), as Keras computes it."""
+    weights = {w.name.rsplit("/", 1)[-1].split(":")[0]: w.numpy() for w in bn.weights}
+    gamma = weights.get("gamma", np.ones(units, np.float32))
+    beta = weights.get("beta", np.zeros(units, np.float32))
+    a = (gamma / np.sqrt(weights["moving_variance"] + np.float32(bn.epsilon))).astype(np.float32)
+    return a, (beta - weights["moving_mean"] * a).astype(np.float32)

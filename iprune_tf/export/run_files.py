@@ -1,0 +1,134 @@
+"""Export a run's model in several modes, verify every file against Keras, and print the table."""
+import dataclasses
+import os
+
+import numpy as np
+
+from iprune_tf._keras import keras
+from iprune_tf.export import npz
+from iprune_tf.export.c_array import _C_IDENTIFIER, _refuse_overwrite, to_c_array
+from iprune_tf.export.lowering import lower
+from iprune_tf.export.tflite import MODES, _require_mode, to_tflite
+from iprune_tf.export.verify import _compare, verify
+from iprune_tf.prune import as_stripped, prune_scope
+
+TFLM_MODES = ("float", "int8", "sparse", "sparse_int8")
+FILE_MODES = ("h5", *MODES, "npz")
+
+
+@dataclasses.dataclass
+class ExportRow:
+    """One exported file checked in one runtime (a file checked in two runtimes gives two rows).
+
+    ``bytes`` is the file size; ``payload_bytes`` is, for the sparse format, the exact size of its
+    stored content (what the paper's memory counts), None for other files.
+    """
+
+    mode: str
+    file: str
+    bytes: int
+    runtime: str
+    agreement: float
+    max_abs_diff: float
+    arena_bytes: int | None = None
+    payload_bytes: int | None = None
+
+    def as_dict(self):
+        return dataclasses.asdict(self)
+
+
+def export_run_files(
+    model, out_dir, name, modes, representative_x, verify_x, c_array=False, overwrite=False, int8_io=False
+):
+    """Export ``model`` in each of ``modes`` to ``out_dir``, verify each file, return :class:`ExportRow` rows.
+
+    Modes (:data:`FILE_MODES`): ``"h5"`` (the stripped Keras model, ``{name}.h5``, reloaded and
+    compared), ``"float"``/``"int8"``/``"lce"`` (``{name}_{mode}.tflite``, see :func:`to_tflite`
+    and :func:`verify`; ``"sparse"``/``"sparse_int8"`` are the TFLite files that shrink with pruning),
+    ``"npz"`` (``{name}_sparse.npz``, :mod:`iprune_tf.export.npz`, run by its numpy inference).
+    With ``c_array``, the TFLM modes (:data:`TFLM_MODES`) also get the
+    ``{name}_{mode}.h/.cc`` pair. Every file is built in memory and every target path checked
+    before anything is written; existing files are never replaced unless ``overwrite=True``.
+    ``representative_x`` calibrates int8; ``verify_x`` are the inputs compared against Keras.
+    """
+    modes = list(dict.fromkeys([modes] if isinstance(modes, str) else modes))
+    if not modes:
+        raise ValueError(f"No export mode given; choose from {FILE_MODES}.")
+    for mode in modes:
+        _require_mode(mode, FILE_MODES)
+    if c_array and not _C_IDENTIFIER.match(f"{name}_float"):
+        raise ValueError(f"Export name {name!r} must make a valid C identifier for c_array.")
+    model = as_stripped(model)
+    planned = {mode: _planned_paths(out_dir, name, mode, c_array) for mode in modes}
+    for path in (p for paths in planned.values() for p in paths):
+        _refuse_overwrite(path, overwrite)
+    built = {mode: _build(model, mode, representative_x, int8_io) for mode in modes}
+    os.makedirs(out_dir, exist_ok=True)
+    rows = []
+    for mode in modes:
+        path = planned[mode][0]
+        _write(built[mode], mode, path)
+        if c_array and mode in TFLM_MODES:
+            to_c_array(built[mode], f"{name}_{mode}", out_dir, overwrite=overwrite)
+        rows += _check_file(model, built[mode], mode, path, verify_x)
+    return rows
+
+
+def _build(model, mode, representative_x, int8_io):
+    if mode == "h5":
+        return model
+    if mode == "npz":
+        return lower(model)
+    return to_tflite(model, mode, representative_data=representative_x, int8_io=int8_io)
+
+
+def _write(artifact, mode, path):
+    if mode == "h5":
+        artifact.save(path, overwrite=True)  # the caller already refused existing files
+    elif mode == "npz":
+        npz.save_sparse(artifact, path, overwrite=True)
+    else:
+        with open(path, "wb") as f:
+            f.write(artifact)
+
+
+def _check_file(model, artifact, mode, path, x):
+    size = os.path.getsize(path)
+    if mode in MODES:
+        return [
+            ExportRow(mode, path, size, c.runtime, c.agreement, c.max_abs_diff, c.arena_bytes)
+            for c in verify(model, artifact, x, mode=mode)
+        ]
+    x = np.asarray(x, dtype=np.float32)
+    expected = model.predict(x, batch_size=256, verbose=0)
+    if mode == "h5":
+        with prune_scope():
+            reloaded = keras.models.load_model(path, compile=False)
+        check = _compare("keras", expected, reloaded.predict(x, batch_size=256, verbose=0))
+        return [ExportRow(mode, path, size, check.runtime, check.agreement, check.max_abs_diff)]
+    check = _compare("numpy", expected, npz.load_sparse(path).predict(x))
+    return [ExportRow(mode, path, size, check.runtime, check.agreement, check.max_abs_diff, None, artifact.payload_bytes())]
+
+
+def _planned_paths(out_dir, name, mode, c_array):
+    stem = os.path.join(out_dir, {"h5": name, "npz": f"{name}_sparse"}.get(mode, f"{name}_{mode}"))
+    extension = {"h5": ".h5", "npz": ".npz"}.get(mode, ".tflite")
+    extras = [f"{stem}.h", f"{stem}.cc"] if c_array and mode in TFLM_MODES else []
+    return [stem + extension, *extras]
+
+
+def format_export_table(rows):
+    """A fixed-width text table of :func:`export_run_files` rows."""
+    header = (
+        f"{'mode':<12}{'file':<30}{'bytes':>11}{'payload':>10}{'runtime':>9}"
+        f"{'top-1 agree':>13}{'max |diff|':>12}{'arena':>9}"
+    )
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        arena = "-" if row.arena_bytes is None else str(row.arena_bytes)
+        payload = "-" if row.payload_bytes is None else str(row.payload_bytes)
+        lines.append(
+            f"{row.mode:<12}{os.path.basename(row.file):<30}{row.bytes:>11}{payload:>10}{row.runtime:>9}"
+            f"{row.agreement:>12.2%} {row.max_abs_diff:>11.3g} {arena:>8}"
+        )
+    return "\n".join(lines)

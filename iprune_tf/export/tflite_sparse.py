@@ -1,0 +1,207 @@
+"""Sparse TFLite: a pruned network as ordinary TFLite Micro ops, so the file shrinks with pruning.
+
+TFLite Micro ignores TFLite's sparsity metadata, so a pruned layer is written as a chain of
+builtin ops that TFLM has, built from the lowered form (:func:`iprune_tf.export.lower`). For
+one pruned Dense layer with ±1 weights (K kept inputs per neuron)::
+
+    CONCATENATION([x, NEG(x)]) -> GATHER(int32 indices, units*K) -> RESHAPE(units, K) -> SUM(K)
+        -> GREATER_EQUAL(thresholds) -> SELECT_V2(+1, -1)      # binary activations (integer T)
+        |  MUL(scale) -> ADD(offset) [-> RELU]                 # otherwise (BN folded)
+
+The sign of each kept weight is folded into its index (``i + fan_in`` reads ``-x[i]``), so no
+sign tensor is stored. Alternatives measured on a 784->1024 layer at K=8 (bench/README.md):
+GATHER + MUL by float signs is 67 KB against 34 KB (float) and 43 KB against 35 KB (int8, signs
+quantized); one GATHER per block of neurons instead of per layer adds 1.5-3.5 KB of ops and
+index tensors but bounds the gathered intermediate in the TFLM arena (``neurons_per_gather``).
+Pruned layers with real weights gather ``x`` and MUL by their float values. Unpruned layers stay
+FULLY_CONNECTED / CONV_2D; MAX_POOL_2D and RESHAPE keep their meaning.
+
+int8 exactness of binary layers: the threshold compare uses ``T' = T - 1/2``-style midpoints
+(the largest unreachable value below the smallest reachable sum ``>= T``; sums have the parity
+of K), and each sum is pinned to ``[-K-1, K+1]`` with a FakeQuant range, so the int8 sum has a
+step of ``(2K+2)/255 < 1`` and every reachable sum lies at least 1 away from its threshold: the
+integer model reproduces every bit for K <= 126 regardless of calibration (measured: 0 wrong bits
+in TFLite, with and without XNNPACK, and in TFLM). Layers on real-valued inputs (the first layer)
+are rounded to int8 like any int8 model.
+
+Pruned convolutions are refused: TFLM has no op that gathers a pruned filter's taps without first
+materializing every patch (im2col: OH*OW*kh*kw*C_in values in the arena).
+"""
+import contextlib
+import os
+import tempfile
+import warnings
+
+import numpy as np
+
+from iprune_tf._keras import tf
+from iprune_tf.export.lowered import Flatten, LoweredLayer, LoweredNet, MaxPool
+from iprune_tf.export.lowering import lower
+
+SPARSE_MODES = ("sparse", "sparse_int8")
+MAX_EXACT_K = 126
+
+
+def to_sparse_tflite(model, mode="sparse", representative_data=None, int8_io=False, neurons_per_gather=None):
+    """A TFLite flatbuffer (bytes) of ``model`` (Keras, pruned/stripped/plain, or a LoweredNet) in sparse ops.
+
+    ``mode`` is ``"sparse"`` (float32) or ``"sparse_int8"`` (full-integer, calibrated on
+    ``representative_data``, inputs of shape ``(N, *input_shape)``). ``int8_io`` makes the int8
+    model's input and output int8. ``neurons_per_gather`` splits each pruned layer's GATHER into
+    blocks of that many neurons (smaller TFLM arena, slightly larger file); None: one per layer.
+    """
+    if mode not in SPARSE_MODES:
+        raise ValueError(f"Unknown sparse export mode {mode!r}; choose one of {SPARSE_MODES}.")
+    net = model if isinstance(model, LoweredNet) else lower(model)
+    int8 = mode == "sparse_int8"
+    function = sparse_function(net, pin_sums=int8, neurons_per_gather=neurons_per_gather)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], function)
+    if int8:
+        samples = _representative_samples(representative_data, net.input_shape)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([sample[None]] for sample in samples)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if int8_io:
+            converter.inference_input_type = converter.inference_output_type = tf.int8
+    with quiet_converter():
+        return converter.convert()
+
+
+def sparse_function(net, pin_sums=False, neurons_per_gather=None):
+    """A ``tf.function`` (batch of ``net.input_shape`` -> scores) computing ``net`` in TFLM-convertible ops.
+
+    ``pin_sums`` fixes the int8 range of every thresholded sum to ``[-K-1, K+1]`` (FakeQuant).
+    """
+    _require_supported(net)
+    if neurons_per_gather is not None and (not isinstance(neurons_per_gather, int) or neurons_per_gather < 1):
+        raise ValueError(f"neurons_per_gather must be a positive integer or None, got {neurons_per_gather!r}.")
+
+    @tf.function(input_signature=[tf.TensorSpec([None, *net.input_shape], tf.float32)])
+    def sparse_net(x):
+        if net.input_encoding is not None:
+            x = _encode(x, net.input_encoding)
+        for step in net.steps:
+            if isinstance(step, Flatten):
+                x = tf.reshape(x, [-1, int(np.prod(x.shape[1:]))])
+            elif isinstance(step, MaxPool):
+                x = tf.nn.max_pool2d(x, step.pool_size, step.strides, "VALID")
+            else:
+                x = _layer(step, x, pin_sums, neurons_per_gather)
+        return x
+
+    return sparse_net
+
+
+def _require_supported(net):
+    for step in net.steps:
+        if isinstance(step, LoweredLayer) and step.op == "conv2d" and step.kind == "sparse":
+            raise ValueError(
+                f"Layer '{step.name}' is a pruned Conv2D ({step.k} of {step.fan_in} inputs per filter): the sparse "
+                "TFLite modes lower pruned Dense layers only. TFLite Micro has no op that gathers a filter's kept "
+                f"taps without first building every patch (im2col, {np.prod(step.output_hwc[:2]) * step.fan_in:,} "
+                "values in the arena). Skip this layer from pruning or export it with mode='float'/'int8'."
+            )
+        if isinstance(step, (MaxPool, Flatten, LoweredLayer)):
+            continue
+        raise ValueError(f"The sparse TFLite modes cannot export step {type(step).__name__}.")
+
+
+def _encode(x, encoding):
+    """An input encoding's ±1 bits (GREATER_EQUAL + SELECT_V2), T bits per value next to each other."""
+    thresholds = tf.constant(np.asarray(encoding.thresholds, np.float32))
+    bits = _sign_select(tf.expand_dims(x, -1) >= thresholds)
+    return tf.reshape(bits, [-1, *x.shape[1:-1], x.shape[-1] * len(encoding.thresholds)])
+
+
+def _sign_select(condition):
+    return tf.where(condition, tf.constant(1.0), tf.constant(-1.0))
+
+
+def _layer(layer, x, pin_sums, neurons_per_gather):
+    if layer.binary_input:
+        x = _sign_select(x >= 0)
+    s = _sum(layer, x, neurons_per_gather)
+    if layer.output == "threshold":
+        if pin_sums:
+            bound = float(layer.k + 1)
+            s = tf.quantization.fake_quant_with_min_max_args(s, min=-bound, max=bound, num_bits=8)
+        return _sign_select(s >= tf.constant(midpoint_thresholds(layer)))
+    if layer.has_affine:
+        s = s * tf.constant(layer.scale) + tf.constant(layer.offset)
+    return tf.nn.relu(s) if layer.activation == "relu" else s
+
+
+def midpoint_thresholds(layer):
+    """Float thresholds half-way between reachable sums: ``s >= T`` iff ``s >= T'``, with margin 1 on both sides.
+
+    Sums of K terms ±1 have the parity of K; ``T'`` is the smallest reachable sum ``>= T``, minus 1,
+    clipped to ``[-K-1, K+1]`` (a constant neuron stays constant).
+    """
+    k, t = layer.k, layer.threshold.astype(np.int64)
+    first_reachable = t + ((t - k) % 2)
+    return np.clip(first_reachable - 1, -k - 1, k + 1).astype(np.float32)
+
+
+def _sum(layer, x, neurons_per_gather):
+    if layer.kind != "sparse":
+        kernel = layer.kernel if layer.kind == "float" else layer.signs.T.astype(np.float32)
+        return _conv(layer, x, kernel) if layer.op == "conv2d" else tf.matmul(x, tf.constant(kernel))
+    if layer.signs is not None:
+        source = tf.concat([x, -x], axis=1)
+        indices = layer.indices + np.where(layer.signs < 0, layer.fan_in, 0)
+        weights = None
+    else:
+        source, indices, weights = x, layer.indices, layer.values
+    block = neurons_per_gather or layer.units
+    sums = []
+    for start in range(0, layer.units, block):
+        rows = slice(start, start + block)
+        n = len(indices[rows])
+        gathered = tf.reshape(tf.gather(source, tf.constant(indices[rows].astype(np.int32).ravel()), axis=1), [-1, n, layer.k])
+        if weights is not None:
+            gathered = gathered * tf.constant(weights[rows].astype(np.float32))
+        sums.append(tf.reduce_sum(gathered, axis=2))
+    return sums[0] if len(sums) == 1 else tf.concat(sums, axis=1)
+
+
+def _conv(layer, x, kernel):
+    """An unpruned Conv2D: explicit constant padding (PADV2 / PAD) then a VALID CONV_2D."""
+    top, bottom, left, right = layer.padding
+    if any(layer.padding):
+        x = tf.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]], constant_values=layer.pad_value)
+    kh, kw = layer.kernel_size
+    filters = tf.constant(kernel.reshape(kh, kw, layer.input_hwc[2], layer.units))
+    return tf.nn.conv2d(x, filters, strides=[1, *layer.strides, 1], padding="VALID")
+
+
+def _representative_samples(data, input_shape):
+    if data is None:
+        raise ValueError(
+            "mode='sparse_int8' needs representative_data: an array of a few hundred real model inputs to "
+            "calibrate the int8 activation ranges."
+        )
+    samples = np.asarray(data, dtype=np.float32)
+    if samples.ndim != len(input_shape) + 1 or samples.shape[0] == 0 or samples.shape[1:] != tuple(input_shape):
+        raise ValueError(
+            f"representative_data must have shape (N, {', '.join(map(str, input_shape))}) with N >= 1, got {samples.shape}."
+        )
+    return samples
+
+
+@contextlib.contextmanager
+def quiet_converter(what="TFLite conversion"):
+    """Hide C++ log lines (stderr) and Python warnings of the converter or an interpreter; show them on failure."""
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as log, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        except Exception as error:
+            os.dup2(saved, 2)
+            log.seek(0)
+            tail = log.read().decode(errors="replace")[-4000:]
+            raise RuntimeError(f"{what} failed: {error}\nLog:\n{tail}") from error
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)

@@ -1,0 +1,155 @@
+"""Run a :func:`~iprune_tf.export.verilog.to_verilog` design in the hardware toolchain.
+
+* :func:`simulate`: its generated testbench in Icarus Verilog or Verilator on given input vectors;
+  returns the predicted classes and, on request, every hidden layer's bits per input.
+* :func:`synthesize`: Yosys to generic 6-input LUTs (``synth -lut 6``) or to iCE40 LUT4s
+  (``synth_ice40``): LUTs, flip-flops and logic depth (``ltp -noff``) per layer and in total.
+* :func:`verify`: simulate on inputs and compare with Keras' classes and the lowered model's bits.
+
+The tools are Debian packages (``iverilog``, ``verilator``, ``yosys``); a missing one raises
+:class:`ToolMissing` naming the package.
+"""
+import dataclasses
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+
+import numpy as np
+
+from iprune_tf.export.lowered import LoweredLayer
+from iprune_tf.export.verilog import TOP, VerilogDesign, input_bits, lowered_of
+
+PACKAGES = {"iverilog": "iverilog", "vvp": "iverilog", "verilator": "verilator", "yosys": "yosys"}
+SYNTH = {"lut6": "synth -flatten -lut 6 -top {top}", "ice40": "synth_ice40 -top {top}"}
+LUT_CELLS = {"lut6": ("$lut",), "ice40": ("SB_LUT4",)}
+
+
+class ToolMissing(RuntimeError):
+    """A hardware tool is not installed."""
+
+
+def require_tool(name):
+    """The path of tool ``name``; ToolMissing naming its Debian package otherwise."""
+    path = shutil.which(name)
+    if path is None:
+        raise ToolMissing(f"'{name}' is not installed: apt-get install {PACKAGES.get(name, name)}")
+    return path
+
+
+def _run(cmd, cwd, timeout):
+    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:3])} ... failed ({result.returncode}):\n{result.stderr[-3000:]}{result.stdout[-2000:]}")
+    return result.stdout
+
+
+@dataclasses.dataclass
+class Simulation:
+    """Classes (N,) predicted by the netlist and, if asked for, hidden bits per layer [(N, units)]."""
+
+    classes: np.ndarray
+    hidden: list
+
+
+def _write_inputs(path, bits):
+    width = -(-bits.shape[1] // 4)
+    weights = 1 << np.arange(bits.shape[1], dtype=object)
+    with open(path, "w") as f:
+        f.write(f"{len(bits)}\n")
+        for row in bits:
+            f.write(f"{int(np.dot(row.astype(object), weights)):0{width}x}\n")
+
+
+def _hex_bits(text, units):
+    value = int(text, 16)
+    return [(value >> i) & 1 for i in range(units)]
+
+
+def _build(design, simulator, work):
+    net_v, tb_v = os.path.abspath(design.path("net.v")), os.path.abspath(design.path("tb.v"))
+    if simulator == "iverilog":
+        _run([require_tool("iverilog"), "-g2005", "-o", "sim", tb_v, net_v], work, 600)
+        return [require_tool("vvp"), "-n", "sim"]
+    if simulator == "verilator":
+        _run([require_tool("verilator"), "--binary", "-j", "2", "-Wno-fatal", "-Wno-lint", "--top-module", "tb",
+              "-Mdir", "obj", tb_v, net_v], work, 3600)
+        return [os.path.join(work, "obj", "Vtb")]
+    raise ValueError(f"simulator must be 'iverilog' or 'verilator', got {simulator!r}.")
+
+
+def simulate(design, bits, simulator="iverilog", hidden=False, timeout=3600):
+    """Run the testbench on input vectors ``bits`` (uint8 (N, input_bits)); returns a :class:`Simulation`."""
+    design = design if isinstance(design, VerilogDesign) else VerilogDesign.load(design)
+    bits = np.asarray(bits, dtype=np.uint8)
+    if bits.ndim != 2 or bits.shape[1] != design.input_bits:
+        raise ValueError(f"Expected input vectors of shape (N, {design.input_bits}), got {bits.shape}.")
+    with tempfile.TemporaryDirectory(prefix="iprune_sim_") as work:
+        command = _build(design, simulator, work)
+        _write_inputs(os.path.join(work, "inputs.hex"), bits)
+        _run(command + [f"+hidden={int(hidden)}"], work, timeout)
+        with open(os.path.join(work, "outputs.txt")) as f:
+            rows = [line.split() for line in f if line.strip()]
+    skip = design.latency - 1 if design.pipeline else 0
+    classes = np.array([int(r[0]) for r in rows[skip:]], dtype=np.int64)
+    layers = []
+    for i, layer in enumerate(design.layers[:-1] if hidden else [], start=1):
+        offset = i - 1 if design.pipeline else 0  # register h_i holds input k-i+1 after clock k
+        layers.append(np.array([_hex_bits(r[i], layer["units"]) for r in rows[offset : offset + len(bits)]], np.uint8))
+    if len(classes) != len(bits):
+        raise RuntimeError(f"The testbench wrote {len(classes)} classes for {len(bits)} inputs.")
+    return Simulation(classes, layers)
+
+
+def _yosys_figures(log, target):
+    """LUTs, flip-flops, all cells and depth of the top module from a Yosys ``stat; ltp -noff`` log."""
+    stat = log[log.rindex("Printing statistics"):]
+    cells = {name: int(n) for name, n in re.findall(r"^\s+(\S+)\s+(\d+)\s*$", stat, re.M)}
+    depth = re.findall(r"Longest topological path in \S+ \(length=(\d+)\)", log)
+    return {
+        "luts": sum(cells.get(c, 0) for c in LUT_CELLS[target]),
+        "flip_flops": sum(n for c, n in cells.items() if "DFF" in c),
+        "cells": int(re.findall(r"Number of cells:\s+(\d+)", stat)[-1]),
+        "depth": int(depth[-1]) if depth else 0,
+    }
+
+
+def synthesize_module(design, top, target="lut6", timeout=7200):
+    """Synthesize module ``top`` of the design for ``target`` ('lut6' or 'ice40'); a figures dict."""
+    if target not in SYNTH:
+        raise ValueError(f"target must be one of {sorted(SYNTH)}, got {target!r}.")
+    script = (f"read_verilog {os.path.abspath(design.path('net.v'))}; {SYNTH[target].format(top=top)}; "
+              "tee -o stat.log stat; tee -a stat.log ltp -noff")
+    with tempfile.TemporaryDirectory(prefix="iprune_yosys_") as work:
+        _run([require_tool("yosys"), "-q", "-p", script], work, timeout)
+        with open(os.path.join(work, "stat.log")) as f:
+            log = f.read()
+    return _yosys_figures(log, target)
+
+
+def synthesize(design, target="lut6", per_layer=True):
+    """LUTs, flip-flops and depth of the whole design and (``per_layer``) of each layer's module."""
+    design = design if isinstance(design, VerilogDesign) else VerilogDesign.load(design)
+    result = {"target": target, "total": synthesize_module(design, TOP, target)}
+    if per_layer:
+        result["layers"] = {layer["name"]: synthesize_module(design, layer["module"], target) for layer in design.layers}
+    return result
+
+
+def verify(model, design, x, simulator="iverilog", hidden_samples=200):
+    """Simulate ``x`` and compare: classes with Keras' argmax, hidden bits with the lowered model's.
+
+    Returns a dict of sample counts and agreements; the hidden bits are checked on the first
+    ``hidden_samples`` inputs.
+    """
+    net = lowered_of(model)
+    keras_classes = np.argmax(model.predict(x, batch_size=1000, verbose=0), axis=1)
+    sim = simulate(design, input_bits(net, x), simulator)
+    n_hidden = min(hidden_samples, len(x))
+    hidden = simulate(design, input_bits(net, x[:n_hidden]), simulator, hidden=True).hidden if n_hidden else []
+    steps = net.activations(x[:n_hidden])[1 if net.input_encoding else 0 :]
+    acts = [a for a, step in zip(steps, net.steps) if isinstance(step, LoweredLayer) and step is not net.layers[-1]]
+    mismatched = [int(np.sum(h != (a.reshape(len(a), -1) > 0))) for h, a in zip(hidden, acts)]
+    return {"samples": len(x), "class_agreement": int(np.sum(sim.classes == keras_classes)),
+            "hidden_samples": n_hidden, "hidden_bit_mismatches": mismatched, "classes": sim.classes}

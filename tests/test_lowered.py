@@ -11,6 +11,7 @@ from iprune_tf.export import load_sparse, lower, save_sparse
 from iprune_tf.export.lowering import _threshold_of
 
 SAMPLES = 1000
+CIFAR_SAMPLES = 24  # the full-size VGG in numpy and Keras; bench/lowered_check.py runs 1,000
 
 
 def _randomize_batch_norms(model, rng):
@@ -22,26 +23,28 @@ def _randomize_batch_norms(model, rng):
                                rng.normal(scale=3, size=n).astype("f4"), rng.uniform(0.5, 30, n).astype("f4")])
 
 
-def _pruned_preset(preset, flavour, rng, train_steps, **build):
+def pruned_preset(preset, flavour, rng, train_steps, batch=50, **build):
+    """A preset pruned to K=8 (paper skip list), trained ``train_steps`` on noise, BN statistics randomized."""
     spec = models.get_preset(preset)
     model = spec.build(flavour, **build)
     pruned = iprune_tf.prune_fan_in(model, 8, skip=spec.skip())
     pruned.compile(keras.optimizers.Adam(3e-3), "squared_hinge")
-    x = rng.normal(size=(50 * train_steps, *model.input_shape[1:])).astype("f4")
+    x = rng.normal(size=(batch * train_steps, *model.input_shape[1:])).astype("f4")
     y = np.where(rng.random((len(x), 10)) < 0.1, 1, -1).astype("f4")
-    pruned.fit(x, y, batch_size=50, epochs=1, callbacks=[iprune_tf.UpdatePruningStep()], verbose=0)
+    pruned.fit(x, y, batch_size=batch, epochs=1, callbacks=[iprune_tf.UpdatePruningStep()], verbose=0)
     stripped = iprune_tf.strip_pruning(pruned)
     _randomize_batch_norms(stripped, rng)
     return stripped
 
 
-def _keras_outputs(model, names, x):
+def keras_outputs(model, names, x):
     probe = keras.Model(model.inputs, [model.get_layer(name).output for name in names])
     outputs = probe.predict(x, batch_size=250, verbose=0)
     return outputs if isinstance(outputs, list) else [outputs]
 
 
-def _check_against_keras(model, x):
+def check_against_keras(model, x):
+    """Lower ``model``; its predicted classes must equal Keras' on ``x``."""
     net = lower(model)
     expected = model.predict(x, batch_size=250, verbose=0)
     scores = net.predict(x)
@@ -52,14 +55,14 @@ def _check_against_keras(model, x):
 @pytest.mark.parametrize("flavour", models.FLAVOURS)
 def test_mnist_preset_lowered_equals_keras(flavour):
     rng = np.random.default_rng(1)
-    model = _pruned_preset("mnist", flavour, rng, train_steps=3)
+    model = pruned_preset("mnist", flavour, rng, train_steps=3)
     x = rng.normal(size=(SAMPLES, 28, 28)).astype("f4")
-    net, expected, scores = _check_against_keras(model, x)
+    net, expected, scores = check_against_keras(model, x)
     kinds = [(layer.kind, layer.k) for layer in net.layers]
     assert kinds == [("sparse", 8), ("sparse", 8), ("float" if flavour == "full_precision" else "binary", 1024)]
     assert np.max(np.abs(scores - expected)) <= 1e-5 * max(1.0, np.max(np.abs(expected)))
     if flavour == "binary":
-        hidden = _keras_outputs(model, ["bn_1", "bn_2"], x)
+        hidden = keras_outputs(model, ["bn_1", "bn_2"], x)
         steps = net.activations(x)[1:3]
         assert net.layers[1].output == "threshold"
         for keras_out, lowered_out in zip(hidden, steps):
@@ -69,9 +72,9 @@ def test_mnist_preset_lowered_equals_keras(flavour):
 @pytest.mark.parametrize("flavour", ["binary", "binaryconnect_det"])
 def test_cifar10_preset_random_weights_lowered_equals_keras(flavour):
     rng = np.random.default_rng(2)
-    model = _pruned_preset("cifar10", flavour, rng, train_steps=1)
-    x = rng.normal(size=(200, 32, 32, 3)).astype("f4")
-    net, expected, scores = _check_against_keras(model, x)
+    model = pruned_preset("cifar10", flavour, rng, train_steps=1, batch=8)
+    x = rng.normal(size=(CIFAR_SAMPLES, 32, 32, 3)).astype("f4")
+    net, expected, scores = check_against_keras(model, x)
     layers = net.layers
     assert [layer.kind for layer in layers] == ["binary", "binary"] + ["sparse"] * 6 + ["binary"]
     assert all(layer.k == 8 for layer in layers[2:8])
@@ -79,7 +82,7 @@ def test_cifar10_preset_random_weights_lowered_equals_keras(flavour):
         assert [layer.output for layer in layers] == ["affine"] + ["threshold"] * 7 + ["affine"]
         names = [f"conv_bn_{i}" for i in range(2, 7)] + ["bn_1", "bn_2"]
         pools = {"conv_bn_2": "pool_2", "conv_bn_4": "pool_4", "conv_bn_6": "pool_6"}
-        keras_bits = _keras_outputs(model, [pools.get(name, name) for name in names], x)
+        keras_bits = keras_outputs(model, [pools.get(name, name) for name in names], x)
         lowered = {id(step): out for step, out in zip(net.steps, net.activations(x))}
         index = {step.name: i for i, step in enumerate(net.steps) if hasattr(step, "name")}
         for name, keras_out in zip(names, keras_bits):
@@ -113,14 +116,14 @@ def test_negative_and_zero_gamma_are_exact():
                     np.array([1.0, 0, 0, -1.0, 0.5], "f4"), np.ones(5, "f4")])
     x = np.random.default_rng(3).normal(size=(500, 12)).astype("f4")
     net = lower(model)
-    keras_bits = np.where(_keras_outputs(model, ["bn_b"], x)[0] >= 0, 1, -1)
+    keras_bits = np.where(keras_outputs(model, ["bn_b"], x)[0] >= 0, 1, -1)
     assert np.array_equal(net.activations(x)[1], keras_bits)
     assert list(net.layers[1].threshold[1:3]) == [-6, 7]  # gamma 0: beta 1 -> always on, beta -1 -> never
 
 
 def test_cost_counts_one_formula_and_npz_payload_matches(tmp_path):
     rng = np.random.default_rng(4)
-    model = _pruned_preset("mnist", "binary", rng, train_steps=1, hidden_units=(64, 32))
+    model = pruned_preset("mnist", "binary", rng, train_steps=1, hidden_units=(64, 32))
     net = lower(model)
     cost = net.cost()
     # 784->64 sparse (affine), 64->32 sparse (threshold), 32->10 dense binary (affine)

@@ -195,10 +195,7 @@ def _lowered_layer(layer, binary_input):
                            fan_in, binary_input)
     if type(layer) in _CONV:
         _set_conv_geometry(lowered, layer)
-    pruned = counts.max() < fan_in
-    if pruned and counts.min() != counts.max():
-        raise unsupported(layer, f"its neurons keep different numbers of inputs ({counts.min()} to {counts.max()})")
-    if pruned:
+    if counts.max() < fan_in and counts.min() == counts.max():  # else dense, or zeros that are not K-pruning
         lowered.kind, lowered.k = "sparse", int(counts[0])
         _, inputs = np.nonzero(flat.T)  # neuron by neuron, inputs ascending
         lowered.indices = inputs.reshape(units, lowered.k).astype(np.int32)
@@ -207,7 +204,7 @@ def _lowered_layer(layer, binary_input):
             lowered.signs = kept.astype(np.int8)
         else:
             lowered.values = kept.astype(np.float32)
-    elif binary:
+    elif binary and counts.min() == fan_in:
         lowered.kind, lowered.signs = "binary", flat.T.astype(np.int8)
     else:
         lowered.kernel = flat

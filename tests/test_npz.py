@@ -1,4 +1,4 @@
-"""The sparse format: exact payload, file round trip, numpy inference equal to Keras, and bad input."""
+"""The .npz sparse format of the lowered form: exact payload, round trip, inference equal to Keras, bad input."""
 import json
 import os
 
@@ -8,7 +8,7 @@ import pytest
 import iprune_tf
 import larq as lq
 from conftest import BINARY, fit_pruned, random_data
-from iprune_tf import sparse_format as sf
+from iprune_tf.export import lower, npz as sf
 from iprune_tf._keras import keras
 from iprune_tf.models import mnist_mlp
 from test_export import fashion_data, needs_fashion_mnist, trained_preset
@@ -16,7 +16,7 @@ from test_export import fashion_data, needs_fashion_mnist, trained_preset
 
 def round_trip(model, tmp_path, name="model.npz"):
     path = str(tmp_path / name)
-    sf.save_sparse(model, path)
+    sf.save_sparse(lower(model), path)
     return sf.load_sparse(path), path
 
 
@@ -31,9 +31,9 @@ def test_preset_k8_payload_and_predictions(tmp_path):
     # Hand count: K=8 indices of ceil(log2(784)) = ceil(log2(1024)) = 10 bits and one sign bit per
     # kept weight; the dense output layer's 1024 x 10 sign bits; BN folded to two float32 per neuron.
     by_hand = 1024 * 8 * (10 + 1) + 1024 * 8 * (10 + 1) + 1024 * 10 + (1024 + 1024 + 10) * 2 * 32
-    assert loaded.payload_bits() == by_hand == 322176
+    assert loaded.cost()["memory_bits_file"] == by_hand == 322176
     assert loaded.payload_bytes() == 40272
-    assert [row["payload_bits"] for row in loaded.size_table()] == [90112 + 65536, 90112 + 65536, 10240 + 640]
+    assert [row["file_bits"] for row in loaded.cost()["layers"]] == [90112 + 65536, 90112 + 65536, 10240 + 640]
     assert loaded.payload_bytes() < os.path.getsize(path) < loaded.payload_bytes() + 8192
     with np.load(path) as data:
         assert data["L0_indices"].nbytes == 1024 * 8 * 10 // 8 and data["L0_signs"].nbytes == 1024 * 8 // 8
@@ -55,16 +55,16 @@ def test_binary_flavour_with_sign_activations(tmp_path):
     x, y = random_data(model, n=256)
     fit_pruned(pruned, x, y, epochs=2)
     loaded, _ = round_trip(pruned, tmp_path)
-    assert [(l.kind, l.binary_input, l.activation, l.k) for l in loaded.layers] == [
-        ("sparse", False, "linear", 4), ("sparse", True, "linear", 4), ("binary", True, "linear", 48),
+    assert [(l.kind, l.binary_input, l.output, l.k) for l in loaded.layers] == [
+        ("sparse", False, "affine", 4), ("sparse", True, "threshold", 4), ("binary", True, "affine", 48),
     ]
-    assert [l.index_bits for l in loaded.layers[:2]] == [5, 6]  # ceil(log2(30)), ceil(log2(64))
+    assert [c["index_bits"] for c in loaded.cost()["layers"][:2]] == [5, 6]  # ceil(log2(30)), ceil(log2(64))
     expected = pruned.predict(x, verbose=0)
     np.testing.assert_array_equal(loaded.predict(x).argmax(axis=1), expected.argmax(axis=1))
     np.testing.assert_allclose(loaded.predict(x), expected, atol=1e-4)
 
 
-def test_float_kernels_bias_relu_and_kernel_scale(tmp_path):
+def test_float_kernels_bias_relu_and_scaled_binary_kernels(tmp_path):
     model = keras.Sequential(
         [
             keras.layers.InputLayer(input_shape=(12,)),
@@ -77,11 +77,11 @@ def test_float_kernels_bias_relu_and_kernel_scale(tmp_path):
     x = np.random.default_rng(3).normal(size=(64, 12)).astype("float32")
     model.get_layer("scaled").bias.assign(np.linspace(-0.5, 0.5, 8))
     loaded, _ = round_trip(model, tmp_path)
-    kinds = [(l.kind, l.activation, l.scale is not None) for l in loaded.layers]
-    # The magnitude-aware scale and the bias go to scale/offset; identity pairs (zero bias, no BN) are omitted.
-    assert kinds == [("float", "relu", False), ("binary", "relu", True), ("binary", "linear", False)]
-    assert loaded.layers[2].payload_bits() == 8 * 3
-    assert not np.allclose(loaded.layers[1].scale, 1.0)
+    kinds = [(l.kind, l.activation, l.has_affine) for l in loaded.layers]
+    # A magnitude-aware (scaled) binary kernel is stored as float; the bias goes to the offset;
+    # identity pairs (zero bias, no BN) are not stored.
+    assert kinds == [("float", "relu", False), ("float", "relu", True), ("binary", "linear", False)]
+    assert loaded.layers[2].cost()["file_bits"] == 8 * 3
     np.testing.assert_allclose(loaded.predict(x), model.predict(x, verbose=0), atol=1e-4)
 
 
@@ -89,40 +89,49 @@ def test_uneven_fan_in_falls_back_to_float():
     layer = keras.layers.Dense(3, use_bias=False, name="uneven")
     model = keras.Sequential([keras.layers.InputLayer(input_shape=(4,)), layer])
     layer.set_weights([np.array([[1, 0, -1], [0, 0, 1], [-1, 1, 0], [0, 0, 1]], np.float32)])  # 2, 1, 3 inputs
-    (stored,) = sf.from_keras(model).layers
+    (stored,) = lower(model).layers
     assert stored.kind == "float"
     x = np.eye(4, dtype=np.float32)
-    np.testing.assert_allclose(sf.from_keras(model).predict(x), model.predict(x, verbose=0))
+    np.testing.assert_allclose(lower(model).predict(x), model.predict(x, verbose=0))
 
 
 def test_unsupported_models_are_refused():
-    conv = keras.Sequential(
-        [
-            keras.layers.InputLayer(input_shape=(6, 6, 1)),
-            lq.layers.QuantConv2D(2, 3, name="conv_1", **BINARY),
-            keras.layers.Flatten(),
-            lq.layers.QuantDense(2, name="output", **BINARY),
-        ]
-    )
-    with pytest.raises(ValueError, match="'conv_1' \\(QuantConv2D\\): the sparse format supports MLPs.*not implemented"):
-        sf.from_keras(conv)
-    inputs = keras.Input((4,))
-    with pytest.raises(ValueError, match="Sequential"):
-        sf.from_keras(keras.Model(inputs, keras.layers.Dense(2)(inputs)))
     bn_after_relu = keras.Sequential(
         [keras.layers.InputLayer(input_shape=(4,)), keras.layers.Dense(3, activation="relu"),
          keras.layers.BatchNormalization(name="late_bn")]
     )
     with pytest.raises(ValueError, match="'late_bn'.*after the activation"):
-        sf.from_keras(bn_after_relu)
-    tanh = keras.Sequential([keras.layers.InputLayer(input_shape=(4,)), keras.layers.Dense(3, activation="tanh", name="t")])
-    with pytest.raises(ValueError, match="'t'.*activation 'tanh'"):
-        sf.from_keras(tanh)
+        lower(bn_after_relu)
     heaviside = keras.Sequential(
         [keras.layers.InputLayer(input_shape=(4,)), lq.layers.QuantDense(3, input_quantizer="ste_heaviside", name="h")]
     )
     with pytest.raises(ValueError, match="'h' has input quantizer SteHeaviside"):
-        sf.from_keras(heaviside)
+        lower(heaviside)
+    inputs = keras.Input((4,))
+    branch = keras.layers.Dense(2, name="d")(inputs)
+    two_paths = keras.Model(inputs, keras.layers.Add(name="add")([branch, keras.layers.Dense(2)(inputs)]))
+    with pytest.raises(ValueError, match="not a single chain"):
+        lower(two_paths)
+
+
+def test_conv_net_round_trips(tmp_path):
+    model = keras.Sequential([
+        keras.layers.InputLayer(input_shape=(8, 8, 3)),
+        lq.layers.QuantConv2D(6, 3, padding="same", name="conv_1", **BINARY), keras.layers.BatchNormalization(),
+        keras.layers.MaxPooling2D(2),
+        lq.layers.QuantConv2D(10, 3, strides=2, padding="same", pad_values=1.0, input_quantizer="ste_sign",
+                              name="conv_2", **BINARY),
+        keras.layers.BatchNormalization(), keras.layers.Flatten(),
+        lq.layers.QuantDense(4, input_quantizer="ste_sign", name="output", **BINARY),
+    ])
+    pruned = fit_pruned(iprune_tf.prune_fan_in(model, 5, skip=["output"]), *random_data(model), epochs=1)
+    loaded, _ = round_trip(pruned, tmp_path)
+    conv_2 = loaded.layers[1]
+    assert (conv_2.op, conv_2.kind, conv_2.k, conv_2.output, conv_2.padding, conv_2.pad_value) == (
+        "conv2d", "sparse", 5, "threshold", (0, 1, 0, 1), 1.0)
+    x, _ = random_data(model, n=100, seed=5)
+    np.testing.assert_array_equal(loaded.predict(x), lower(pruned).predict(x))
+    np.testing.assert_array_equal(loaded.predict(x).argmax(1), pruned.predict(x, verbose=0).argmax(1))
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +147,7 @@ def small_pruned():
 def saved(tmp_path, small_pruned):
     pruned, x = small_pruned
     path = str(tmp_path / "small.npz")
-    return sf.save_sparse(pruned, path), path, x
+    return sf.save_sparse(lower(pruned), path), path, x
 
 
 def test_overwrite_is_refused(saved):
@@ -187,18 +196,18 @@ def test_bad_files_raise_clear_errors(saved, tmp_path):
         sparse.predict(np.zeros((2, 16), np.float32))
 
     rewrite(path, header=header_with(path, version=99))
-    with pytest.raises(sf.SparseFormatError, match="version 99; this iprune_tf reads version 1"):
+    with pytest.raises(sf.SparseFormatError, match="version 99; this iprune_tf reads version 2"):
         sf.load_sparse(path)
-    rewrite(path, header=header_with(path, version=1, format="something_else"))
+    rewrite(path, header=header_with(path, version=sf.VERSION, format="something_else"))
     with pytest.raises(sf.SparseFormatError, match="format 'something_else'"):
         sf.load_sparse(path)
     rewrite(path, header=header_with(path, format=sf.FORMAT))
-    assert sf.load_sparse(path).payload_bits() == sparse.payload_bits()
+    assert sf.load_sparse(path).cost() == sparse.cost()
     rewrite(path, L0_signs=np.zeros(1, np.uint8))
     with pytest.raises(sf.SparseFormatError, match="sign array holds 8 bits, expected 48"):
         sf.load_sparse(path)
     rewrite(path, L0_signs=None)
-    with pytest.raises(sf.SparseFormatError, match="corrupt.*L0_signs"):
+    with pytest.raises(sf.SparseFormatError, match="dense_1.*lacks its weight arrays"):
         sf.load_sparse(path)
     rewrite(path, header=None)
     with pytest.raises(sf.SparseFormatError, match="no 'header'"):

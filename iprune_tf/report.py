@@ -24,6 +24,7 @@ dense FP = (784*1024 + 1024*1024 + 1024*10) * 32 bits = 59,572,224 bits; pruned 
 import dataclasses
 import json
 import os
+import statistics
 
 from iprune_tf import inspection
 from iprune_tf.export.lowering import lower
@@ -73,13 +74,57 @@ def format_markdown(rows, title="Table 1"):
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        acc = "n/a" if r["test_accuracy"] is None else f"{100 * r['test_accuracy']:.2f}%"
+        acc = accuracy_text(list(r["test_accuracy_seeds"].values()) if "test_accuracy_seeds" in r else r["test_accuracy"])
         lines.append(
             f"| {r['model']} | {acc} | {r['memory_kib_paper']:,.2f} | {r['memory_gain_paper']:,.1f}x "
             f"| {r['memory_kib_file']:,.2f} | {r['memory_gain_file']:,.1f}x | {r['operations']:,} "
             f"| {r['computation_gain']:,.1f}x |"
         )
     return "\n".join(lines)
+
+
+def accuracy_text(accuracy):
+    """``89.39%`` for one run; ``89.41% ± 0.15 (n=3)`` for a list of runs (sample std over seeds)."""
+    if accuracy is None:
+        return "n/a"
+    if isinstance(accuracy, (int, float)):
+        return f"{100 * accuracy:.2f}%"
+    values = [100 * a for a in accuracy]
+    spread = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
+    return f"{statistics.mean(values):.2f}%{spread} (n={len(values)})"
+
+
+def _phase_accuracy(run, phase):
+    return run.phases.get(phase.replace("_stripped", ""), {}).get("test_accuracy")
+
+
+def seeds_report(run_dirs):
+    """Table 1 over runs that differ only in their seed: accuracy as mean ± std with the seed count.
+
+    Returns ``(rows, markdown)``; each row has ``test_accuracy`` (the mean) and ``test_accuracy_seeds``
+    (``{seed: accuracy}``). Memory and operations are the first run's (the same config has the same
+    counts). Only phases finished in every run are shown.
+    """
+    from iprune_tf.runs import Run
+
+    runs = [Run(d) for d in run_dirs]
+    seeds = [r.config.seed for r in runs]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"one run per seed expected; seeds of {list(run_dirs)}: {seeds}")
+    for r in runs[1:]:
+        if dataclasses.replace(r.config, seed=0) != dataclasses.replace(runs[0].config, seed=0):
+            raise ValueError(f"{r.dir} and {runs[0].dir} differ in more than the seed; they are not one recipe.")
+    phases = [phase for phase, _ in ROWS if all(os.path.isfile(r.model_path(phase)) for r in runs)]
+    if "dense_fp" not in phases:
+        raise FileNotFoundError(f"not every run of {list(run_dirs)} has a finished dense_fp phase.")
+    rows = table1({phase: runs[0].load_model(phase) for phase in phases}, {})
+    for row in rows:
+        row["test_accuracy_seeds"] = {r.config.seed: _phase_accuracy(r, row["phase"]) for r in runs}
+        row["test_accuracy"] = statistics.mean(row["test_accuracy_seeds"].values())
+    config = runs[0].config
+    title = (f"Table 1: {config.preset} preset, {config.flavour}, K={config.inputs_per_neuron}, "
+             f"data {runs[0].data.get('name', config.data)}, seeds {sorted(seeds)}")
+    return rows, format_markdown(rows, title)
 
 
 def write_report(run_dir, plots=True):
@@ -94,7 +139,7 @@ def write_report(run_dir, plots=True):
     if "dense_fp" not in phases:
         raise FileNotFoundError(f"{run.dir} has no finished dense_fp phase: nothing to compare against.")
     models = {phase: run.load_model(phase) for phase in phases}
-    accuracies = {phase: run.phases.get(phase.replace("_stripped", ""), {}).get("test_accuracy") for phase in phases}
+    accuracies = {phase: _phase_accuracy(run, phase) for phase in phases}
     rows = table1(models, accuracies)
     config = run.config
     title = (f"Table 1: {config.preset} preset, {config.flavour}, K={config.inputs_per_neuron}, "

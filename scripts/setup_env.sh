@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Create .venv (if missing) and install iprune_tf with its test and export extras.
-# Also installs the real Fashion-MNIST from Debian (offline data set) when apt-get is usable.
+# As root with apt-get, also installs the missing Debian packages: the real Fashion-MNIST (offline
+# data set) and the toolchains the C export is verified with (ARM gcc + newlib, QEMU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 \
-    || echo "note: could not install dataset-fashion-mnist; tests that need it will be skipped" >&2
+APT_PACKAGES="dataset-fashion-mnist gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm"
+if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  MISSING=$(for p in $APT_PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
+  if [ -n "$MISSING" ]; then
+    (apt-get update -qq && apt-get install -y -qq $MISSING) >/dev/null 2>&1 \
+      || echo "note: could not install" $MISSING"; tests that need them will be skipped" >&2
+  fi
 fi
 PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv

@@ -8,6 +8,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["iprune_tf", "iprune_tf.*"]),
+    package_data={"iprune_tf.export": ["c_templates/*"]},  # C export: runtime, harnesses, start-up, linker script
     python_requires=">=3.10,<3.13",
     # Ranges verified together on Python 3.11 (see README, "Dependency stack").
     install_requires=[

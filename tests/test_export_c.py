@@ -1,0 +1,170 @@
+"""C export (export.to_c): host gcc and QEMU Cortex-M3 runs against the lowered model and Keras."""
+import re
+import shutil
+
+import larq as lq
+import numpy as np
+import pytest
+
+import iprune_tf
+from iprune_tf import models
+from iprune_tf._keras import keras
+from iprune_tf.export import LoweredNet, lower
+from iprune_tf.export import c_verify
+from iprune_tf.export.c import to_c
+
+BINARY = dict(kernel_quantizer="ste_sign", kernel_constraint="weight_clip", use_bias=False)
+needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc (Debian package gcc)")
+needs_arm = pytest.mark.skipif(
+    shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None,
+    reason="needs arm-none-eabi-gcc and qemu-system-arm (Debian packages gcc-arm-none-eabi, "
+           "libnewlib-arm-none-eabi, qemu-system-arm)",
+)
+
+
+def pruned(model, k=8, skip=None, seed=0):
+    """``model`` pruned one-shot to ``k`` inputs per neuron, one epoch on random data, spread BN statistics."""
+    model = iprune_tf.prune_fan_in(model, k, pruning_schedule=iprune_tf.FanInSchedule(1, 1, frequency=1), skip=skip)
+    rng = np.random.default_rng(seed)
+    x = rng.random((32,) + tuple(model.input_shape[1:]), dtype=np.float32)
+    classes = model.output_shape[-1]
+    y = keras.utils.to_categorical(rng.integers(0, classes, len(x)), classes) * 2 - 1
+    model.compile(keras.optimizers.Adam(3e-3), "squared_hinge")
+    model.fit(x, y, epochs=1, batch_size=16, callbacks=[iprune_tf.UpdatePruningStep()], verbose=0)
+    for layer in model.layers:
+        bn = getattr(layer, "layer", layer)
+        if isinstance(bn, keras.layers.BatchNormalization):
+            shapes = [w.shape for w in bn.get_weights()]
+            bn.set_weights([rng.normal(size=shapes[0]), rng.normal(size=shapes[1]), 3 * rng.normal(size=shapes[2]),
+                            0.1 + 5 * rng.random(shapes[3])])
+    return model
+
+
+def small_cnn(binary, pad_value):
+    """Conv 'same' (float input), conv + max-pool, strided conv, valid strided conv, two dense layers."""
+    iq = dict(input_quantizer="ste_sign") if binary else {}
+    act = [] if binary else [keras.layers.Activation("relu")]
+    bn = keras.layers.BatchNormalization
+    return keras.Sequential([
+        keras.layers.InputLayer(input_shape=(12, 10, 3)),
+        lq.layers.QuantConv2D(8, 3, padding="same", name="conv_1", **BINARY), bn(), *act,
+        lq.layers.QuantConv2D(32, 3, padding="same", pad_values=pad_value, name="conv_2", **iq, **BINARY), bn(), *act,
+        keras.layers.MaxPooling2D(2),
+        lq.layers.QuantConv2D(64, (3, 2), strides=(2, 1), padding="same", pad_values=pad_value, name="conv_3", **iq,
+                              **BINARY), bn(), *act,
+        lq.layers.QuantConv2D(16, 3, strides=2, name="conv_4", **iq, **BINARY), bn(), *act,
+        keras.layers.Flatten(),
+        lq.layers.QuantDense(20, name="dense_1", **iq, **BINARY), bn(), *act,
+        lq.layers.QuantDense(5, name="output", **iq, **BINARY), bn(),
+    ])
+
+
+def host_outputs(model_or_net, x, tmp_path, name="net", **kwargs):
+    cmodel = to_c(model_or_net, name, tmp_path / "src", **kwargs)
+    classes, scores, _ = c_verify.run_host(c_verify.build_host(cmodel, tmp_path / "build"), x, cmodel.num_classes)
+    return cmodel, classes, scores
+
+
+def keras_classes(model, x):
+    return model.predict(x, verbose=0, batch_size=100).argmax(1)
+
+
+@needs_gcc
+def test_fully_binary_mlp_is_bit_exact_on_host(tmp_path):
+    model = pruned(models.mnist_mlp("binary", hidden_units=(64, 32), input_encoding="thermometer:3"),
+                   skip=models.get_preset("mnist").skip())
+    x = np.random.default_rng(1).random((300, 28, 28), dtype=np.float32)
+    net = lower(model)
+    cmodel, classes, scores = host_outputs(net, x, tmp_path)
+    assert [layer["path"] for layer in cmodel.layers] == ["popcount"] * 3
+    assert np.array_equal(scores, net.predict(x))  # every score bit-identical: integer sums, same float32 affine
+    assert np.array_equal(classes, keras_classes(model, x))
+    assert np.array_equal(classes, scores.argmax(1))
+
+
+@needs_gcc
+def test_binaryconnect_mlp_index_formats(tmp_path):
+    model = pruned(models.mnist_mlp("binaryconnect_det", hidden_units=(64, 32)), skip=models.get_preset("mnist").skip())
+    x = np.random.default_rng(2).random((300, 28, 28), dtype=np.float32)
+    net = lower(model)
+    auto, classes, scores = host_outputs(net, x, tmp_path / "auto")
+    natural, _, natural_scores = host_outputs(net, x, tmp_path / "natural", index_format="natural")
+    assert [(f["index_format"], f["index_bits"]) for f in auto.layers] == [("packed", 10), ("packed", 6), (None, 0)]
+    assert [f["index_format"] for f in natural.layers] == ["uint16", "uint8", None]
+    assert natural.data_bytes - auto.data_bytes == 64 * 8 * (16 - 10) // 8 + 32 * 8 * (8 - 6) // 8 - 2 * 2
+    assert np.array_equal(scores, natural_scores)
+    assert np.array_equal(classes, keras_classes(model, x))
+    np.testing.assert_allclose(scores, net.predict(x), rtol=1e-5, atol=1e-5)
+
+
+@needs_gcc
+@pytest.mark.parametrize("binary, pad_value, paths", [
+    (True, 1.0, ["float", "popcount", "popcount", "popcount", "popcount", "popcount"]),
+    (True, 0.0, ["float", "float", "float", "popcount", "popcount", "popcount"]),  # zero padding is not a bit
+    (False, 0.0, ["float"] * 6),
+])
+def test_cnn_on_host(tmp_path, binary, pad_value, paths):
+    model = pruned(small_cnn(binary, pad_value), skip=["conv_1", "output"])
+    x = np.random.default_rng(3).normal(size=(100, 12, 10, 3)).astype("float32")
+    net = lower(model)
+    cmodel, classes, scores = host_outputs(model, x, tmp_path, index_format="packed")
+    _, _, natural_scores = host_outputs(net, x, tmp_path / "natural", index_format="natural")
+    assert [layer["path"] for layer in cmodel.layers] == paths
+    assert np.array_equal(scores, natural_scores)
+    assert np.array_equal(classes, keras_classes(model, x))
+    if binary:
+        assert np.array_equal(scores, net.predict(x))
+    else:
+        np.testing.assert_allclose(scores, net.predict(x), rtol=1e-4, atol=1e-3)
+
+
+@needs_gcc
+@needs_arm
+def test_small_mlp_in_qemu_matches_host(tmp_path):
+    model = pruned(models.mnist_mlp("binaryconnect_det", hidden_units=(64, 32)), skip=models.get_preset("mnist").skip())
+    x = np.random.default_rng(4).random((40, 28, 28), dtype=np.float32)
+    cmodel = to_c(model, "mlp", tmp_path / "src")
+    fw_classes, fw_scores = c_verify.run_firmware(cmodel, x, tmp_path / "fw")
+    _, host_scores, _ = c_verify.run_host(c_verify.build_host(cmodel, tmp_path / "host"), x, cmodel.num_classes)
+    assert np.array_equal(fw_scores, host_scores)  # soft-float on the Cortex-M3 == SSE on the host, bit for bit
+    assert np.array_equal(fw_classes, keras_classes(model, x))
+    sizes = c_verify.firmware_sizes(cmodel, tmp_path / "fw")
+    assert sizes["model_object"]["bss"] == cmodel.ram_bytes  # the header's RAM figure is all the static memory
+    assert sizes["model_object"]["data"] == 0
+    assert cmodel.data_bytes < sizes["model_flash_bytes"] < cmodel.data_bytes + 4096
+    assert sizes["firmware"]["flash"] == sizes["harness_and_newlib"]["flash"] + sizes["model_flash_bytes"]
+    assert sizes["fits"]
+
+
+def test_bad_identifier_is_refused(tmp_path):
+    net = lower(pruned(models.mnist_mlp("binary", hidden_units=(16,)), skip=["output"]))
+    for name in ("1net", "my-net", "net.c", "", "static"):
+        with pytest.raises(ValueError, match=re.escape(f"'{name}' is not a valid C identifier")):
+            to_c(net, name, tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+def test_existing_files_need_overwrite(tmp_path):
+    net = lower(pruned(models.mnist_mlp("binary", hidden_units=(16,)), skip=["output"]))
+    (tmp_path / "net.c").write_text("/* mine */")
+    with pytest.raises(FileExistsError, match="net.c exists; pass overwrite=True"):
+        to_c(net, "net", tmp_path)
+    assert (tmp_path / "net.c").read_text() == "/* mine */" and not (tmp_path / "net.h").exists()
+    cmodel = to_c(net, "net", tmp_path, overwrite=True)
+    assert "void net_forward(const float *input, float *scores);" in open(cmodel.header).read()
+    assert f"#define NET_RAM_BYTES {cmodel.ram_bytes}" in open(cmodel.header).read()
+
+
+def test_unsupported_layers_name_themselves(tmp_path):
+    model = keras.Sequential([keras.layers.InputLayer(input_shape=(8, 8, 3)),
+                              keras.layers.Conv2D(4, 3, name="conv"), keras.layers.GlobalAveragePooling2D(name="gap"),
+                              keras.layers.Dense(3, name="out")])
+    with pytest.raises(ValueError, match="'gap'"):
+        to_c(model, "net", tmp_path)
+    net = lower(pruned(models.mnist_mlp("binary", hidden_units=(16,)), skip=["output"]))
+    net.layers[0].op = "conv1d"
+    with pytest.raises(ValueError, match="layer 'dense_1' \\(op conv1d"):
+        to_c(net, "net", tmp_path)
+    with pytest.raises(ValueError, match="step 'pool3d'"):
+        to_c(LoweredNet(net.input_shape, ["pool3d", *net.steps]), "net", tmp_path)
+    assert not list(tmp_path.iterdir())

@@ -1,5 +1,6 @@
 """Edge export: finalized models, TFLite float/int8/LCE, TFLite Micro, C arrays, verification."""
 import functools
+import importlib.util
 import os
 import re
 import shutil
@@ -20,6 +21,7 @@ needs_fashion_mnist = pytest.mark.skipif(
     not os.path.isdir(DEBIAN_FASHION_MNIST), reason="apt-get install dataset-fashion-mnist to run"
 )
 BINARY_INPUT = dict(BINARY, input_quantizer="ste_sign")
+TFLITE = "litert" if importlib.util.find_spec("ai_edge_litert") else "tflite"  # the interpreter verify() uses
 
 
 def train_pruned_mlp(flavour, data, epochs, hidden_units=(1024, 1024)):
@@ -122,7 +124,7 @@ def test_float_export_matches_keras_in_tflite_and_tflm(preset, fashion):
     pruned, files = preset
     assert export.tflite_ops(files["float"]) == ["FULLY_CONNECTED", "RESHAPE"]  # no SIGN, no mask op
     checks = export.verify(pruned, files["float"], fashion.x_test, mode="float")
-    assert_matches(checks, ["tflite", "tflm"], max_diff=1e-4)
+    assert_matches(checks, [TFLITE, "tflm"], max_diff=1e-4)
     assert checks[0].samples == 1000
     tflm = tflm_check(checks)
     assert tflm.arena_method == "recorded" and 0 < tflm.arena_bytes < 64 * 1024
@@ -134,7 +136,7 @@ def test_int8_export_matches_keras_in_tflite_and_tflm(preset, fashion):
     ops = export.tflite_ops(files["int8"])
     assert "SIGN" not in ops and set(ops) <= {"QUANTIZE", "DEQUANTIZE", "FULLY_CONNECTED", "RESHAPE"}
     checks = export.verify(pruned, files["int8"], fashion.x_test, mode="int8")
-    assert_matches(checks, ["tflite", "tflm"])
+    assert_matches(checks, [TFLITE, "tflm"])
     tflm = tflm_check(checks)
     assert tflm.arena_bytes > 0 and tflm.arena_method in ("recorded", "searched")
     # Dense kernels are per tensor by default, and each neuron keeps one weight magnitude (ternary).
@@ -167,7 +169,7 @@ def test_int8_io_and_per_channel_dense_kernels(preset, fashion):
         assert len(scales) == len(kernel) and set(np.unique(kernel)) <= {-127, 0, 127}
     assert len(data) - len(files["int8"]) > 23 * 2058
     checks = export.verify(pruned, data, fashion.x_test[:300], mode="int8")
-    assert_matches(checks, ["tflite", "tflm"], min_agreement=0.98)
+    assert_matches(checks, [TFLITE, "tflm"], min_agreement=0.98)
 
 
 @needs_fashion_mnist
@@ -186,7 +188,7 @@ def test_binary_flavour_runs_in_tflm(fashion):
     ops = export.tflite_ops(data)
     assert "SIGN" not in ops and {"GREATER_EQUAL", "SELECT_V2"} <= set(ops)
     x = fashion.x_test[:300]
-    assert_matches(export.verify(pruned, data, x, mode="float"), ["tflite", "tflm"], min_agreement=0.99)
+    assert_matches(export.verify(pruned, data, x, mode="float"), [TFLITE, "tflm"], min_agreement=0.99)
 
 
 # ---------------------------------------------------------------- small models
@@ -228,7 +230,7 @@ def test_conv_padding_with_ones_is_kept(pruned_cnn):
     np.testing.assert_allclose(finalized.predict(x, verbose=0), pruned.predict(x, verbose=0), atol=1e-4)
     data = export.to_tflite(pruned, "float")
     assert {"PADV2", "CONV_2D", "SELECT_V2"} <= set(export.tflite_ops(data))
-    assert_matches(export.verify(pruned, data, x[:32]), ["tflite", "tflm"], max_diff=1e-3)
+    assert_matches(export.verify(pruned, data, x[:32]), [TFLITE, "tflm"], max_diff=1e-3)
 
 
 def test_lce_bit_packs_only_unpruned_binary_convs(pruned_cnn):
@@ -306,11 +308,11 @@ def test_c_array_compiles_and_holds_the_model(tmp_path):
 def test_export_run_files_writes_verifies_and_refuses_to_overwrite(tmp_path):
     model, x = small_mlp()
     out = str(tmp_path / "export")
-    modes = ["h5", "float", "int8", "lce", "sparse"]
+    modes = ["h5", "float", "int8", "lce", "npz"]
     rows = export.export_run_files(model, out, "mlp", modes, x, x, c_array=True)
     assert [(row.mode, row.runtime) for row in rows] == [
-        ("h5", "keras"), ("float", "tflite"), ("float", "tflm"), ("int8", "tflite"), ("int8", "tflm"),
-        ("lce", "lce"), ("sparse", "numpy"),
+        ("h5", "keras"), ("float", TFLITE), ("float", "tflm"), ("int8", TFLITE), ("int8", "tflm"),
+        ("lce", "lce"), ("npz", "numpy"),
     ]
     assert sorted(os.listdir(out)) == sorted(
         ["mlp.h5", "mlp_float.tflite", "mlp_float.h", "mlp_float.cc", "mlp_int8.tflite", "mlp_int8.h", "mlp_int8.cc",
@@ -319,13 +321,13 @@ def test_export_run_files_writes_verifies_and_refuses_to_overwrite(tmp_path):
     for row in rows:
         assert os.path.getsize(row.file) == row.bytes and row.agreement >= 0.9
         assert (row.arena_bytes is not None) == (row.runtime == "tflm")
-        assert (row.payload_bytes is not None) == (row.mode == "sparse")
+        assert (row.payload_bytes is not None) == (row.mode == "npz")
     assert rows[0].agreement == 1.0 and rows[-1].agreement == 1.0
     table = export.format_export_table(rows)
     assert "mlp_int8.tflite" in table and "tflm" in table and "mlp_sparse.npz" in table
     before = {name: os.path.getmtime(os.path.join(out, name)) for name in os.listdir(out)}
     with pytest.raises(FileExistsError, match="mlp_sparse.npz already exists"):
-        export.export_run_files(model, out, "mlp", ["sparse", "float"], x, x)
+        export.export_run_files(model, out, "mlp", ["npz", "float"], x, x)
     assert {name: os.path.getmtime(os.path.join(out, name)) for name in os.listdir(out)} == before
     with pytest.raises(ValueError, match="Unknown export mode 'onnx'"):
         export.export_run_files(model, out, "mlp", ["onnx"], x, x)

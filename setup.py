@@ -21,7 +21,8 @@ setup(
     ],
     extras_require={
         "dev": ["pytest>=8,<10", "tensorboard>=2.21,<2.22"],  # tensorboard: tfmot PruningSummaries
-        "export": ["larq-compute-engine>=0.16,<0.17", "tflite-micro>=0.dev20261023182759"],
+        "export": ["larq-compute-engine>=0.16,<0.17", "tflite-micro>=0.dev20261023182759",
+                   "ai-edge-litert>=2.3,<2.4"],  # LiteRT interpreter for verify(); 2.3 works with numpy<2
     },
     entry_points={"console_scripts": ["iprune=iprune_tf.cli:main"]},
 )

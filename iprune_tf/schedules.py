@@ -16,13 +16,14 @@ import math
 
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_schedule as tfmot_schedule
 
-from iprune_tf._keras import tf
+from iprune_tf._keras import keras, tf
 
 ConstantSparsity = tfmot_schedule.ConstantSparsity
 PolynomialDecay = tfmot_schedule.PolynomialDecay
 PruningSchedule = tfmot_schedule.PruningSchedule
 
 _INTERPOLATIONS = ("geometric", "linear")
+_FLOAT32_SLACK = 1e-6  # relative: float32 sparsities are off by up to ~6e-8
 
 
 class FanInSchedule:
@@ -99,8 +100,12 @@ def _should_update(step, begin_step, end_step, frequency):
 
 
 def inputs_for_sparsity(sparsity, fan_in, inputs_per_neuron):
-    """Inputs per neuron for a tfmot sparsity: ``max(K, ceil((1 - s) * fan_in))``, at most fan_in."""
-    kept = tf.math.ceil((1.0 - tf.cast(sparsity, tf.float64)) * fan_in - 1e-9)
+    """Inputs per neuron for a tfmot sparsity: ``max(K, ceil((1 - s) * fan_in))``, at most fan_in.
+
+    tfmot's sparsities are float32 (0.95 is 0.94999999), so the product is rounded down within
+    float32 precision before the ceiling: 0.95 of 40 inputs keeps 2, not 3.
+    """
+    kept = tf.math.ceil((1.0 - tf.cast(sparsity, tf.float64)) * fan_in - _FLOAT32_SLACK * fan_in)
     return tf.cast(tf.clip_by_value(tf.maximum(kept, float(inputs_per_neuron)), 1.0, float(fan_in)), tf.int32)
 
 
@@ -139,7 +144,7 @@ def check_schedule_reaches_k(schedule, fan_in, inputs_per_neuron, layer_name):
     sparsity = final_sparsity(schedule)
     if sparsity is None:
         return
-    final = max(inputs_per_neuron, math.ceil((1.0 - sparsity) * fan_in - 1e-9))
+    final = max(inputs_per_neuron, math.ceil((1.0 - sparsity) * fan_in - _FLOAT32_SLACK * fan_in))
     target = min(inputs_per_neuron, fan_in)
     if final > target:
         needed = 1.0 - target / fan_in
@@ -151,14 +156,26 @@ def check_schedule_reaches_k(schedule, fan_in, inputs_per_neuron, layer_name):
 
 
 def serialize(schedule):
-    """Config dict ``{'class_name', 'config'}`` in tfmot's schedule format."""
-    return schedule.get_config()
+    """Config dict ``{'class_name', 'config'}`` in tfmot's format, named as Keras' registry knows the class.
+
+    A user's schedule class (a FanInSchedule or tfmot PruningSchedule subclass) is stored under
+    its registered name (``package>Name`` with ``keras.utils.register_keras_serializable``), so
+    :func:`deserialize` finds it again, as Keras does for layers.
+    """
+    return dict(schedule.get_config(), class_name=keras.utils.get_registered_name(type(schedule)))
+
+
+_BUILT_IN = {cls.__name__: cls for cls in (FanInSchedule, ConstantSparsity, PolynomialDecay)}
 
 
 def deserialize(config):
-    """Rebuild a schedule from :func:`serialize`'s output."""
-    classes = {cls.__name__: cls for cls in (FanInSchedule, ConstantSparsity, PolynomialDecay)}
+    """Rebuild a schedule from :func:`serialize`'s output: built-in, registered or in a custom-object scope."""
     name = config["class_name"]
-    if name not in classes:
-        raise ValueError(f"Unknown pruning schedule '{name}'; known: {sorted(classes)}.")
-    return classes[name].from_config(config["config"])
+    cls = _BUILT_IN.get(name) or keras.utils.get_registered_object(name)
+    if cls is None:
+        raise ValueError(
+            f"Unknown pruning schedule '{name}'. Built in: {sorted(_BUILT_IN)}. For your own schedule class, "
+            "decorate it with @keras.utils.register_keras_serializable(package=...) or load the model inside "
+            f"keras.utils.custom_object_scope({{'{name}': YourSchedule}})."
+        )
+    return cls.from_config(config["config"])

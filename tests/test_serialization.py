@@ -71,3 +71,42 @@ def test_stochastic_quantizer_serializes(tmp_path):
     with iprune_tf.prune_scope():
         loaded = keras.models.load_model(path)
     assert type(loaded.get_layer("dense_1").kernel_quantizer).__name__ == "StochasticBinary"
+
+
+@keras.utils.register_keras_serializable(package="test_iprune")
+class LateFanInSchedule(iprune_tf.FanInSchedule):
+    """A user's FanInSchedule subclass: linear interpolation, begins two steps late."""
+
+    def __init__(self, begin_step=3, end_step=6, frequency=1, interpolation="linear"):
+        super().__init__(begin_step, end_step, frequency, interpolation)
+
+
+class HalvingSchedule(iprune_tf.schedules.PruningSchedule):
+    """A user's tfmot PruningSchedule: sparsity 0.5 at step 1, 0.95 from step 3 (not registered)."""
+
+    def __call__(self, step):
+        sparsity = iprune_tf._keras.tf.where(step >= 3, 0.95, 0.5)
+        return iprune_tf._keras.tf.constant(True), sparsity
+
+    def get_config(self):
+        return {"class_name": type(self).__name__, "config": {}}
+
+
+@pytest.mark.parametrize("schedule, scope", [(LateFanInSchedule(), {}), (HalvingSchedule(), {"HalvingSchedule": HalvingSchedule})])
+def test_custom_schedule_saves_and_loads(tmp_path, schedule, scope):
+    model = binary_mlp()
+    pruned = iprune_tf.prune_fan_in(model, 2, pruning_schedule=schedule, skip=["output"])
+    x, y = random_data(model, n=32)
+    fit_pruned(pruned, x, y, epochs=3)  # 6 steps: both schedules reach K
+    path = str(tmp_path / "custom.h5")
+    pruned.save(path)
+    if scope:
+        with pytest.raises(ValueError, match="Unknown pruning schedule 'HalvingSchedule'.*custom_object_scope"):
+            with iprune_tf.prune_scope():
+                keras.models.load_model(path)
+    with iprune_tf.prune_scope(), keras.utils.custom_object_scope(scope):
+        loaded = keras.models.load_model(path)
+    assert type(loaded.layers[0].pruning_schedule) is type(schedule)
+    for before, after in zip(masks(pruned), masks(loaded)):
+        np.testing.assert_array_equal(before, after)
+    assert np.count_nonzero(masks(loaded)[0], axis=0).tolist() == [2] * 48

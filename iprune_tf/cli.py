@@ -75,10 +75,11 @@ def _report_parser(sub):
 def _export_parser(sub):
     p = sub.add_parser("export", parents=[_common()], help="TFLite / LCE / sparse-format export of a run's pruned model, verified")
     p.add_argument("run_dir")
-    p.add_argument("--mode", action="append", choices=["float", "int8", "lce", "sparse", "sparse_int8"],
+    p.add_argument("--mode", action="append", choices=["float", "int8", "lce", "sparse", "sparse_int8", "c"],
                    help="TFLite flavour, repeatable; default: float and int8. sparse/sparse_int8 store only the kept "
-                        "connections (GATHER/SUM ops TFLite Micro runs; pruned Dense layers only). The stripped Keras "
-                        ".h5 is always written, and the .npz sparse format for MLPs")
+                        "connections (GATHER/SUM ops TFLite Micro runs; pruned Dense layers only). c: dependency-free "
+                        "C99 pruned.h/pruned.c, run with gcc and (arm-none-eabi-gcc + QEMU) on a Cortex-M3. The "
+                        "stripped Keras .h5 is always written, and the .npz sparse format for MLPs")
     p.add_argument("--c-array", action="store_true", help="also write .h/.cc arrays for TFLite Micro firmware")
     p.add_argument("--verify-samples", type=int, default=1000)
     p.add_argument("--overwrite", action="store_true", help="replace earlier exports of this run")

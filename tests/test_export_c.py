@@ -168,3 +168,24 @@ def test_unsupported_layers_name_themselves(tmp_path):
     with pytest.raises(ValueError, match="step 'pool3d'"):
         to_c(LoweredNet(net.input_shape, ["pool3d", *net.steps]), "net", tmp_path)
     assert not list(tmp_path.iterdir())
+
+
+@needs_gcc
+@needs_arm
+def test_export_run_files_c_mode(tmp_path):
+    from iprune_tf.export import export_run_files, format_export_table
+
+    model = pruned(models.mnist_mlp("binary", hidden_units=(32,)), skip=["output"])
+    x = np.random.default_rng(5).random((30, 28, 28), dtype=np.float32)
+    rows = export_run_files(model, str(tmp_path), "mlp", ["c"], x, x)
+    assert [(row.mode, row.runtime) for row in rows] == [("c", "gcc"), ("c", "qemu-m3")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlp.c", "mlp.h"]
+    header = (tmp_path / "mlp.h").read_text()
+    for row in rows:
+        assert row.agreement == 1.0 and row.bytes == (tmp_path / "mlp.c").stat().st_size
+        assert f"#define MLP_DATA_BYTES {row.payload_bytes}" in header
+    assert f"#define MLP_RAM_BYTES {rows[0].arena_bytes}" in header and rows[1].arena_bytes == rows[0].arena_bytes
+    assert rows[0].flash_bytes is None and rows[1].payload_bytes < rows[1].flash_bytes
+    assert "qemu-m3" in format_export_table(rows)
+    with pytest.raises(FileExistsError, match="mlp.c already exists"):
+        export_run_files(model, str(tmp_path), "mlp", ["c"], x, x)

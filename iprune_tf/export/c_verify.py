@@ -12,6 +12,8 @@ import dataclasses
 import os
 import shutil
 import subprocess
+import tempfile
+import warnings
 from importlib import resources
 
 import numpy as np
@@ -38,7 +40,10 @@ BOARDS = {
 }
 
 
-class ToolMissing(RuntimeError):
+MEASURE_BYTES = 64 * 1024 * 1024
+
+
+class ToolMissing(FileNotFoundError):
     """A compiler or emulator is not installed; the message names the Debian package."""
 
 
@@ -96,26 +101,27 @@ def run_host(exe, x, classes, repeats=0):
     return predicted, scores, (timed[0] if timed else None)
 
 
-def _linker_script(board, work_dir):
-    text = _template("board.ld").read_text(encoding="ascii")
-    text = text.replace("FLASH_SIZE", str(board.flash_bytes)).replace("RAM_SIZE", str(board.ram_bytes))
-    path = os.path.join(work_dir, f"{board.machine}.ld")
+def _linker_script(board, work_dir, measure):
+    """The board's linker script; ``measure``: 64 MB memories, so a model too big for the board still links."""
+    flash, ram = (MEASURE_BYTES, MEASURE_BYTES) if measure else (board.flash_bytes, board.ram_bytes)
+    text = _template("board.ld").read_text(encoding="ascii").replace("FLASH_SIZE", str(flash))
+    path = os.path.join(work_dir, f"{board.machine}{'_measure' if measure else ''}.ld")
     with open(path, "w", encoding="ascii") as f:
-        f.write(text)
+        f.write(text.replace("RAM_SIZE", str(ram)))
     return path
 
 
-def build_firmware(cmodel, work_dir, board="lm3s6965evb", stub=False):
+def build_firmware(cmodel, work_dir, board="lm3s6965evb", stub=False, measure=False):
     """Firmware ELF of the harness around the model (or around an empty model with ``stub``)."""
     board = BOARDS[board]
     os.makedirs(work_dir, exist_ok=True)
-    tag = "stub" if stub else "fw"
+    tag = ("stub" if stub else "fw") + ("_measure" if measure else "")
     elf = os.path.join(work_dir, f"{cmodel.name}_{board.machine}_{tag}.elf")
     paths = [f'-DIPR_IN_PATH="{os.path.abspath(os.path.join(work_dir, "fw_in.bin"))}"',
              f'-DIPR_OUT_PATH="{os.path.abspath(os.path.join(work_dir, "fw_out.bin"))}"']
     sources = [str(_template("startup.c")), str(_template("fw_main.c"))] + ([] if stub else [cmodel.source])
     _run([require_tool("arm-none-eabi-gcc"), *board.cpu_flags, "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror",
-          "--specs=rdimon.specs", "-T", _linker_script(board, work_dir), *_model_defines(cmodel), *paths,
+          "--specs=rdimon.specs", "-T", _linker_script(board, work_dir, measure), *_model_defines(cmodel), *paths,
           *(["-DIPR_STUB"] if stub else []), *sources, "-o", elf])
     return elf
 
@@ -138,9 +144,13 @@ def _stack_bytes(cmodel, work_dir, board):
 
 
 def firmware_sizes(cmodel, work_dir, board="lm3s6965evb"):
-    """Flash/RAM of the model (data + inference code + its libgcc helpers) and of harness + newlib."""
-    full = elf_size(build_firmware(cmodel, work_dir, board))
-    stub = elf_size(build_firmware(cmodel, work_dir, board, stub=True))
+    """Flash/RAM of the model (data + inference code + its libgcc helpers) and of harness + newlib.
+
+    Linked with 64 MB memories, so a model too big for the board is measured too; ``fits`` compares
+    the firmware (RAM: plus the model's deepest stack frame) with the board.
+    """
+    full = elf_size(build_firmware(cmodel, work_dir, board, measure=True))
+    stub = elf_size(build_firmware(cmodel, work_dir, board, stub=True, measure=True))
     obj, stack = _stack_bytes(cmodel, work_dir, BOARDS[board])
     spec = BOARDS[board]
     return {
@@ -164,3 +174,31 @@ def run_firmware(cmodel, x, work_dir, board="lm3s6965evb", timeout=900):
     if f"ipr_done {len(x)}" not in stdout:
         raise RuntimeError(f"the firmware did not process {len(x)} inputs; its output:\n{stdout[-2000:]}")
     return _read_outputs(out_path, cmodel.num_classes)
+
+
+def _check(runtime, classes, scores, expected):
+    expected = np.asarray(expected, np.float32)
+    return {"runtime": runtime, "agreement": float(np.mean(classes == expected.argmax(1))),
+            "max_abs_diff": float(np.max(np.abs(scores - expected))) if len(expected) else 0.0}
+
+
+def check_export(cmodel, x, expected):
+    """Host and firmware runs of ``cmodel`` on ``x`` against ``expected`` scores (Keras), as dicts.
+
+    The firmware runs on the lm3s6965evb if it fits there, else on the mps2-an386. Without the ARM
+    toolchain or QEMU only the host row is returned, with a warning naming the packages.
+    """
+    with tempfile.TemporaryDirectory() as work:
+        classes, scores, _ = run_host(build_host(cmodel, os.path.join(work, "host")), x, cmodel.num_classes)
+        rows = [dict(_check("gcc", classes, scores, expected), ram_bytes=cmodel.ram_bytes, flash_bytes=None)]
+        try:
+            sizes = firmware_sizes(cmodel, os.path.join(work, "m3"))
+            board = "lm3s6965evb" if sizes["fits"] else "mps2-an386"
+            classes, scores = run_firmware(cmodel, x, os.path.join(work, board), board)
+        except ToolMissing as missing:
+            warnings.warn(f"C model not run on a Cortex-M: {missing}", RuntimeWarning, stacklevel=2)
+            return rows
+    runtime = "qemu-m3" if board == "lm3s6965evb" else "qemu-m4f"
+    rows.append(dict(_check(runtime, classes, scores, expected), ram_bytes=sizes["model_ram_bytes"],
+                     flash_bytes=sizes["model_flash_bytes"]))
+    return rows

@@ -5,7 +5,8 @@ import os
 import numpy as np
 
 from iprune_tf._keras import keras
-from iprune_tf.export import npz
+from iprune_tf.export import c_verify, npz
+from iprune_tf.export.c import to_c
 from iprune_tf.export.c_array import _C_IDENTIFIER, _refuse_overwrite, to_c_array
 from iprune_tf.export.lowering import lower
 from iprune_tf.export.tflite import MODES, _require_mode, to_tflite
@@ -13,7 +14,7 @@ from iprune_tf.export.verify import _compare, verify
 from iprune_tf.prune import as_stripped, prune_scope
 
 TFLM_MODES = ("float", "int8", "sparse", "sparse_int8")
-FILE_MODES = ("h5", *MODES, "npz")
+FILE_MODES = ("h5", *MODES, "npz", "c")
 
 
 @dataclasses.dataclass
@@ -21,7 +22,9 @@ class ExportRow:
     """One exported file checked in one runtime (a file checked in two runtimes gives two rows).
 
     ``bytes`` is the file size; ``payload_bytes`` is, for the sparse format, the exact size of its
-    stored content (what the paper's memory counts), None for other files.
+    stored content (what the paper's memory counts), None for other files. For the C model
+    (mode ``c``): ``payload_bytes`` is its model data, ``arena_bytes`` its static RAM and
+    ``flash_bytes`` its data + code on a Cortex-M3 (``arm-none-eabi-size``, QEMU rows).
     """
 
     mode: str
@@ -32,6 +35,7 @@ class ExportRow:
     max_abs_diff: float
     arena_bytes: int | None = None
     payload_bytes: int | None = None
+    flash_bytes: int | None = None
 
     def as_dict(self):
         return dataclasses.asdict(self)
@@ -45,7 +49,8 @@ def export_run_files(
     Modes (:data:`FILE_MODES`): ``"h5"`` (the stripped Keras model, ``{name}.h5``, reloaded and
     compared), ``"float"``/``"int8"``/``"lce"`` (``{name}_{mode}.tflite``, see :func:`to_tflite`
     and :func:`verify`; ``"sparse"``/``"sparse_int8"`` are the TFLite files that shrink with pruning),
-    ``"npz"`` (``{name}_sparse.npz``, :mod:`iprune_tf.export.npz`, run by its numpy inference).
+    ``"npz"`` (``{name}_sparse.npz``, :mod:`iprune_tf.export.npz`, run by its numpy inference),
+    ``"c"`` (``{name}.c``/``{name}.h``, :func:`~iprune_tf.export.c.to_c`, run by gcc and in QEMU).
     With ``c_array``, the TFLM modes (:data:`TFLM_MODES`) also get the
     ``{name}_{mode}.h/.cc`` pair. Every file is built in memory and every target path checked
     before anything is written; existing files are never replaced unless ``overwrite=True``.
@@ -67,17 +72,17 @@ def export_run_files(
     rows = []
     for mode in modes:
         path = planned[mode][0]
-        _write(built[mode], mode, path)
+        artifact = _write(built[mode], mode, path) or built[mode]
         if c_array and mode in TFLM_MODES:
             to_c_array(built[mode], f"{name}_{mode}", out_dir, overwrite=overwrite)
-        rows += _check_file(model, built[mode], mode, path, verify_x)
+        rows += _check_file(model, artifact, mode, path, verify_x)
     return rows
 
 
 def _build(model, mode, representative_x, int8_io):
     if mode == "h5":
         return model
-    if mode == "npz":
+    if mode in ("npz", "c"):
         return lower(model)
     return to_tflite(model, mode, representative_data=representative_x, int8_io=int8_io)
 
@@ -87,6 +92,8 @@ def _write(artifact, mode, path):
         artifact.save(path, overwrite=True)  # the caller already refused existing files
     elif mode == "npz":
         npz.save_sparse(artifact, path, overwrite=True)
+    elif mode == "c":
+        return to_c(artifact, os.path.basename(path)[:-2], os.path.dirname(path), overwrite=True)
     else:
         with open(path, "wb") as f:
             f.write(artifact)
@@ -106,14 +113,17 @@ def _check_file(model, artifact, mode, path, x):
             reloaded = keras.models.load_model(path, compile=False)
         check = _compare("keras", expected, reloaded.predict(x, batch_size=256, verbose=0))
         return [ExportRow(mode, path, size, check.runtime, check.agreement, check.max_abs_diff)]
+    if mode == "c":
+        return [ExportRow(mode, path, size, r["runtime"], r["agreement"], r["max_abs_diff"], r["ram_bytes"],
+                          artifact.data_bytes, r["flash_bytes"]) for r in c_verify.check_export(artifact, x, expected)]
     check = _compare("numpy", expected, npz.load_sparse(path).predict(x))
     return [ExportRow(mode, path, size, check.runtime, check.agreement, check.max_abs_diff, None, artifact.payload_bytes())]
 
 
 def _planned_paths(out_dir, name, mode, c_array):
-    stem = os.path.join(out_dir, {"h5": name, "npz": f"{name}_sparse"}.get(mode, f"{name}_{mode}"))
-    extension = {"h5": ".h5", "npz": ".npz"}.get(mode, ".tflite")
-    extras = [f"{stem}.h", f"{stem}.cc"] if c_array and mode in TFLM_MODES else []
+    stem = os.path.join(out_dir, {"h5": name, "npz": f"{name}_sparse", "c": name}.get(mode, f"{name}_{mode}"))
+    extension = {"h5": ".h5", "npz": ".npz", "c": ".c"}.get(mode, ".tflite")
+    extras = [f"{stem}.h", f"{stem}.cc"] if c_array and mode in TFLM_MODES else [f"{stem}.h"] if mode == "c" else []
     return [stem + extension, *extras]
 
 
@@ -121,14 +131,15 @@ def format_export_table(rows):
     """A fixed-width text table of :func:`export_run_files` rows."""
     header = (
         f"{'mode':<12}{'file':<30}{'bytes':>11}{'payload':>10}{'runtime':>9}"
-        f"{'top-1 agree':>13}{'max |diff|':>12}{'arena':>9}"
+        f"{'top-1 agree':>13}{'max |diff|':>12}{'arena':>9}{'flash':>9}"
     )
     lines = [header, "-" * len(header)]
     for row in rows:
         arena = "-" if row.arena_bytes is None else str(row.arena_bytes)
         payload = "-" if row.payload_bytes is None else str(row.payload_bytes)
+        flash = "-" if row.flash_bytes is None else str(row.flash_bytes)
         lines.append(
             f"{row.mode:<12}{os.path.basename(row.file):<30}{row.bytes:>11}{payload:>10}{row.runtime:>9}"
-            f"{row.agreement:>12.2%} {row.max_abs_diff:>11.3g} {arena:>8}"
+            f"{row.agreement:>12.2%} {row.max_abs_diff:>11.3g} {arena:>8} {flash:>8}"
         )
     return "\n".join(lines)

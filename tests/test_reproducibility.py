@@ -1,16 +1,20 @@
-"""What ``--seed`` reproduces: on one machine, the same seed gives bit-identical weights and masks.
+"""What ``--seed`` reproduces (on one machine, the same seed gives bit-identical weights and masks),
+and Table 1 over seeds (mean ± std).
 
 Seeded: the initializers, the data order of every epoch and the stochastic quantizer's draws
 (``keras.utils.set_random_seed`` at the start of ``recipes.train``). Across machines the float
 sums themselves may differ (oneDNN kernels, thread counts); see bench/determinism.py.
 """
 import dataclasses
+import json
+import shutil
+import statistics
 
 import numpy as np
 import pytest
 
 from conftest import TINY_RUN
-from iprune_tf import recipes
+from iprune_tf import recipes, report
 
 PHASE_MODELS = ("dense_fp", "dense_binary", "pruned")
 
@@ -57,3 +61,27 @@ def test_another_seed_gives_different_weights_and_masks(three_runs):
     for phase in PHASE_MODELS:
         assert not _identical({phase: a[phase]}, {phase: b[phase]}), phase
     assert not all(np.array_equal(m, n) for m, n in zip(_masks(first), _masks(other)))
+
+
+def test_seeds_report_gives_mean_and_std_over_seeds(three_runs):
+    first, _, other = three_runs
+    rows, markdown = report.seeds_report([first.dir, other.dir])
+    assert [row["phase"] for row in rows] == ["dense_fp", "dense_binary", "pruned_stripped"]
+    for row in rows:
+        phase = row["phase"].replace("_stripped", "")
+        values = [100 * first.phases[phase]["test_accuracy"], 100 * other.phases[phase]["test_accuracy"]]
+        assert row["test_accuracy_seeds"] == {0: values[0] / 100, 1: values[1] / 100}
+        assert f"| {statistics.mean(values):.2f}% ± {statistics.stdev(values):.2f} (n=2) |" in markdown
+    assert "seeds [0, 1]" in markdown
+
+
+def test_seeds_report_refuses_repeated_seeds_and_other_recipes(three_runs, tmp_path):
+    first, again, other = three_runs
+    with pytest.raises(ValueError, match="one run per seed"):
+        report.seeds_report([first.dir, again.dir])
+    changed = shutil.copytree(other.dir, tmp_path / "k7")
+    state = json.loads((changed / "run.json").read_text())
+    state["config"]["inputs_per_neuron"] = 7
+    (changed / "run.json").write_text(json.dumps(state))
+    with pytest.raises(ValueError, match="differ in more than the seed"):
+        report.seeds_report([first.dir, str(changed)])

@@ -76,10 +76,10 @@ def preset(fashion):
     return pruned, files
 
 
-def assert_matches(checks, runtimes, min_agreement=0.99, max_diff=None):
+def assert_matches(checks, runtimes, samples, min_agreement=0.99, max_diff=None):
     assert [check.runtime for check in checks] == runtimes
     for check in checks:
-        assert check.samples > 0
+        assert check.samples == samples
         assert check.agreement >= min_agreement, check
         if max_diff is not None:
             assert check.max_abs_diff <= max_diff, check
@@ -124,7 +124,7 @@ def test_float_export_matches_keras_in_tflite_and_tflm(preset, fashion):
     pruned, files = preset
     assert export.tflite_ops(files["float"]) == ["FULLY_CONNECTED", "RESHAPE"]  # no SIGN, no mask op
     checks = export.verify(pruned, files["float"], fashion.x_test, mode="float")
-    assert_matches(checks, [TFLITE, "tflm"], max_diff=1e-4)
+    assert_matches(checks, [TFLITE, "tflm"], 1000, max_diff=1e-4)
     assert checks[0].samples == 1000
     tflm = tflm_check(checks)
     assert tflm.arena_method == "recorded" and 0 < tflm.arena_bytes < 64 * 1024
@@ -136,9 +136,10 @@ def test_int8_export_matches_keras_in_tflite_and_tflm(preset, fashion):
     ops = export.tflite_ops(files["int8"])
     assert "SIGN" not in ops and set(ops) <= {"QUANTIZE", "DEQUANTIZE", "FULLY_CONNECTED", "RESHAPE"}
     checks = export.verify(pruned, files["int8"], fashion.x_test, mode="int8")
-    assert_matches(checks, [TFLITE, "tflm"])
+    assert_matches(checks, [TFLITE, "tflm"], 1000)
     tflm = tflm_check(checks)
-    assert tflm.arena_bytes > 0 and tflm.arena_method in ("recorded", "searched")
+    # TFLM's recorded total misses the temporaries int8 kernels allocate while preparing.
+    assert tflm.arena_method == "searched" and 0 < tflm.arena_bytes < 64 * 1024
     # Dense kernels are per tensor by default, and each neuron keeps one weight magnitude (ternary).
     kernels = dense_kernels(files["int8"])
     assert [k.shape for k, _ in kernels] == [(1024, 784), (1024, 1024), (10, 1024)]
@@ -169,7 +170,7 @@ def test_int8_io_and_per_channel_dense_kernels(preset, fashion):
         assert len(scales) == len(kernel) and set(np.unique(kernel)) <= {-127, 0, 127}
     assert len(data) - len(files["int8"]) > 23 * 2058
     checks = export.verify(pruned, data, fashion.x_test[:300], mode="int8")
-    assert_matches(checks, [TFLITE, "tflm"], min_agreement=0.98)
+    assert_matches(checks, [TFLITE, "tflm"], 300, min_agreement=0.98)
 
 
 @needs_fashion_mnist
@@ -178,7 +179,7 @@ def test_lce_export_matches_keras_in_lce_interpreter(preset, fashion):
     data = export.to_tflite(pruned, "lce")
     assert "SIGN" not in export.tflite_ops(data)
     checks = export.verify(pruned, data, fashion.x_test, mode="lce")
-    assert_matches(checks, ["lce"], min_agreement=0.99, max_diff=1e-4)
+    assert_matches(checks, ["lce"], 1000, min_agreement=0.99, max_diff=1e-4)
 
 
 @needs_fashion_mnist
@@ -188,7 +189,7 @@ def test_binary_flavour_runs_in_tflm(fashion):
     ops = export.tflite_ops(data)
     assert "SIGN" not in ops and {"GREATER_EQUAL", "SELECT_V2"} <= set(ops)
     x = fashion.x_test[:300]
-    assert_matches(export.verify(pruned, data, x, mode="float"), [TFLITE, "tflm"], min_agreement=0.99)
+    assert_matches(export.verify(pruned, data, x, mode="float"), [TFLITE, "tflm"], 300, min_agreement=0.99)
 
 
 # ---------------------------------------------------------------- small models
@@ -230,7 +231,7 @@ def test_conv_padding_with_ones_is_kept(pruned_cnn):
     np.testing.assert_allclose(finalized.predict(x, verbose=0), pruned.predict(x, verbose=0), atol=1e-4)
     data = export.to_tflite(pruned, "float")
     assert {"PADV2", "CONV_2D", "SELECT_V2"} <= set(export.tflite_ops(data))
-    assert_matches(export.verify(pruned, data, x[:32]), [TFLITE, "tflm"], max_diff=1e-3)
+    assert_matches(export.verify(pruned, data, x[:32]), [TFLITE, "tflm"], 32, max_diff=1e-3)
 
 
 def test_lce_bit_packs_only_unpruned_binary_convs(pruned_cnn):
@@ -240,7 +241,7 @@ def test_lce_bit_packs_only_unpruned_binary_convs(pruned_cnn):
     # conv_3 (binary inputs, +-1 kernel) is bit-packed; pruned conv_2 (ternary kernel) and
     # BinaryConnect conv_1 (real inputs) stay float convolutions.
     assert "LceBconv2d" in ops and "CONV_2D" in ops
-    assert_matches(export.verify(pruned, data, x), ["lce"], max_diff=1e-3)  # mode detected from LCE's ops
+    assert_matches(export.verify(pruned, data, x), ["lce"], len(x), max_diff=1e-3)  # mode detected from LCE's ops
 
 
 def test_functional_model_is_finalized_with_sign_blocks():
@@ -319,10 +320,10 @@ def test_export_run_files_writes_verifies_and_refuses_to_overwrite(tmp_path):
          "mlp_lce.tflite", "mlp_sparse.npz"]
     )
     for row in rows:
-        assert os.path.getsize(row.file) == row.bytes and row.agreement >= 0.9
+        assert os.path.getsize(row.file) == row.bytes
+        assert row.agreement == 1.0 if row.mode != "int8" else row.agreement >= 0.95, row
         assert (row.arena_bytes is not None) == (row.runtime == "tflm")
         assert (row.payload_bytes is not None) == (row.mode == "npz")
-    assert rows[0].agreement == 1.0 and rows[-1].agreement == 1.0
     table = export.format_export_table(rows)
     assert "mlp_int8.tflite" in table and "tflm" in table and "mlp_sparse.npz" in table
     before = {name: os.path.getmtime(os.path.join(out, name)) for name in os.listdir(out)}

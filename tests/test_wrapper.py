@@ -5,7 +5,8 @@ import pytest
 import iprune_tf
 import larq as lq
 from conftest import BINARY, binary_cnn, binary_mlp, fit_pruned, kept_per_neuron, random_data
-from iprune_tf._keras import keras
+from iprune_tf._keras import keras, tf
+from iprune_tf.layers import latent_kernel
 
 
 def wrappers(model):
@@ -157,3 +158,30 @@ def test_pruning_summaries_log_sparsity_and_kept_inputs(tmp_path):
     kept = next(v for t, v in logged.items() if "dense_1" in t and t.endswith("kept_inputs:0/threshold"))
     assert sparsity == pytest.approx(1 - 4 / 40)
     assert kept == 4
+
+
+def test_pruned_latent_weights_get_zero_gradient():
+    model = binary_mlp()
+    pruned = iprune_tf.prune_fan_in(model, 3, skip=["output"])
+    x, y = random_data(model, n=32)
+    fit_pruned(pruned, x, y, epochs=1)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(tf.square(pruned(x, training=False) - y))
+    wrappers = [layer for layer in pruned.layers if isinstance(layer, iprune_tf.PruneFanIn)]
+    latents = [latent_kernel(w.layer) for w in wrappers]
+    for wrapper, gradient in zip(wrappers, tape.gradient(loss, latents)):
+        mask = wrapper.mask.numpy()
+        gradient = gradient.numpy()
+        assert np.all(gradient[mask == 0] == 0)
+        assert np.count_nonzero(gradient[mask == 1]) > 0.5 * np.count_nonzero(mask)  # kept inputs do learn
+
+
+def test_tfmot_polynomial_decay_reaches_exactly_k_inside_fit():
+    model = binary_mlp()  # fan-ins 40 and 48
+    schedule = iprune_tf.PolynomialDecay(0.0, 0.96, begin_step=0, end_step=6, frequency=4)  # 0.96: 1.6, 1.92 -> 2
+    pruned = iprune_tf.prune_fan_in(model, 2, pruning_schedule=schedule, skip=["output"])
+    x, y = random_data(model, n=32)
+    fit_pruned(pruned, x, y, epochs=4)  # 8 steps
+    for wrapper in pruned.layers[:3:2]:
+        kept = np.count_nonzero(wrapper.effective_kernel().numpy(), axis=0)
+        assert kept.tolist() == [2] * wrapper.layer.units  # end_step 6 is not a multiple of frequency 4

@@ -25,6 +25,7 @@ from iprune_tf.export.lowered import Flatten, LoweredLayer, LoweredNet
 MAX_K = 12
 TOP = "lut_net"
 FILES = ("net.v", "tb.v", "design.json")
+KEEP = "(* keep_hierarchy *)"  # layer modules survive Yosys' flatten: per-layer figures from one synthesis
 
 
 @dataclasses.dataclass
@@ -116,7 +117,7 @@ def _address(indices):
 def _table_layer(layer, module, granularity):
     """A pruned layer: one truth table per neuron, in one module or one module per neuron."""
     tables, lines, neurons = truth_tables(layer), [], []
-    header = f"module {module} (input wire [{layer.fan_in - 1}:0] x, output wire [{layer.units - 1}:0] y);"
+    header = f"{KEEP}\nmodule {module} (input wire [{layer.fan_in - 1}:0] x, output wire [{layer.units - 1}:0] y);"
     for n in range(layer.units):
         if granularity == "neuron":
             neurons += [f"module {module}_n{n} (input wire [{layer.k - 1}:0] a, output wire y);",
@@ -161,7 +162,7 @@ def _popcount(name, vector, weight_bits, count):
 
 
 def _popcount_threshold_layer(layer, module):
-    lines = [f"module {module} (input wire [{layer.fan_in - 1}:0] x, output wire [{layer.units - 1}:0] y);"]
+    lines = [KEEP, f"module {module} (input wire [{layer.fan_in - 1}:0] x, output wire [{layer.units - 1}:0] y);"]
     for n in range(layer.units):
         vector, weights, count = _terms(layer, n)
         lines += _popcount(f"p{n}", vector, weights, count)
@@ -201,7 +202,7 @@ def _score_layer(layer, module, class_bits):
     count = layer.k if layer.kind == "sparse" else layer.fan_in
     width = max(max(abs(v) * count + abs(w) for v, w in zip(a, b)).bit_length() + 2, count.bit_length() + 2)
     lines = [f"// class score = A * popcount + B, scaled by 2**{f} ({conflicts} reachable pairs ordered differently)",
-             f"module {module} (input wire [{layer.fan_in - 1}:0] x, output wire [{class_bits - 1}:0] class_idx);"]
+             KEEP, f"module {module} (input wire [{layer.fan_in - 1}:0] x, output wire [{class_bits - 1}:0] class_idx);"]
     for n in range(layer.units):
         vector, weights, _ = _terms(layer, n)
         lines += _popcount(f"p{n}", vector, weights, count)

@@ -22,7 +22,10 @@ from iprune_tf.export.lowered import LoweredLayer
 from iprune_tf.export.verilog import TOP, VerilogDesign, input_bits, lowered_of
 
 PACKAGES = {"iverilog": "iverilog", "vvp": "iverilog", "verilator": "verilator", "yosys": "yosys"}
-SYNTH = {"lut6": "synth -flatten -lut 6 -top {top}", "ice40": "synth_ice40 -top {top}"}
+SYNTH = {  # (flattened, hierarchy kept)
+    "lut6": ("synth -flatten -lut 6 -top {top}", "synth -lut 6 -top {top}"),
+    "ice40": ("synth_ice40 -top {top}", "synth_ice40 -noflatten -top {top}"),
+}
 LUT_CELLS = {"lut6": ("$lut",), "ice40": ("SB_LUT4",)}
 
 
@@ -102,39 +105,44 @@ def simulate(design, bits, simulator="iverilog", hidden=False, timeout=3600):
     return Simulation(classes, layers)
 
 
-def _yosys_figures(log, target):
-    """LUTs, flip-flops, all cells and depth of the top module from a Yosys ``stat; ltp -noff`` log."""
-    stat = log[log.rindex("Printing statistics"):]
-    cells = {name: int(n) for name, n in re.findall(r"^\s+(\S+)\s+(\d+)\s*$", stat, re.M)}
-    depth = re.findall(r"Longest topological path in \S+ \(length=(\d+)\)", log)
-    return {
-        "luts": sum(cells.get(c, 0) for c in LUT_CELLS[target]),
-        "flip_flops": sum(n for c, n in cells.items() if "DFF" in c),
-        "cells": int(re.findall(r"Number of cells:\s+(\d+)", stat)[-1]),
-        "depth": int(depth[-1]) if depth else 0,
-    }
+def _module_figures(section, target):
+    cells = {name: int(n) for name, n in re.findall(r"^\s+(\S+)\s+(\d+)\s*$", section, re.M)}
+    return {"luts": sum(cells.get(c, 0) for c in LUT_CELLS[target]),
+            "flip_flops": sum(n for c, n in cells.items() if "DFF" in c),
+            "cells": int(re.search(r"Number of cells:\s+(\d+)", section).group(1))}
 
 
-def synthesize_module(design, top, target="lut6", timeout=7200):
-    """Synthesize module ``top`` of the design for ``target`` ('lut6' or 'ice40'); a figures dict."""
+def _yosys_figures(log, target, design):
+    """Per layer module and total: LUTs, flip-flops, cells and depth, from ``stat -top; ltp -noff``."""
+    sections = dict(re.findall(r"=== (.+?) ===\n(.*?)(?==== |\d+\. Executing|\Z)", log, re.S))
+    depths = dict(re.findall(r"Longest topological path in (\S+) \(length=(\d+)\)", log))
+    layers = {}
+    for layer in design.layers:
+        layers[layer["name"]] = {**_module_figures(sections[layer["module"]], target),
+                                 "depth": int(depths.get(layer["module"], 0))}
+    total = _module_figures(sections["design hierarchy"], target)
+    per_layer = [f["depth"] for f in layers.values()]
+    total["depth"] = max(per_layer) if design.pipeline else sum(per_layer)
+    return {"target": target, "total": total, "layers": layers}
+
+
+def synthesize(design, target="lut6", flatten=True, timeout=7200):
+    """Yosys synthesis of the whole design for ``target`` ('lut6' or 'ice40'), figures per layer and total.
+
+    Layer modules keep their hierarchy (``keep_hierarchy``), so one run gives each layer's LUTs and
+    depth (LUTs on the longest path; with ``pipeline`` the total depth is the deepest stage, else the
+    sum). ``flatten=False`` also keeps per-neuron modules separate (no optimization across them).
+    """
+    design = design if isinstance(design, VerilogDesign) else VerilogDesign.load(design)
     if target not in SYNTH:
         raise ValueError(f"target must be one of {sorted(SYNTH)}, got {target!r}.")
-    script = (f"read_verilog {os.path.abspath(design.path('net.v'))}; {SYNTH[target].format(top=top)}; "
-              "tee -o stat.log stat; tee -a stat.log ltp -noff")
+    command = SYNTH[target][0 if flatten else 1].format(top=TOP)
+    script = (f"read_verilog {os.path.abspath(design.path('net.v'))}; {command}; "
+              f"tee -o stat.log stat -top {TOP}; tee -a stat.log ltp -noff")
     with tempfile.TemporaryDirectory(prefix="iprune_yosys_") as work:
         _run([require_tool("yosys"), "-q", "-p", script], work, timeout)
         with open(os.path.join(work, "stat.log")) as f:
-            log = f.read()
-    return _yosys_figures(log, target)
-
-
-def synthesize(design, target="lut6", per_layer=True):
-    """LUTs, flip-flops and depth of the whole design and (``per_layer``) of each layer's module."""
-    design = design if isinstance(design, VerilogDesign) else VerilogDesign.load(design)
-    result = {"target": target, "total": synthesize_module(design, TOP, target)}
-    if per_layer:
-        result["layers"] = {layer["name"]: synthesize_module(design, layer["module"], target) for layer in design.layers}
-    return result
+            return _yosys_figures(f.read(), target, design)
 
 
 def verify(model, design, x, simulator="iverilog", hidden_samples=200):

@@ -44,6 +44,9 @@ def _train_parser(sub):
     p.add_argument("--limit-test", type=int, default=None, help="use only the first N test samples")
     p.add_argument("--hidden-units", type=_ints, default=None,
                    help="hidden dense widths, comma-separated (default: the paper's 1024,1024)")
+    p.add_argument("--input-encoding", default=None,
+                   help="binarize the inputs in the model: threshold[:T] or thermometer[:LEVELS] (for --flavour "
+                        "binary: every layer then reads bits, as the Verilog LUT export needs)")
     p.add_argument("--skip", type=_names, default=None,
                    help="layers left dense, comma-separated names (default: the paper's skip list; '' prunes all)")
     p.add_argument("--epochs-dense", type=int, default=DEFAULTS.epochs_dense)
@@ -75,10 +78,12 @@ def _report_parser(sub):
 def _export_parser(sub):
     p = sub.add_parser("export", parents=[_common()], help="TFLite / LCE / sparse-format export of a run's pruned model, verified")
     p.add_argument("run_dir")
-    p.add_argument("--mode", action="append", choices=["float", "int8", "lce", "sparse", "sparse_int8", "c"],
+    p.add_argument("--mode", action="append", choices=["float", "int8", "lce", "sparse", "sparse_int8", "c", "verilog"],
                    help="TFLite flavour, repeatable; default: float and int8. sparse/sparse_int8 store only the kept "
                         "connections (GATHER/SUM ops TFLite Micro runs; pruned Dense layers only). c: dependency-free "
-                        "C99 pruned.h/pruned.c, run with gcc and (arm-none-eabi-gcc + QEMU) on a Cortex-M3. The "
+                        "C99 pruned.h/pruned.c, run with gcc and (arm-none-eabi-gcc + QEMU) on a Cortex-M3. verilog: "
+                        "a LUT netlist in export/verilog/ simulated with Icarus Verilog (fully binary flavour with "
+                        "--input-encoding). The "
                         "stripped Keras .h5 is always written, and the .npz sparse format for MLPs")
     p.add_argument("--c-array", action="store_true", help="also write .h/.cc arrays for TFLite Micro firmware")
     p.add_argument("--verify-samples", type=int, default=1000)
@@ -101,7 +106,7 @@ def _run_config(args):
         epochs_prune=args.epochs_prune, epochs_retrain=args.epochs_retrain, schedule=args.schedule,
         frequency=args.frequency, batch_size=args.batch_size, learning_rate=args.lr,
         weight_decay=args.weight_decay, weight_decay_mode=args.weight_decay_mode, seed=args.seed,
-        hidden_units=args.hidden_units, skip=args.skip,
+        hidden_units=args.hidden_units, skip=args.skip, input_encoding=args.input_encoding,
     )
 
 

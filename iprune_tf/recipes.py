@@ -1,4 +1,4 @@
-"""The paper's training recipe and its train -> prune -> retrain -> evaluate pipeline.
+"""The paper's training recipe: configuration, data preparation, models, compile, schedules.
 
 Recipe (iPrune, following BinaryConnect): square hinge loss on ±1 targets, Adam with a constant
 learning rate of 3e-3, weight decay 5e-2 on the last dense layer only (with the hinge loss it
@@ -13,33 +13,22 @@ below the size of one Adam step (~lr), so their signs flip nearly every step. On
 K=8 that cost 6-7 points of test accuracy (bench/results/fashion_mnist_k8.json); decoupled decay
 shrinks the latent weights by only 1.5e-4 per step and loses nothing measurable.
 
-A run lives in a directory (:mod:`iprune_tf.runs`).
-
-Phases, each saved as soon as it ends so an interrupted run resumes where it stopped:
-
-1. ``dense_fp``: the full-precision dense baseline, trained for the same total number of
-   epochs as the binary pipeline (the "same budget").
-2. ``dense_binary``: the binary flavour, dense, ``epochs_dense`` epochs.
-3. ``pruned``: the binary net pruned from full fan-in to K inputs per neuron over the first
-   ``epochs_prune`` epochs (geometric :class:`~iprune_tf.FanInSchedule`, masks recomputed every
-   ``frequency`` steps; ``schedule="oneshot"`` prunes to K at the first step instead), then
-   retrained with fixed masks for ``epochs_retrain`` epochs; stripped to ``pruned_stripped``.
+The train -> prune -> retrain pipeline that uses it is :mod:`iprune_tf.pipeline` (``recipes.train``
+is kept as an alias); the run directory it fills is :mod:`iprune_tf.runs`.
 """
 import dataclasses
 import os
-import time
 
 import numpy as np
 
 from iprune_tf import data as data_lib
-from iprune_tf import masking, models
+from iprune_tf import encoding, masking, models
 from iprune_tf._keras import keras, tf
 from iprune_tf.layers import is_supported, latent_kernel
-from iprune_tf.prune import prune_fan_in, strip_pruning
-from iprune_tf.runs import PHASES, SNAPSHOTS, Run  # noqa: F401  (re-exported: recipes.Run, recipes.PHASES)
+from iprune_tf.prune import prune_fan_in
+from iprune_tf.runs import PHASES, SNAPSHOTS, Run, atomic_write  # noqa: F401  (re-exported: recipes.Run, ...)
 from iprune_tf.schedules import FanInSchedule
 from iprune_tf.wrapper import PruneFanIn
-from tensorflow_model_optimization.python.core.sparsity.keras.pruning_callbacks import UpdatePruningStep
 
 LOSS = "squared_hinge"
 LEARNING_RATE = 3e-3
@@ -47,6 +36,7 @@ WEIGHT_DECAY = 5e-2
 WEIGHT_DECAY_MODES = ("decoupled", "l2")
 DECAY_LAYER = "output"
 SCHEDULES = ("gradual", "oneshot")
+_WIDTH_ARGUMENT = {"mnist": "hidden_units", "cifar10": "dense_units"}
 
 
 @dataclasses.dataclass
@@ -69,9 +59,19 @@ class RunConfig:
     weight_decay: float = WEIGHT_DECAY
     weight_decay_mode: str = "decoupled"
     seed: int = 0
+    hidden_units: tuple | None = None  # the preset's hidden dense widths (None: the paper's)
+    skip: tuple | None = None  # layer names left dense (None: the preset's paper skip list)
+    input_encoding: str | None = None  # e.g. "thermometer:3" (iprune_tf.encoding.from_spec); None: raw inputs
 
     def __post_init__(self):
         models.get_preset(self.preset)
+        masking.validate_inputs_per_neuron(self.inputs_per_neuron)
+        encoding.from_spec(self.input_encoding)  # ValueError for a bad spec, before any training
+        for name in ("hidden_units", "skip"):  # tuples, also when read back from run.json's lists
+            if getattr(self, name) is not None:
+                setattr(self, name, tuple(getattr(self, name)))
+        if self.hidden_units is not None and not all(isinstance(u, int) and u >= 1 for u in self.hidden_units):
+            raise ValueError(f"hidden_units must be positive ints, got {self.hidden_units}.")
         if self.flavour not in models.FLAVOURS or self.flavour == "full_precision":
             binary = [f for f in models.FLAVOURS if f != "full_precision"]
             raise ValueError(f"flavour must be a binary flavour, one of {binary}; got '{self.flavour}'.")
@@ -124,7 +124,11 @@ def prepare_data(config, run_dir=None):
     later calls (resume, report, export) load it, so every input sees the same transform.
     Returns ``(dataset, zca or None)`` with ``x_*`` preprocessed and ``y_*`` as class indices.
     """
-    dataset = data_lib.load_dataset(config.data, config.limit_train, config.limit_test)
+    return preprocess(config, data_lib.load_dataset(config.data, config.limit_train, config.limit_test), run_dir)
+
+
+def preprocess(config, dataset, run_dir=None):
+    """:func:`prepare_data` on a loaded ``dataset``."""
     if not models.get_preset(config.preset).zca:
         return dataset, None
     zca_path = os.path.join(run_dir, "zca.npz") if run_dir else None
@@ -133,7 +137,7 @@ def prepare_data(config, run_dir=None):
     else:
         zca = data_lib.ZCAWhitening().fit(dataset.x_train)
         if zca_path:
-            zca.save(zca_path)
+            atomic_write(zca_path, zca.save)
     whitened = dataclasses.replace(dataset, x_train=zca.transform(dataset.x_train), x_test=zca.transform(dataset.x_test))
     return whitened, zca
 
@@ -154,7 +158,35 @@ def build_model(config, flavour, input_shape, num_classes):
     """The preset's model in ``flavour`` for data of ``input_shape`` and ``num_classes``."""
     preset = models.get_preset(config.preset)
     l2 = config.weight_decay if config.weight_decay_mode == "l2" else None
-    return preset.build(flavour, num_classes=num_classes, input_shape=tuple(input_shape), output_l2=l2)
+    widths = {} if config.hidden_units is None else {_WIDTH_ARGUMENT[preset.name]: config.hidden_units}
+    return preset.build(flavour, num_classes=num_classes, input_shape=tuple(input_shape), output_l2=l2,
+                        input_encoding=config.input_encoding, **widths)
+
+
+def skip_list(config):
+    """What ``prune_fan_in`` leaves dense: the config's layer names, or the preset's paper skip list."""
+    return models.get_preset(config.preset).skip() if config.skip is None else list(config.skip)
+
+
+def prune(config, model, n_train):
+    """``model`` wrapped for pruning with the run's K, schedule and skip list."""
+    return prune_fan_in(model, config.inputs_per_neuron, pruning_schedule(config, n_train), skip=skip_list(config))
+
+
+def check_config(config, dataset):
+    """Raise ValueError for anything that would fail only after training started.
+
+    The data must suit the preset, and the binary model built for it must accept the run's K and
+    skip list: :func:`prune` is run on it here, seconds instead of two phases before it is needed.
+    """
+    if len(dataset.x_train) == 0 or len(dataset.x_test) == 0:
+        raise ValueError(f"data {dataset.name!r} has {len(dataset.x_train)} training and {len(dataset.x_test)} "
+                         "test samples after the limits; both must be >= 1.")
+    if models.get_preset(config.preset).zca and dataset.x_train.ndim != 4:
+        raise ValueError(f"preset {config.preset!r} needs images (N, H, W, C); data {dataset.name!r} has shape "
+                         f"{dataset.x_train.shape}.")
+    model = build_model(config, config.flavour, dataset.x_train.shape[1:], dataset.num_classes)
+    prune(config, model, len(dataset.x_train))
 
 
 def decoupled_decay(config):
@@ -179,102 +211,7 @@ def latent_kernels(model):
     return kernels
 
 
-def train(run_dir, config, resume=False, overwrite=False, verbose=1):
-    """Run (or resume) the whole pipeline in ``run_dir``; returns the :class:`Run`.
-
-    ``verbose`` is Keras' (1: progress bars). Each phase's test accuracy, epochs and wall time
-    go to ``run.json`` as soon as the phase ends.
-    """
-    run = Run.create(run_dir, config, resume=resume, overwrite=overwrite)
-    keras.utils.set_random_seed(config.seed)
-    dataset, _ = prepare_data(config, run.dir)
-    run.data = {
-        "name": dataset.name, "train_samples": len(dataset.x_train), "test_samples": len(dataset.x_test),
-        "num_classes": dataset.num_classes, "input_shape": list(dataset.x_train.shape[1:]),
-        "preprocessing": "zca" if models.get_preset(config.preset).zca else "none",
-    }
-    run.save()
-    targets = (data_lib.to_hinge_targets(dataset.y_train, dataset.num_classes),
-               data_lib.to_hinge_targets(dataset.y_test, dataset.num_classes))
-    fit = _Fitter(config, dataset, targets, verbose)
-    if not run.done("dense_fp"):
-        _phase(run, "dense_fp", lambda: fit.dense("full_precision", config.total_epochs))
-    if not run.done("dense_binary"):
-        _phase(run, "dense_binary", lambda: fit.dense(config.flavour, config.epochs_dense))
-    if not run.done("pruned"):
-        _phase(run, "pruned", lambda: fit.pruned(run))
-    return run
-
-
-def _phase(run, name, train_fn):
-    """Train one phase, then save its model and results at once (the resume point)."""
-    print(f"\n== {name} ==", flush=True)
-    start = time.time()
-    model, result = train_fn()
-    result["wall_time_s"] = round(time.time() - start, 1)
-    run.save_model(name, model)
-    if name == "pruned":
-        run.save_model("pruned_stripped", strip_pruning(model))
-    run.phases[name] = result
-    run.save()
-    print(f"{name}: test accuracy {result['test_accuracy']:.4f} ({result['wall_time_s']} s)", flush=True)
-
-
-class _Fitter:
-    """Trains and evaluates the phases of one run on one preprocessed data set."""
-
-    def __init__(self, config, dataset, targets, verbose):
-        self.config, self.dataset, self.verbose = config, dataset, verbose
-        self.y_train, self.y_test = targets
-
-    def _build(self, flavour):
-        ds = self.dataset
-        return build_model(self.config, flavour, ds.x_train.shape[1:], ds.num_classes)
-
-    def _fit(self, model, epochs, initial_epoch=0, callbacks=()):
-        if epochs > initial_epoch:
-            model.fit(self.dataset.x_train, self.y_train, batch_size=self.config.batch_size, epochs=epochs,
-                      initial_epoch=initial_epoch, validation_data=(self.dataset.x_test, self.y_test),
-                      callbacks=list(callbacks), verbose=self.verbose)
-
-    def evaluate(self, model):
-        return top1_accuracy(model, self.dataset.x_test, self.dataset.y_test)
-
-    def dense(self, flavour, epochs):
-        model = compile_model(self._build(flavour), self.config.learning_rate, decoupled_decay(self.config))
-        self._fit(model, epochs)
-        return model, {"test_accuracy": self.evaluate(model), "epochs": epochs, "flavour": flavour}
-
-    def pruned(self, run):
-        config = self.config
-        dense = run.load_model("dense_binary")
-        before = latent_kernels(dense)
-        run.save_snapshot("before_pruning", before)
-        schedule = pruning_schedule(config, len(self.dataset.x_train))
-        model = prune_fan_in(dense, config.inputs_per_neuron, schedule, skip=models.get_preset(config.preset).skip())
-        compile_model(model, config.learning_rate, decoupled_decay(config))
-        callbacks = [UpdatePruningStep()]
-        total = config.epochs_prune + config.epochs_retrain
-        if config.schedule == "gradual" and config.epochs_prune:
-            self._fit(model, config.epochs_prune, callbacks=callbacks)
-            after_pruning, accuracy_after_pruning = latent_kernels(model), self.evaluate(model)
-            start = config.epochs_prune
-        else:
-            after_pruning, accuracy_after_pruning = _one_shot_masked(model, before), None
-            start = 0
-        run.save_snapshot("after_pruning", after_pruning)
-        self._fit(model, total, initial_epoch=start, callbacks=callbacks)
-        run.save_snapshot("after_retraining", latent_kernels(model))
-        return model, {
-            "test_accuracy": self.evaluate(strip_pruning(model)),
-            "test_accuracy_after_pruning": accuracy_after_pruning,
-            "epochs": total,
-            "inputs_per_neuron": config.inputs_per_neuron,
-            "schedule": schedule.get_config(),
-        }
-
-
-def _one_shot_masked(model, kernels):
+def one_shot_masked(model, kernels):
     """``kernels`` with each pruned layer's per-neuron top-K mask applied: the weights right after
     a one-shot pruning, before any retraining step."""
     masked = dict(kernels)
@@ -284,3 +221,12 @@ def _one_shot_masked(model, kernels):
             mask = masking.per_neuron_topk_mask(tf.constant(kernels[name]), layer.final_inputs_per_neuron)
             masked[name] = kernels[name] * mask.numpy()
     return masked
+
+
+def __getattr__(name):
+    """``recipes.train``: the pipeline lives in :mod:`iprune_tf.pipeline`, which imports this module."""
+    if name == "train":
+        from iprune_tf.pipeline import train
+
+        return train
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

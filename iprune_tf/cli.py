@@ -138,12 +138,13 @@ def export_command(args):
     int8 is calibrated on training inputs and every file is verified on test inputs, both with
     the run's preprocessing (its stored ZCA for CIFAR-10).
     """
-    from iprune_tf import export
+    from iprune_tf import encoding, export
 
     run = recipes.Run(args.run_dir)
     model = run.load_model("pruned_stripped")
     dataset, _ = recipes.prepare_data(run.config, run.dir)
-    modes = ["h5", *(args.mode or ["float", "int8"]), "npz"]
+    encoded = any(encoding.is_encoding(layer) for layer in model.layers)  # the .npz format has no encodings
+    modes = ["h5", *(args.mode or ["float", "int8"]), *([] if encoded else ["npz"])]
     rows = export.export_run_files(
         model, os.path.join(run.dir, "export"), "pruned", modes,
         representative_x=dataset.x_train[:REPRESENTATIVE_SAMPLES], verify_x=dataset.x_test[:args.verify_samples],

@@ -5,7 +5,7 @@ import os
 import numpy as np
 
 from iprune_tf._keras import keras
-from iprune_tf.export import c_verify, npz
+from iprune_tf.export import c_verify, npz, verilog, verilog_verify
 from iprune_tf.export.c import to_c
 from iprune_tf.export.c_array import _C_IDENTIFIER, _refuse_overwrite, to_c_array
 from iprune_tf.export.lowering import lower
@@ -14,7 +14,7 @@ from iprune_tf.export.verify import _compare, verify
 from iprune_tf.prune import as_stripped, prune_scope
 
 TFLM_MODES = ("float", "int8", "sparse", "sparse_int8")
-FILE_MODES = ("h5", *MODES, "npz", "c")
+FILE_MODES = ("h5", *MODES, "npz", "c", "verilog")
 
 
 @dataclasses.dataclass
@@ -50,7 +50,9 @@ def export_run_files(
     compared), ``"float"``/``"int8"``/``"lce"`` (``{name}_{mode}.tflite``, see :func:`to_tflite`
     and :func:`verify`; ``"sparse"``/``"sparse_int8"`` are the TFLite files that shrink with pruning),
     ``"npz"`` (``{name}_sparse.npz``, :mod:`iprune_tf.export.npz`, run by its numpy inference),
-    ``"c"`` (``{name}.c``/``{name}.h``, :func:`~iprune_tf.export.c.to_c`, run by gcc and in QEMU).
+    ``"c"`` (``{name}.c``/``{name}.h``, :func:`~iprune_tf.export.c.to_c`, run by gcc and in QEMU),
+    ``"verilog"`` (``verilog/net.v``, ``tb.v``, ``design.json``: :func:`~iprune_tf.export.verilog.to_verilog`,
+    simulated with Icarus Verilog; fully binary MLPs with an input encoding only).
     With ``c_array``, the TFLM modes (:data:`TFLM_MODES`) also get the
     ``{name}_{mode}.h/.cc`` pair. Every file is built in memory and every target path checked
     before anything is written; existing files are never replaced unless ``overwrite=True``.
@@ -84,6 +86,8 @@ def _build(model, mode, representative_x, int8_io):
         return model
     if mode in ("npz", "c"):
         return lower(model)
+    if mode == "verilog":
+        return verilog.check_lut_net(lower(model))
     return to_tflite(model, mode, representative_data=representative_x, int8_io=int8_io)
 
 
@@ -94,6 +98,8 @@ def _write(artifact, mode, path):
         npz.save_sparse(artifact, path, overwrite=True)
     elif mode == "c":
         return to_c(artifact, os.path.basename(path)[:-2], os.path.dirname(path), overwrite=True)
+    elif mode == "verilog":
+        return verilog.to_verilog(artifact, os.path.dirname(path), overwrite=True)
     else:
         with open(path, "wb") as f:
             f.write(artifact)
@@ -113,6 +119,10 @@ def _check_file(model, artifact, mode, path, x):
             reloaded = keras.models.load_model(path, compile=False)
         check = _compare("keras", expected, reloaded.predict(x, batch_size=256, verbose=0))
         return [ExportRow(mode, path, size, check.runtime, check.agreement, check.max_abs_diff)]
+    if mode == "verilog":
+        classes = verilog_verify.simulate(artifact, verilog.input_bits(lower(model), x)).classes
+        agreement = float(np.mean(classes == np.argmax(expected, axis=1))) if len(x) else 1.0
+        return [ExportRow(mode, path, size, "iverilog", agreement, float("nan"))]
     if mode == "c":
         return [ExportRow(mode, path, size, r["runtime"], r["agreement"], r["max_abs_diff"], r["ram_bytes"],
                           artifact.data_bytes, r["flash_bytes"]) for r in c_verify.check_export(artifact, x, expected)]
@@ -121,6 +131,8 @@ def _check_file(model, artifact, mode, path, x):
 
 
 def _planned_paths(out_dir, name, mode, c_array):
+    if mode == "verilog":
+        return [os.path.join(out_dir, "verilog", file) for file in verilog.FILES]
     stem = os.path.join(out_dir, {"h5": name, "npz": f"{name}_sparse", "c": name}.get(mode, f"{name}_{mode}"))
     extension = {"h5": ".h5", "npz": ".npz", "c": ".c"}.get(mode, ".tflite")
     extras = [f"{stem}.h", f"{stem}.cc"] if c_array and mode in TFLM_MODES else [f"{stem}.h"] if mode == "c" else []

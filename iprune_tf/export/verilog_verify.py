@@ -29,8 +29,8 @@ SYNTH = {  # (flattened, hierarchy kept)
 LUT_CELLS = {"lut6": ("$lut",), "ice40": ("SB_LUT4",)}
 
 
-class ToolMissing(RuntimeError):
-    """A hardware tool is not installed."""
+class ToolMissing(FileNotFoundError):
+    """A hardware tool is not installed (the message names its Debian package)."""
 
 
 def require_tool(name):

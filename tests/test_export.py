@@ -1,5 +1,4 @@
 """Edge export: finalized models, TFLite float/int8/LCE, TFLite Micro, C arrays, verification."""
-import functools
 import importlib.util
 import os
 import re
@@ -11,58 +10,13 @@ import pytest
 
 import iprune_tf
 import larq as lq
-from conftest import BINARY, fit_pruned, random_data
+from conftest import BINARY, fit_pruned, needs_fashion_mnist, random_data, train_pruned_mlp, trained_preset
 from iprune_tf import export
 from iprune_tf._keras import keras, tf
-from iprune_tf.data import DEBIAN_FASHION_MNIST, load_dataset, to_hinge_targets
 from iprune_tf.models import mnist_mlp
 
-needs_fashion_mnist = pytest.mark.skipif(
-    not os.path.isdir(DEBIAN_FASHION_MNIST), reason="apt-get install dataset-fashion-mnist to run"
-)
 BINARY_INPUT = dict(BINARY, input_quantizer="ste_sign")
 TFLITE = "litert" if importlib.util.find_spec("ai_edge_litert") else "tflite"  # the interpreter verify() uses
-
-
-def train_pruned_mlp(flavour, data, epochs, hidden_units=(1024, 1024)):
-    """``mnist_mlp(flavour)`` pruned one-shot to K=8 (paper skip list), trained ``epochs`` on ``data`` (batches of 64)."""
-    keras.backend.clear_session()
-    keras.utils.set_random_seed(0)
-    model = mnist_mlp(flavour, hidden_units=hidden_units)
-    pruned = iprune_tf.prune_fan_in(model, 8, skip=iprune_tf.paper_skip("mnist"))
-    pruned.compile(keras.optimizers.Adam(3e-3), "squared_hinge")
-    targets = to_hinge_targets(data.y_train, 10)
-    pruned.fit(
-        data.x_train, targets, batch_size=64, epochs=epochs, callbacks=[iprune_tf.UpdatePruningStep()], verbose=0,
-    )
-    return pruned
-
-
-@functools.lru_cache(maxsize=None)
-def fashion_data():
-    """4,000 training and 1,000 test images of the real Fashion-MNIST (shared with test_sparse_format)."""
-    return load_dataset("fashion_mnist", limit_train=4000, limit_test=1000)
-
-
-@functools.lru_cache(maxsize=None)
-def trained_preset():
-    """The MNIST preset (BinaryConnect, 1024-1024-10) pruned to K=8, trained 2 x 63 steps, seed 0.
-
-    Trained once per test session (test_sparse_format uses it too). Nearly every int8
-    disagreement is an exact tie of the top two int8 logits (step = range / 255, 0.025-0.035
-    here), which argmax breaks towards the lower class; at most one per 1,000 was a real flip.
-    Over seeds 0-5 this fixture gave 1-6 disagreements in 1,000 (99.4-99.9%, mean 99.6%);
-    trained on 2,000 images it gave 2-7 (99.3-99.8%), and training longer or with a gradual
-    schedule did not widen the margins relative to the logit range.
-    """
-    return train_pruned_mlp("binaryconnect_det", fashion_data(), epochs=2)
-
-
-@pytest.fixture(scope="module")
-def fashion():
-    if not os.path.isdir(DEBIAN_FASHION_MNIST):
-        pytest.skip("apt-get install dataset-fashion-mnist to run")
-    return fashion_data()
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +60,7 @@ def tflm_check(checks):
 # ---------------------------------------------------------------- the MNIST preset at K=8
 
 
+@pytest.mark.slow
 @needs_fashion_mnist
 def test_finalized_preset_has_constant_ternary_kernels_and_same_outputs(preset, fashion):
     pruned, _ = preset
@@ -119,6 +74,7 @@ def test_finalized_preset_has_constant_ternary_kernels_and_same_outputs(preset, 
     np.testing.assert_allclose(finalized.predict(x, verbose=0), pruned.predict(x, verbose=0), atol=1e-5)
 
 
+@pytest.mark.slow
 @needs_fashion_mnist
 def test_float_export_matches_keras_in_tflite_and_tflm(preset, fashion):
     pruned, files = preset
@@ -130,6 +86,7 @@ def test_float_export_matches_keras_in_tflite_and_tflm(preset, fashion):
     assert tflm.arena_method == "recorded" and 0 < tflm.arena_bytes < 64 * 1024
 
 
+@pytest.mark.slow
 @needs_fashion_mnist
 def test_int8_export_matches_keras_in_tflite_and_tflm(preset, fashion):
     pruned, files = preset
@@ -154,6 +111,7 @@ def test_int8_export_matches_keras_in_tflite_and_tflm(preset, fashion):
     assert len(files["int8"]) <= 0.252 * len(files["float"])
 
 
+@pytest.mark.slow
 @needs_fashion_mnist
 def test_int8_io_and_per_channel_dense_kernels(preset, fashion):
     pruned, files = preset
@@ -173,6 +131,7 @@ def test_int8_io_and_per_channel_dense_kernels(preset, fashion):
     assert_matches(checks, [TFLITE, "tflm"], 300, min_agreement=0.98)
 
 
+@pytest.mark.slow
 @needs_fashion_mnist
 def test_lce_export_matches_keras_in_lce_interpreter(preset, fashion):
     pruned, _ = preset
@@ -182,6 +141,7 @@ def test_lce_export_matches_keras_in_lce_interpreter(preset, fashion):
     assert_matches(checks, ["lce"], 1000, min_agreement=0.99, max_diff=1e-4)
 
 
+@pytest.mark.slow
 @needs_fashion_mnist
 def test_binary_flavour_runs_in_tflm(fashion):
     pruned = train_pruned_mlp("binary", fashion.limit(640), epochs=1, hidden_units=(256, 256))

@@ -11,6 +11,8 @@ from conftest import write_npz_dataset
 from iprune_tf import cli, models
 from iprune_tf.export import load_sparse
 
+pytestmark = pytest.mark.slow  # trains a CIFAR-10-preset run
+
 
 @pytest.fixture(scope="module")
 def conv_run(tmp_path_factory):

@@ -69,6 +69,7 @@ def test_mnist_preset_lowered_equals_keras(flavour):
             assert np.array_equal(np.where(keras_out >= 0, 1, -1), np.where(lowered_out >= 0, 1, -1))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flavour", ["binary", "binaryconnect_det"])
 def test_cifar10_preset_random_weights_lowered_equals_keras(flavour):
     rng = np.random.default_rng(2)

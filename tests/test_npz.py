@@ -7,11 +7,10 @@ import pytest
 
 import iprune_tf
 import larq as lq
-from conftest import BINARY, fit_pruned, random_data
+from conftest import BINARY, fashion_data, fit_pruned, needs_fashion_mnist, random_data, trained_preset
 from iprune_tf.export import lower, npz as sf
 from iprune_tf._keras import keras
 from iprune_tf.models import mnist_mlp
-from test_export import fashion_data, needs_fashion_mnist, trained_preset
 
 
 def round_trip(model, tmp_path, name="model.npz"):
@@ -20,6 +19,7 @@ def round_trip(model, tmp_path, name="model.npz"):
     return sf.load_sparse(path), path
 
 
+@pytest.mark.slow
 @needs_fashion_mnist
 def test_preset_k8_payload_and_predictions(tmp_path):
     pruned = trained_preset()

@@ -8,6 +8,7 @@
 """
 import argparse
 import dataclasses
+import json
 import os
 import sys
 
@@ -71,8 +72,10 @@ def _train_parser(sub):
 
 def _report_parser(sub):
     p = sub.add_parser("report", parents=[_common()], help="Table 1 (Markdown + JSON) and weight plots of a run")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", nargs="+", help="a run; or several runs of one recipe with different --seed: "
+                                              "accuracy as mean ± std over them")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--out", default=None, help="with several runs: write the table to OUT (Markdown) and OUT.json")
 
 
 def _export_parser(sub):
@@ -125,7 +128,17 @@ def train_command(args):
 def report_command(args):
     from iprune_tf import report
 
-    table = report.write_report(args.run_dir, plots=not args.no_plots)
+    if len(args.run_dir) == 1:
+        print(report.write_report(args.run_dir[0], plots=not args.no_plots))
+        return
+    if args.out and os.path.exists(args.out):
+        raise FileExistsError(f"{args.out} exists; choose another --out (nothing is overwritten).")
+    rows, table = report.seeds_report(args.run_dir)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(table + "\n")
+        with open(args.out + ".json", "w") as f:
+            json.dump({"runs": args.run_dir, "table": rows}, f, indent=2)
     print(table)
 
 

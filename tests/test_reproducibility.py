@@ -85,3 +85,17 @@ def test_seeds_report_refuses_repeated_seeds_and_other_recipes(three_runs, tmp_p
     (changed / "run.json").write_text(json.dumps(state))
     with pytest.raises(ValueError, match="differ in more than the seed"):
         report.seeds_report([first.dir, str(changed)])
+
+
+def test_iprune_report_of_several_seeds_writes_the_table_once(three_runs, tmp_path, capsys):
+    from iprune_tf import cli
+
+    first, _, other = three_runs
+    out = tmp_path / "seeds.md"
+    assert cli.main(["report", first.dir, other.dir, "--out", str(out)]) == 0
+    assert "(n=2) |" in capsys.readouterr().out
+    rows = json.loads((tmp_path / "seeds.md.json").read_text())["table"]
+    assert [row["test_accuracy_seeds"] for row in rows][0] == {"0": first.phases["dense_fp"]["test_accuracy"],
+                                                               "1": other.phases["dense_fp"]["test_accuracy"]}
+    assert cli.main(["report", first.dir, other.dir, "--out", str(out)]) == 2
+    assert "exists" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """Export a run's model in several modes, verify every file against Keras, and print the table."""
 import dataclasses
 import os
+import warnings
 
 import numpy as np
 
@@ -93,7 +94,9 @@ def _build(model, mode, representative_x, int8_io):
 
 def _write(artifact, mode, path):
     if mode == "h5":
-        artifact.save(path, overwrite=True)  # the caller already refused existing files
+        with warnings.catch_warnings():  # HDF5 is deliberate (see runs.Run.save_model): no "legacy" warning
+            warnings.filterwarnings("ignore", message="You are saving your model as an HDF5 file")
+            artifact.save(path, overwrite=True)  # the caller already refused existing files
     elif mode == "npz":
         npz.save_sparse(artifact, path, overwrite=True)
     elif mode == "c":

@@ -5,7 +5,8 @@
 Each setting trains the MNIST preset (BinaryConnect, pruned to K=8 with masks every 100 steps) for
 ``--steps`` steps of batch 100 on Fashion-MNIST from seed 0, in a fresh process (oneDNN is chosen at
 import time), and records a SHA-256 of all final weights and the best steps/s over chunks of 100
-steps. Equal hashes mean bit-identical training. A machine of another kind is emulated by what
+steps (wall) and the least process CPU time per 100 steps (the cost that a loaded machine does not
+hide). Equal hashes mean bit-identical training. A machine of another kind is emulated by what
 differs between machines: the instruction set oneDNN dispatches to (``ONEDNN_MAX_CPU_ISA``) and
 the number of threads (TensorFlow uses one intra-op thread per core by default).
 """
@@ -51,19 +52,20 @@ def worker(steps, threads, determinism):
     schedule = iprune_tf.FanInSchedule(begin_step=1, end_step=steps, frequency=100)
     model = iprune_tf.prune_fan_in(models.mnist_mlp("binaryconnect_det"), 8, schedule, skip=iprune_tf.paper_skip("mnist"))
     recipes.compile_model(model, weight_decay=recipes.WEIGHT_DECAY)
-    times = []
+    times = []  # (wall, process CPU) at the end of every chunk of STEPS_PER_CHUNK steps
 
     class Clock(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
             if (batch + 1) % STEPS_PER_CHUNK == 0:
-                times.append(time.perf_counter())
+                times.append((time.perf_counter(), time.process_time()))
 
-    start = time.perf_counter()
+    times.append((time.perf_counter(), time.process_time()))
     history = model.fit(x, y, batch_size=100, epochs=1, verbose=0, callbacks=[iprune_tf.UpdatePruningStep(), Clock()])
-    chunks = [b - a for a, b in zip([start] + times[:-1], times)][1:]  # the first chunk includes tracing
+    chunks = [(b[0] - a[0], b[1] - a[1]) for a, b in zip(times[:-1], times[1:])][1:]  # the first one includes tracing
     digest = hashlib.sha256(b"".join(w.tobytes() for w in model.get_weights())).hexdigest()
     print(json.dumps({"sha256": digest[:16], "loss": history.history["loss"][-1],
-                      "steps_per_s": STEPS_PER_CHUNK / min(chunks)}))
+                      "steps_per_s": STEPS_PER_CHUNK / min(wall for wall, _ in chunks),
+                      "cpu_s_per_100_steps": 100 / STEPS_PER_CHUNK * min(cpu for _, cpu in chunks)}))
 
 
 def run_setting(name, steps):
@@ -108,10 +110,11 @@ def summarize(runs, args):
             "same_as_default": bool(ok) and all(r["sha256"] == reference for r in ok),
             "steps_per_s_best": round(max((r["steps_per_s"] for r in ok), default=0), 1),
             "step_time_vs_default": round(base_speed / max((r["steps_per_s"] for r in ok), default=float("nan")), 2),
+            "cpu_s_per_100_steps": round(min((r["cpu_s_per_100_steps"] for r in ok), default=float("nan")), 2),
         }
-    rows = [(n, t["hashes"][0], t["same_as_default"], t["steps_per_s_best"], t["step_time_vs_default"])
-            for n, t in table.items()]
-    print_table(["setting", "weights sha256", "= default", "steps/s", "step time"], rows)
+    rows = [(n, t["hashes"][0], t["same_as_default"], t["steps_per_s_best"], t["step_time_vs_default"],
+             t["cpu_s_per_100_steps"]) for n, t in table.items()]
+    print_table(["setting", "weights sha256", "= default", "steps/s", "step time", "CPU s / 100 steps"], rows)
     write_result("determinism", {"steps": args.steps, "rounds": args.rounds, "settings": table},
                  f"python bench/determinism.py --steps {args.steps} --rounds {args.rounds}")
 

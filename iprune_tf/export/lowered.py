@@ -117,11 +117,23 @@ class LoweredLayer:
 
     def _sums(self, x):
         if self.kind == "sparse":
-            weights = self.signs if self.signs is not None else self.values
-            return np.einsum("...uk,uk->...u", x[..., self.indices], weights.astype(np.float32))
+            return self._sparse_sums(x)
         if self.kind == "binary":
             return x @ self.signs.T.astype(np.float32)
         return x @ self.kernel
+
+    def _sparse_sums(self, x):
+        """Sums over each neuron's K inputs in float32, in index order (k = 0, 1, ...).
+
+        A fixed order, so that a backend summing the same way (the C export) reproduces real-valued
+        sums bit for bit; integer sums are exact in any order.
+        """
+        weights = (self.signs if self.signs is not None else self.values).astype(np.float32)
+        gathered = x[..., self.indices]
+        s = np.zeros(gathered.shape[:-1], np.float32)
+        for k in range(self.k):
+            s = s + gathered[..., k] * weights[:, k]
+        return s
 
     def _patches(self, x):
         """(N, OH, OW, kh*kw*c_in) patches in (i, j, c) order, after constant padding."""

@@ -10,6 +10,7 @@ from tensorflow_model_optimization.python.core.sparsity.keras.pruning_callbacks 
     UpdatePruningStep,
 )
 
+from iprune_tf.encoding import ThermometerEncoding, ThresholdEncoding  # noqa: E402
 from iprune_tf.inspection import LayerStats, effective_kernel, format_inspection, inspect_pruning  # noqa: E402
 from iprune_tf.masking import per_neuron_topk_mask  # noqa: E402
 from iprune_tf.prune import custom_objects, prune_fan_in, prune_scope, strip_pruning  # noqa: E402
@@ -29,6 +30,8 @@ __all__ = [
     "PruneFanIn",
     "PruningSummaries",
     "StochasticBinary",
+    "ThermometerEncoding",
+    "ThresholdEncoding",
     "UpdatePruningStep",
     "custom_objects",
     "effective_kernel",

@@ -211,3 +211,24 @@ def _run(tflite, x, which):
     interpreter.set_tensor(inp["index"], x.astype(np.float32))
     interpreter.invoke()
     return interpreter.get_tensor(out["index"])
+
+
+def test_iprune_export_lists_the_sparse_modes_without_library_noise(tiny_run, capfd, recwarn):
+    from iprune_tf import cli
+
+    args = ["export", tiny_run.dir, "--mode", "sparse", "--mode", "sparse_int8", "--verify-samples", "50", "--overwrite"]
+    assert cli.main(args) == 0
+    out, err = capfd.readouterr()
+    lines = out.splitlines()
+    header = next(line for line in lines if line.startswith("mode"))
+    arena_end = header.index("arena") + len("arena")
+    rows = [line.split() + [line[arena_end - 9 : arena_end].strip()] for line in lines if line.startswith("sparse")]
+    assert [(row[0], row[1], row[4]) for row in rows] == [
+        ("sparse", "pruned_sparse.tflite", TFLITE), ("sparse", "pruned_sparse.tflite", "tflm"),
+        ("sparse_int8", "pruned_sparse_int8.tflite", TFLITE), ("sparse_int8", "pruned_sparse_int8.tflite", "tflm"),
+    ]
+    assert rows[0][5] == rows[1][5] == "100.00%" and rows[0][-1] == "-", out
+    assert int(rows[1][-1]) > 0 and int(rows[3][-1]) > 0, out  # TFLM arenas
+    printed = out + err + "\n".join(str(warning.message) for warning in recwarn)  # pytest captures warnings
+    for noise in ("deprecated", "fully_quantize", "Statistics for quantized", "XNNPACK", "HDF5", "compiled metrics"):
+        assert noise not in printed, noise

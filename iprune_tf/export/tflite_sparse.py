@@ -9,20 +9,24 @@ one pruned Dense layer with ±1 weights (K kept inputs per neuron)::
         |  MUL(scale) -> ADD(offset) [-> RELU]                 # otherwise (BN folded)
 
 The sign of each kept weight is folded into its index (``i + fan_in`` reads ``-x[i]``), so no
-sign tensor is stored. Alternatives measured on a 784->1024 layer at K=8 (bench/README.md):
-GATHER + MUL by float signs is 67 KB against 34 KB (float) and 43 KB against 35 KB (int8, signs
-quantized); one GATHER per block of neurons instead of per layer adds 1.5-3.5 KB of ops and
-index tensors but bounds the gathered intermediate in the TFLM arena (``neurons_per_gather``).
-Pruned layers with real weights gather ``x`` and MUL by their float values. Unpruned layers stay
-FULLY_CONNECTED / CONV_2D; MAX_POOL_2D and RESHAPE keep their meaning.
+sign tensor is stored. Alternatives measured (bench/README.md, "Sparse TFLite"): GATHER + MUL by
+a sign tensor (larger: +32 KB per 1024x8 layer in float, +8 KB in int8); one GATHER per block of
+neurons (``neurons_per_gather``: a few KB larger, but the gathered intermediate in the TFLM arena
+shrinks with the block); in int8, a DEPTHWISE_CONV_2D over the K gathered inputs holding
+``sign * scale`` (one requantization instead of three, but per-channel parameters make the file
+~80% larger). Pruned layers with real weights gather ``x`` and MUL by their values. Unpruned
+layers stay FULLY_CONNECTED / CONV_2D (after PADV2 for larq's ``pad_values``); MAX_POOL_2D and
+RESHAPE keep their meaning.
 
-int8 exactness of binary layers: the threshold compare uses ``T' = T - 1/2``-style midpoints
-(the largest unreachable value below the smallest reachable sum ``>= T``; sums have the parity
-of K), and each sum is pinned to ``[-K-1, K+1]`` with a FakeQuant range, so the int8 sum has a
-step of ``(2K+2)/255 < 1`` and every reachable sum lies at least 1 away from its threshold: the
-integer model reproduces every bit for K <= 126 regardless of calibration (measured: 0 wrong bits
-in TFLite, with and without XNNPACK, and in TFLM). Layers on real-valued inputs (the first layer)
-are rounded to int8 like any int8 model.
+int8 exactness: a thresholded sum of K terms ±1 has the parity of K, so ``s >= T`` is compared as
+``s >= T'`` with ``T'`` half-way between reachable sums (:func:`midpoint_thresholds`), and every
+such sum is pinned to ``[-K-1, K+1]`` by a FakeQuant range: its int8 step ``(2K+2)/255`` is below
+1, so each reachable sum stays on its side of ``T'`` whatever the calibration (K <= 126). Every
+bit computed from ±1 inputs is therefore exact (tested bit for bit in TFLite and TFLM). A sign of
+*real-valued* inputs (the first layer of the binary flavour without an input encoding) is taken
+after int8 rounding, so values within a quantization step of 0 or of the threshold can flip, as
+in any int8 model; an input encoding (:mod:`iprune_tf.encoding`) on inputs the int8 input scale
+represents exactly (pixels k/255) avoids that.
 
 Pruned convolutions are refused: TFLM has no op that gathers a pruned filter's taps without first
 materializing every patch (im2col: OH*OW*kh*kw*C_in values in the arena).
@@ -39,7 +43,6 @@ from iprune_tf.export.lowered import Flatten, LoweredLayer, LoweredNet, MaxPool
 from iprune_tf.export.lowering import lower
 
 SPARSE_MODES = ("sparse", "sparse_int8")
-MAX_EXACT_K = 126
 
 
 def to_sparse_tflite(model, mode="sparse", representative_data=None, int8_io=False, neurons_per_gather=None):

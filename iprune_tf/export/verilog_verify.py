@@ -12,6 +12,7 @@ The tools are Debian packages (``iverilog``, ``verilator``, ``yosys``); a missin
 import dataclasses
 import os
 import re
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -66,8 +67,9 @@ def _write_inputs(path, bits):
 
 
 def _hex_bits(text, units):
-    value = int(text, 16)
-    return [(value >> i) & 1 for i in range(units)]
+    """Bits 0..units-1 (LSB first) of a hex number."""
+    data = int(text, 16).to_bytes(-(-units // 8), "little")
+    return np.unpackbits(np.frombuffer(data, np.uint8), bitorder="little")[:units]
 
 
 def _build(design, simulator, work):
@@ -139,25 +141,33 @@ def synthesize(design, target="lut6", flatten=True, timeout=7200):
     command = SYNTH[target][0 if flatten else 1].format(top=TOP)
     script = (f"read_verilog {os.path.abspath(design.path('net.v'))}; {command}; "
               f"tee -o stat.log stat -top {TOP}; tee -a stat.log ltp -noff")
+    before = _children_cpu()
     with tempfile.TemporaryDirectory(prefix="iprune_yosys_") as work:
         _run([require_tool("yosys"), "-q", "-p", script], work, timeout)
         with open(os.path.join(work, "stat.log")) as f:
-            return _yosys_figures(f.read(), target, design)
+            figures = _yosys_figures(f.read(), target, design)
+    return {**figures, "cpu_s": round(_children_cpu() - before, 1)}
 
 
-def verify(model, design, x, simulator="iverilog", hidden_samples=200):
-    """Simulate ``x`` and compare: classes with Keras' argmax, hidden bits with the lowered model's.
+def _children_cpu():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
-    Returns a dict of sample counts and agreements; the hidden bits are checked on the first
-    ``hidden_samples`` inputs.
+
+def verify(model, design, x, simulator="iverilog"):
+    """Simulate ``x`` once and compare: classes with Keras' argmax, every hidden bit with the lowered model's.
+
+    Returns counts: ``class_agreement`` (inputs whose netlist class equals Keras') and
+    ``hidden_bit_mismatches`` (per hidden layer), plus the netlist's ``classes``.
     """
     net = lowered_of(model)
     keras_classes = np.argmax(model.predict(x, batch_size=1000, verbose=0), axis=1)
-    sim = simulate(design, input_bits(net, x), simulator)
-    n_hidden = min(hidden_samples, len(x))
-    hidden = simulate(design, input_bits(net, x[:n_hidden]), simulator, hidden=True).hidden if n_hidden else []
-    steps = net.activations(x[:n_hidden])[1 if net.input_encoding else 0 :]
-    acts = [a for a, step in zip(steps, net.steps) if isinstance(step, LoweredLayer) and step is not net.layers[-1]]
-    mismatched = [int(np.sum(h != (a.reshape(len(a), -1) > 0))) for h, a in zip(hidden, acts)]
+    sim = simulate(design, input_bits(net, x), simulator, hidden=True)
+    mismatched = [0] * len(sim.hidden)
+    for start in range(0, len(x), 1000):
+        outputs = net.activations(x[start : start + 1000])[1 if net.input_encoding else 0 :]
+        acts = [a for a, step in zip(outputs, net.steps) if isinstance(step, LoweredLayer) and step is not net.layers[-1]]
+        for i, (h, a) in enumerate(zip(sim.hidden, acts)):
+            mismatched[i] += int(np.sum(h[start : start + 1000] != (a.reshape(len(a), -1) > 0)))
     return {"samples": len(x), "class_agreement": int(np.sum(sim.classes == keras_classes)),
-            "hidden_samples": n_hidden, "hidden_bit_mismatches": mismatched, "classes": sim.classes}
+            "hidden_bit_mismatches": mismatched, "classes": sim.classes}

@@ -1,0 +1,183 @@
+"""Accuracy and hardware cost of the fully binary MNIST preset as a LUT network, on Fashion-MNIST.
+
+Two stages, so that the (long) training and the hardware flow can run at different times:
+
+  nice -n 15 python bench/lut_accuracy.py train --config w1024_t3_cos      # dense, then K=8 and K=6
+  nice -n 15 python bench/lut_accuracy.py hardware --config w1024_t3_cos   # Verilog, simulation, Yosys
+
+``train`` trains the binary dense net once, prunes it to each K (gradual geometric schedule) and
+retrains; the stripped models go to ``runs/lut_accuracy/<config>_k<K>.h5``. ``hardware`` lowers each
+model, writes its Verilog netlist, simulates it on all 10,000 test images (classes must equal
+Keras' on every one) and synthesizes it with Yosys (LUT6, iCE40 LUT4, flip-flops, depth). Every
+configuration tried is kept in ``bench/results/lut_accuracy.json``.
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from common import RESULTS, fashion_mnist  # noqa: E402
+
+import iprune_tf  # noqa: E402
+from iprune_tf import models, recipes  # noqa: E402
+from iprune_tf._keras import keras  # noqa: E402
+from iprune_tf.export import to_verilog  # noqa: E402
+from iprune_tf.export import verilog_verify as vv  # noqa: E402
+
+WORK = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "runs", "lut_accuracy")
+RESULT = os.path.join(RESULTS, "lut_accuracy.json")
+
+# Every configuration tried. lr_decay "cosine": constant rate while pruning, then per step a cosine
+# decay to 1% over retraining. Both K are pruned from the same binary dense net.
+CONFIGS = {
+    # What the shared machine allowed: 2 cores, ~20 runnable processes, nice 15 jobs at ~3% of a core.
+    # 1024-wide runs (w1024_t3, 10/10/15 epochs, then 2/2/2) ran ~800 s per epoch and were stopped.
+    "w256_t3_short": dict(hidden=256, encoding="thermometer:3", epochs_dense=2, epochs_prune=1,
+                          epochs_retrain=1, lr=3e-3, lr_decay="cosine", ks=(6, 8)),
+}
+BATCH = 100
+FREQUENCY = 100
+WEIGHT_DECAY = 5e-2
+
+
+def model_path(name, what):
+    return os.path.join(WORK, f"{name}_{what}.h5")
+
+
+def load_results():
+    if os.path.exists(RESULT):
+        with open(RESULT) as f:
+            return json.load(f)
+    return {"configs": {}}
+
+
+def save_entry(name, entry):
+    """Merge ``entry`` into the configuration ``name`` of the results file (re-read just before writing:
+    the K runs of one configuration may run in parallel processes)."""
+    results = load_results()
+    results["configs"].setdefault(name, {}).update(entry)
+    results["machine_note"] = "2 CPU cores shared with other jobs; training run with nice -n 15"
+    tmp = f"{RESULT}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(results, f, indent=2)
+    os.replace(tmp, RESULT)
+
+
+class CosineRetrain(keras.callbacks.Callback):
+    """Constant learning rate for the pruning epochs, then a per-step cosine decay to 1%."""
+
+    def __init__(self, cfg, steps_per_epoch):
+        super().__init__()
+        self.cfg, self.start = cfg, cfg["epochs_prune"] * steps_per_epoch
+        self.length = max(1, cfg["epochs_retrain"] * steps_per_epoch)
+        self.step = 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        frac = min(1.0, max(0, self.step - self.start) / self.length)
+        rate = self.cfg["lr"]
+        if self.cfg["lr_decay"] == "cosine" and self.step >= self.start:
+            rate *= 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * frac))
+        self.model.optimizer.learning_rate.assign(rate)
+        self.step += 1
+
+
+def _dense(name, cfg, data):
+    """The binary dense net of configuration ``name``: loaded if already trained, else trained and saved."""
+    path = model_path(name, "dense")
+    if os.path.exists(path):
+        return keras.models.load_model(path, compile=False)
+    x, y, x_test, y_test, labels = data
+    dense = recipes.compile_model(models.mnist_mlp("binary", hidden_units=(cfg["hidden"],) * 2,
+                                                   input_encoding=cfg["encoding"]), cfg["lr"], WEIGHT_DECAY)
+    start = time.time()
+    dense.fit(x, y, batch_size=BATCH, epochs=cfg["epochs_dense"], validation_data=(x_test, y_test), verbose=2)
+    save_entry(name, {"config": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
+                      "dense_binary": {"test_accuracy": recipes.top1_accuracy(dense, x_test, labels),
+                                       "wall_time_s": round(time.time() - start, 1)}})
+    dense.save(path, include_optimizer=False)
+    return dense
+
+
+def train(name, ks=None):
+    """Train (or load) the dense net of ``name``, then prune and retrain it to each K of ``ks``."""
+    cfg = CONFIGS[name]
+    os.makedirs(WORK, exist_ok=True)
+    keras.utils.set_random_seed(0)
+    data = fashion_mnist()
+    x, y, x_test, y_test, labels = data
+    dense = _dense(name, cfg, data)
+    steps = -(-len(x) // BATCH)
+    for k in ks or cfg["ks"]:
+        start = time.time()
+        schedule = iprune_tf.FanInSchedule(begin_step=1, end_step=cfg["epochs_prune"] * steps, frequency=FREQUENCY)
+        pruned = iprune_tf.prune_fan_in(dense, k, schedule, skip=iprune_tf.paper_skip("mnist"))
+        recipes.compile_model(pruned, cfg["lr"], WEIGHT_DECAY)
+        pruned.fit(x, y, batch_size=BATCH, epochs=cfg["epochs_prune"] + cfg["epochs_retrain"],
+                   validation_data=(x_test, y_test), verbose=2,
+                   callbacks=[iprune_tf.UpdatePruningStep(), CosineRetrain(cfg, steps)])
+        stripped = iprune_tf.strip_pruning(pruned)
+        stripped.save(model_path(name, f"k{k}"), include_optimizer=False)
+        save_entry(name, {f"k{k}": {"keras_test_accuracy": recipes.top1_accuracy(stripped, x_test, labels),
+                                    "wall_time_s": round(time.time() - start, 1)}})
+        print(f"{name} K={k}: {load_results()['configs'][name][f'k{k}']}", flush=True)
+
+
+def hardware(name, ks=None, simulator="verilator", granularity_study=False):
+    """Lower, write Verilog, simulate all test images, synthesize (LUT6 and iCE40) each trained K."""
+    cfg = CONFIGS[name]
+    _, _, x_test, _, labels = fashion_mnist()
+    for k in ks or cfg["ks"]:
+        model = keras.models.load_model(model_path(name, f"k{k}"), compile=False)
+        design = to_verilog(model, os.path.join(WORK, "verilog", f"{name}_k{k}"), overwrite=True)
+        start = time.time()
+        check = vv.verify(model, design, x_test, simulator=simulator)
+        entry = {"netlist_test_accuracy": float(np.mean(check["classes"] == labels)),
+                 "netlist_equals_keras": f"{check['class_agreement']}/{check['samples']}",
+                 "hidden_bit_mismatches": check["hidden_bit_mismatches"], "simulator": simulator,
+                 "simulation_wall_s": round(time.time() - start, 1),
+                 "score_fraction_bits": design.score_fraction_bits,
+                 "score_order_conflicts": design.score_order_conflicts}
+        for target in ("lut6", "ice40"):
+            entry[target] = vv.synthesize(design, target)
+            save_entry(name, {f"k{k}_hardware": entry})
+        if granularity_study:
+            entry["granularity"] = granularity(model, os.path.join(WORK, "verilog", f"{name}_k{k}_neuron"), entry)
+            save_entry(name, {f"k{k}_hardware": entry})
+        print(f"{name} K={k}: {json.dumps(entry)}", flush=True)
+
+
+def granularity(model, out_dir, entry):
+    """LUT6 figures of one module per layer (flattened, the default) vs one module per neuron."""
+    design = to_verilog(model, out_dir, overwrite=True, granularity="neuron")
+    def row(figures):
+        last = list(figures["layers"].values())[-1]  # the output module: the same in every variant
+        return {**figures["total"], "hidden_layer_luts": figures["total"]["luts"] - last["luts"], "cpu_s": figures["cpu_s"]}
+
+    rows = {"layer_modules": row(entry["lut6"])}
+    for flatten in (True, False):
+        rows[f"neuron_modules_{'flattened' if flatten else 'kept'}"] = row(vv.synthesize(design, "lut6", flatten=flatten))
+    return rows
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("stage", choices=["train", "hardware"])
+    p.add_argument("--config", required=True, choices=sorted(CONFIGS))
+    p.add_argument("--k", type=int, action="append", help="only these K (default: the configuration's)")
+    p.add_argument("--simulator", default="verilator", choices=["verilator", "iverilog"])
+    p.add_argument("--granularity-study", action="store_true", help="also synthesize one module per neuron")
+    args = p.parse_args(argv)
+    if args.stage == "train":
+        train(args.config, args.k)
+    else:
+        hardware(args.config, args.k, args.simulator, args.granularity_study)
+
+
+if __name__ == "__main__":
+    main()

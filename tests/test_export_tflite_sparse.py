@@ -137,6 +137,23 @@ def test_sparse_files_shrink_with_pruning():
     assert sizes["sparse"] < sizes["float"] / 2 and sizes["sparse_int8"] < sizes["int8"]
 
 
+def test_pruned_float_layers_gather_and_multiply_by_their_values():
+    keras.backend.clear_session()
+    model = keras.Sequential([
+        keras.layers.Dense(48, activation="relu", input_shape=(30,), name="dense_1"),
+        keras.layers.Dense(5, name="output"),
+    ])
+    pruned = iprune_tf.prune_fan_in(model, 6, skip=["output"])
+    x, y = random_data(model, n=64)
+    fit_pruned(pruned, x, y, epochs=1)
+    tflite = to_sparse_tflite(pruned, "sparse")
+    (indices,) = gather_indices(tflite)
+    np.testing.assert_array_equal(indices.reshape(48, 6), export.lower(pruned).layers[0].indices)
+    assert "MUL" in export.tflite_ops(tflite) and "NEG" not in export.tflite_ops(tflite)
+    for runtime_name in ("tflite", "tflm"):
+        np.testing.assert_allclose(_run(tflite, x, runtime_name), pruned.predict(x, verbose=0), atol=1e-5)
+
+
 def test_pruned_convolution_is_refused_with_its_name_and_reason():
     keras.backend.clear_session()
     model = keras.Sequential([

@@ -160,7 +160,8 @@ def _sum(layer, x, neurons_per_gather):
     for start in range(0, layer.units, block):
         rows = slice(start, start + block)
         n = len(indices[rows])
-        gathered = tf.reshape(tf.gather(source, tf.constant(indices[rows].astype(np.int32).ravel()), axis=1), [-1, n, layer.k])
+        block_indices = tf.constant(indices[rows].astype(np.int32).ravel())
+        gathered = tf.reshape(tf.gather(source, block_indices, axis=1), [-1, n, layer.k])
         if weights is not None:
             gathered = gathered * tf.constant(weights[rows].astype(np.float32))
         sums.append(tf.reduce_sum(gathered, axis=2))
@@ -186,7 +187,8 @@ def _representative_samples(data, input_shape):
     samples = np.asarray(data, dtype=np.float32)
     if samples.ndim != len(input_shape) + 1 or samples.shape[0] == 0 or samples.shape[1:] != tuple(input_shape):
         raise ValueError(
-            f"representative_data must have shape (N, {', '.join(map(str, input_shape))}) with N >= 1, got {samples.shape}."
+            f"representative_data must have shape (N, {', '.join(map(str, input_shape))}) with N >= 1, "
+            f"got {samples.shape}."
         )
     return samples
 

@@ -1,7 +1,7 @@
 """C export (``export.to_c``) of the paper's presets: sizes on a Cortex-M3, QEMU and host agreement, latency.
 
-1. MNIST preset at K=8 from a real run (default ``runs/fashion_mnist_k8``, the Fashion-MNIST run of
-   ``scripts/main_job.sh``): flash/RAM of the model alone and of harness + newlib on QEMU's
+1. MNIST preset at K=8 trained on Fashion-MNIST (``--model``: a run directory, default
+   ``runs/fashion_mnist_k8`` of ``scripts/main_job.sh``, or a stripped ``.h5``): flash/RAM of the model alone and of harness + newlib on QEMU's
    lm3s6965evb (arm-none-eabi-size), its predictions in QEMU on the first ``--samples`` test
    images against Keras, host predictions, host time per inference (batch 1) against TFLite's
    int8 interpreter on the same model, both index formats;
@@ -11,11 +11,12 @@
 3. the CIFAR-10 preset (random weights, K=8), binary and BinaryConnect: host agreement with Keras
    on ``--cifar-samples`` inputs, sizes; in QEMU's lm3s6965evb if it fits, else in mps2-an386.
 
-    .venv/bin/python bench/c_export.py [--run runs/fashion_mnist_k8] [--samples 1000] [--cifar-samples 200]
+    .venv/bin/python bench/c_export.py [--model runs/fashion_mnist_k8] [--samples 1000] [--cifar-samples 200]
 
-Writes ``bench/results/c_export.json``.
+Writes ``bench/results/c_export.json`` (sections skipped with ``--skip`` keep their earlier results).
 """
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -24,27 +25,28 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import write_result  # noqa: E402
+from common import RESULTS, write_result  # noqa: E402
 
 import iprune_tf  # noqa: E402
 from iprune_tf import data, models, recipes  # noqa: E402
 from iprune_tf._keras import keras, tf  # noqa: E402
 from iprune_tf.export import c_verify, lower, to_tflite  # noqa: E402
 from iprune_tf.export.c import to_c  # noqa: E402
+from iprune_tf.prune import prune_scope  # noqa: E402
 
 TIMING_REPEATS = 7
 CIFAR_QEMU_SAMPLES = 5  # the BinaryConnect VGG runs ~150M soft float operations per image in QEMU
 
 
 def random_pruned(model, skip, seed=0, k=8):
-    """``model`` pruned one-shot to ``k`` inputs per neuron after one step on noise; random BN statistics."""
+    """``model`` pruned one-shot to ``k`` inputs per neuron (random latent weights), stripped, random BN statistics."""
     pruned = iprune_tf.prune_fan_in(model, k, pruning_schedule=iprune_tf.FanInSchedule(1, 1, frequency=1), skip=skip)
-    rng = np.random.default_rng(seed)
-    x = rng.random((8,) + tuple(model.input_shape[1:]), dtype=np.float32)
-    y = np.where(rng.random((8, model.output_shape[-1])) < 0.1, 1.0, -1.0).astype("f4")
-    pruned.compile(keras.optimizers.Adam(3e-3), "squared_hinge")
-    pruned.fit(x, y, epochs=1, batch_size=8, callbacks=[iprune_tf.UpdatePruningStep()], verbose=0)
+    for layer in pruned.layers:
+        if isinstance(layer, iprune_tf.PruneFanIn):
+            layer.pruning_step.assign(0)  # what UpdatePruningStep does before the first batch
+    pruned(np.zeros((1,) + tuple(model.input_shape[1:]), np.float32), training=True)  # step 1: masks to K
     stripped = iprune_tf.strip_pruning(pruned)
+    rng = np.random.default_rng(seed)
     for layer in stripped.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             n = layer.gamma.shape[0]
@@ -72,11 +74,11 @@ def tflite_ns_per_inference(tflite_bytes, x):
     return best * 1e9, np.asarray(predicted)
 
 
-def export_and_run(net, name, x, work, index_format="auto", qemu_board=None, qemu_samples=None):
+def export_and_run(net, name, x, work, index_format="auto", qemu_board=None, qemu_samples=None, repeats=TIMING_REPEATS):
     """to_c + host run (classes, scores, time) + sizes on lm3s6965evb (+ QEMU run on ``qemu_board``)."""
     cmodel = to_c(net, name, os.path.join(work, name), overwrite=True, index_format=index_format)
     exe = c_verify.build_host(cmodel, os.path.join(work, name, "host"))
-    classes, scores, ns = c_verify.run_host(exe, x, cmodel.num_classes, repeats=TIMING_REPEATS)
+    classes, scores, ns = c_verify.run_host(exe, x, cmodel.num_classes, repeats=repeats)
     sizes = c_verify.firmware_sizes(cmodel, os.path.join(work, name, "lm3s6965evb"))
     result = {"data_bytes": cmodel.data_bytes, "ram_bytes": cmodel.ram_bytes, "layers": cmodel.layers,
               "host_ns_per_inference": ns, "sizes_lm3s6965evb": sizes}
@@ -99,10 +101,18 @@ def agreement(a, b):
     return float(np.mean(np.asarray(a) == np.asarray(b)))
 
 
-def mnist_run(run_dir, samples, work):
-    run = recipes.Run(run_dir)
-    model = run.load_model("pruned_stripped")
-    dataset, _ = recipes.prepare_data(run.config, run.dir)
+def load_trained(source):
+    """(model, Fashion-MNIST-like data set) from a run directory or a stripped ``.h5`` (Fashion-MNIST)."""
+    if os.path.isdir(source):
+        run = recipes.Run(source)
+        return run.load_model("pruned_stripped"), recipes.prepare_data(run.config, run.dir)[0]
+    with prune_scope():
+        model = keras.models.load_model(source, compile=False)
+    return model, data.load_dataset("fashion_mnist")
+
+
+def mnist_run(source, samples, work):
+    model, dataset = load_trained(source)
     x = dataset.x_test[:samples].astype("f4")
     expected = model.predict(x, batch_size=250, verbose=0).argmax(1)
     net = lower(model)
@@ -120,7 +130,7 @@ def mnist_run(run_dir, samples, work):
     int8 = to_tflite(model, "int8", representative_data=dataset.x_train[:500])
     tflite_ns, tflite_classes = tflite_ns_per_inference(int8, x)
     return {
-        "run": run_dir, "samples": len(x), "connections_per_inference": operations, **auto,
+        "model": source, "samples": len(x), "connections_per_inference": operations, **auto,
         "index_formats": formats,
         "tflite_int8": {"bytes": len(int8), "ns_per_inference": tflite_ns,
                         "agreement_with_keras": agreement(tflite_classes, expected)},
@@ -149,24 +159,34 @@ def cifar(flavour, samples, work):
     expected = model.predict(x, batch_size=50, verbose=0).argmax(1)
     net = lower(model)
     result, classes, _ = export_and_run(net, f"cifar_{flavour}", x, work, qemu_board="auto",
-                                        qemu_samples=CIFAR_QEMU_SAMPLES)
+                                        qemu_samples=CIFAR_QEMU_SAMPLES, repeats=0)
     qemu_classes, _ = result["qemu"].pop("classes"), result["qemu"].pop("scores")
     result["qemu"]["agreement_with_keras"] = agreement(qemu_classes, expected[: len(qemu_classes)])
     result.update(samples=samples, host_agreement_with_keras=agreement(classes, expected))
     return result
 
 
+def _previous_sections():
+    """Sections of an earlier result file (``--skip`` keeps them), without its command and machine."""
+    path = os.path.join(RESULTS, "c_export.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return {k: v for k, v in json.load(f).items() if k not in ("command", "machine")}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--run", default="runs/fashion_mnist_k8")
+    p.add_argument("--model", default="runs/fashion_mnist_k8",
+                   help="a run directory, or a stripped .h5 of the MNIST preset trained on Fashion-MNIST")
     p.add_argument("--samples", type=int, default=1000)
     p.add_argument("--cifar-samples", type=int, default=200)
     p.add_argument("--skip", action="append", default=[], choices=["mnist", "binary", "cifar"])
     args = p.parse_args()
-    result = {}
+    result = _previous_sections()
     with tempfile.TemporaryDirectory() as work:
         if "mnist" not in args.skip:
-            result["mnist_k8_fashion_run"] = mnist_run(args.run, args.samples, work)
+            result["mnist_k8_fashion_mnist"] = mnist_run(args.model, args.samples, work)
         if "binary" not in args.skip:
             result["mnist_k8_fully_binary_random"] = binary_mnist(args.samples, work)
         if "cifar" not in args.skip:

@@ -1,4 +1,5 @@
 """C export (export.to_c): host gcc and QEMU Cortex-M3 runs against the lowered model and Keras."""
+import dataclasses
 import re
 import shutil
 
@@ -13,6 +14,7 @@ from iprune_tf.export import LoweredNet, lower
 from iprune_tf.export import c_verify
 from iprune_tf.export.c import to_c
 
+CIFAR_SAMPLES = 12
 BINARY = dict(kernel_quantizer="ste_sign", kernel_constraint="weight_clip", use_bias=False)
 needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc (Debian package gcc)")
 needs_arm = pytest.mark.skipif(
@@ -23,21 +25,31 @@ needs_arm = pytest.mark.skipif(
 
 
 def pruned(model, k=8, skip=None, seed=0):
-    """``model`` pruned one-shot to ``k`` inputs per neuron, one epoch on random data, spread BN statistics."""
+    """``model`` pruned one-shot to ``k`` inputs per neuron (random latent weights), stripped, random BN statistics."""
     model = iprune_tf.prune_fan_in(model, k, pruning_schedule=iprune_tf.FanInSchedule(1, 1, frequency=1), skip=skip)
-    rng = np.random.default_rng(seed)
-    x = rng.random((32,) + tuple(model.input_shape[1:]), dtype=np.float32)
-    classes = model.output_shape[-1]
-    y = keras.utils.to_categorical(rng.integers(0, classes, len(x)), classes) * 2 - 1
-    model.compile(keras.optimizers.Adam(3e-3), "squared_hinge")
-    model.fit(x, y, epochs=1, batch_size=16, callbacks=[iprune_tf.UpdatePruningStep()], verbose=0)
     for layer in model.layers:
-        bn = getattr(layer, "layer", layer)
+        if isinstance(layer, iprune_tf.PruneFanIn):
+            layer.pruning_step.assign(0)  # what UpdatePruningStep does before the first batch
+    model(np.zeros((1,) + tuple(model.input_shape[1:]), np.float32), training=True)  # step 1: masks to K
+    model = iprune_tf.strip_pruning(model)
+    rng = np.random.default_rng(seed)
+    for bn in model.layers:
         if isinstance(bn, keras.layers.BatchNormalization):
-            shapes = [w.shape for w in bn.get_weights()]
-            bn.set_weights([rng.normal(size=shapes[0]), rng.normal(size=shapes[1]), 3 * rng.normal(size=shapes[2]),
-                            0.1 + 5 * rng.random(shapes[3])])
+            n = bn.gamma.shape[0]
+            bn.set_weights([rng.normal(size=n), rng.normal(size=n), rng.normal(scale=3, size=n), rng.uniform(0.1, 5, n)])
     return model
+
+
+@pytest.fixture(scope="module")
+def bc_mlp():
+    """BinaryConnect MNIST preset with 64/32 hidden units, K=8."""
+    return pruned(models.mnist_mlp("binaryconnect_det", hidden_units=(64, 32)), skip=models.get_preset("mnist").skip())
+
+
+@pytest.fixture(scope="module")
+def tiny_net():
+    """Lowered binary MLP 784-16-10 (K=8 hidden layer), for the error tests."""
+    return lower(pruned(models.mnist_mlp("binary", hidden_units=(16,)), skip=["output"]))
 
 
 def small_cnn(binary, pad_value):
@@ -83,8 +95,8 @@ def test_fully_binary_mlp_is_bit_exact_on_host(tmp_path):
 
 
 @needs_gcc
-def test_binaryconnect_mlp_index_formats(tmp_path):
-    model = pruned(models.mnist_mlp("binaryconnect_det", hidden_units=(64, 32)), skip=models.get_preset("mnist").skip())
+def test_binaryconnect_mlp_index_formats(tmp_path, bc_mlp):
+    model = bc_mlp
     x = np.random.default_rng(2).random((300, 28, 28), dtype=np.float32)
     net = lower(model)
     auto, classes, scores = host_outputs(net, x, tmp_path / "auto")
@@ -119,9 +131,26 @@ def test_cnn_on_host(tmp_path, binary, pad_value, paths):
 
 
 @needs_gcc
+@pytest.mark.parametrize("flavour, paths", [
+    ("binary", ["float"] + ["popcount"] * 8),
+    ("binaryconnect_det", ["float"] * 9),
+])
+def test_cifar10_preset_on_host(tmp_path, flavour, paths):
+    """The full VGG-Small preset, random weights, K=8 (bench/c_export.py runs 200 inputs)."""
+    model = pruned(models.cifar10_vgg_small(flavour), skip=models.get_preset("cifar10").skip())
+    x = np.random.default_rng(6).normal(size=(CIFAR_SAMPLES, 32, 32, 3)).astype("float32")
+    net = lower(model)
+    cmodel, classes, scores = host_outputs(net, x, tmp_path)
+    assert [layer["path"] for layer in cmodel.layers] == paths
+    assert np.array_equal(classes, keras_classes(model, x))
+    if flavour == "binary":
+        assert np.array_equal(scores, net.predict(x))
+
+
+@needs_gcc
 @needs_arm
-def test_small_mlp_in_qemu_matches_host(tmp_path):
-    model = pruned(models.mnist_mlp("binaryconnect_det", hidden_units=(64, 32)), skip=models.get_preset("mnist").skip())
+def test_small_mlp_in_qemu_matches_host(tmp_path, bc_mlp):
+    model = bc_mlp
     x = np.random.default_rng(4).random((40, 28, 28), dtype=np.float32)
     cmodel = to_c(model, "mlp", tmp_path / "src")
     fw_classes, fw_scores = c_verify.run_firmware(cmodel, x, tmp_path / "fw")
@@ -136,16 +165,16 @@ def test_small_mlp_in_qemu_matches_host(tmp_path):
     assert sizes["fits"]
 
 
-def test_bad_identifier_is_refused(tmp_path):
-    net = lower(pruned(models.mnist_mlp("binary", hidden_units=(16,)), skip=["output"]))
+def test_bad_identifier_is_refused(tmp_path, tiny_net):
+    net = tiny_net
     for name in ("1net", "my-net", "net.c", "", "static"):
         with pytest.raises(ValueError, match=re.escape(f"'{name}' is not a valid C identifier")):
             to_c(net, name, tmp_path)
     assert not list(tmp_path.iterdir())
 
 
-def test_existing_files_need_overwrite(tmp_path):
-    net = lower(pruned(models.mnist_mlp("binary", hidden_units=(16,)), skip=["output"]))
+def test_existing_files_need_overwrite(tmp_path, tiny_net):
+    net = tiny_net
     (tmp_path / "net.c").write_text("/* mine */")
     with pytest.raises(FileExistsError, match="net.c exists; pass overwrite=True"):
         to_c(net, "net", tmp_path)
@@ -155,13 +184,13 @@ def test_existing_files_need_overwrite(tmp_path):
     assert f"#define NET_RAM_BYTES {cmodel.ram_bytes}" in open(cmodel.header).read()
 
 
-def test_unsupported_layers_name_themselves(tmp_path):
+def test_unsupported_layers_name_themselves(tmp_path, tiny_net):
     model = keras.Sequential([keras.layers.InputLayer(input_shape=(8, 8, 3)),
                               keras.layers.Conv2D(4, 3, name="conv"), keras.layers.GlobalAveragePooling2D(name="gap"),
                               keras.layers.Dense(3, name="out")])
     with pytest.raises(ValueError, match="'gap'"):
         to_c(model, "net", tmp_path)
-    net = lower(pruned(models.mnist_mlp("binary", hidden_units=(16,)), skip=["output"]))
+    net = dataclasses.replace(tiny_net, steps=[dataclasses.replace(step) for step in tiny_net.steps])
     net.layers[0].op = "conv1d"
     with pytest.raises(ValueError, match="layer 'dense_1' \\(op conv1d"):
         to_c(net, "net", tmp_path)

@@ -9,6 +9,7 @@ import math
 import numpy as np
 
 _MAX_PACKED_BITS = 17  # ipr_unpack reads 3 bytes
+_BLOCK = 4  # neurons summed together on the float path of unpruned layers
 
 
 def layer_function(fn, step, data, tag, index_format):
@@ -17,18 +18,24 @@ def layer_function(fn, step, data, tag, index_format):
     int_path = tin.bits and layer.signs is not None
     before = data.bytes
     geometry = _geometry(layer, tin)
+    blocked = not int_path and layer.kind != "sparse" and layer.units % _BLOCK == 0
+    geometry["block"] = _BLOCK if blocked else 1
     sum_code, facts = _SUMS[layer.kind](layer, step, geometry, data, tag, int_path, index_format)
     kk = layer.k if layer.kind == "sparse" else layer.fan_in
     out_code = _output(layer, step, data, tag, int_path, kk)
+    if blocked:  # the sums of _BLOCK neurons at once, each in its own order: independent float chains
+        neurons = [f"for (uint32_t n0 = 0; n0 < {layer.units}u; n0 += {_BLOCK}u) {{", _indent(sum_code, 4),
+                   f"    for (uint32_t n = n0; n < n0 + {_BLOCK}u; ++n) {{", "        const float s = acc[n - n0];",
+                   _indent(out_code, 8), "    }", "}"]
+    else:
+        neurons = [f"for (uint32_t n = 0; n < {layer.units}u; ++n) {{", _indent(sum_code, 4), _indent(out_code, 4), "}"]
     oh, ow, _ = layer.output_hwc if layer.op == "conv2d" else (1, 1, 0)
     body = [
         _fill(step),
         f"    for (uint32_t oy = 0; oy < {oh}u; ++oy)",
         f"        for (uint32_t ox = 0; ox < {ow}u; ++ox) {{",
         f"            const uint32_t base = {geometry['base']}, obase = {step.tout.at('oy', 'ox')};",
-        f"            for (uint32_t n = 0; n < {layer.units}u; ++n) {{",
-        _indent(sum_code, 16), _indent(out_code, 16),
-        "            }", "        }",
+        _indent("\n".join(neurons), 12), "        }",
     ]
     facts.update(name=layer.name, op=layer.op, kind=layer.kind, k=int(layer.k), fan_in=int(layer.fan_in),
                  units=int(layer.units), path="popcount" if int_path else "float", data_bytes=data.bytes - before)
@@ -185,6 +192,11 @@ def _binary(layer, step, g, data, tag, int_path, index_format):
             lines.append(f"    c += (int32_t)ipr_popcount((xr[{full}] ^ wr[{full}]) & {(1 << tail) - 1}u);")
         return "\n".join([*lines, "}"]), facts
     rb = f"    const uint32_t rb = base + i * {rowstep}u;"
+    if g["block"] > 1:
+        head = [f"float acc[{_BLOCK}] = {{0.0f}};", f"for (uint32_t i = 0; i < {kh}u; ++i) {{",
+                f"    const uint32_t *wr = {w} + (n0 * {kh}u + i) * {rw}u;", rb]
+        update = f"acc[b] += IPR_BIT(wr + b * {kh * rw}u, r) ? v : -v;"
+        return "\n".join([*head, *_blocked_row(step, row, update), "}"]), facts
     if int_path:
         update = "c += (int32_t)(IPR_BIT(in, rb + r) ^ IPR_BIT(wr, r));"
         return "\n".join(["int32_t c = 0;", *head, rb, f"    for (uint32_t r = 0; r < {row}u; ++r) {update}", "}"]), facts
@@ -195,12 +207,25 @@ def _binary(layer, step, g, data, tag, int_path, index_format):
 def _float(layer, step, g, data, tag, int_path, index_format):
     kh, row, rowstep = g["kh"], g["row"], g["rowstep"]
     fk = data.array(f"{tag}_fk", "float", np.asarray(layer.kernel, np.float32).reshape(-1, layer.units).T)
+    facts = dict(index_format=None, index_bits=0)
+    if g["block"] > 1:
+        head = [f"float acc[{_BLOCK}] = {{0.0f}};", f"for (uint32_t i = 0; i < {kh}u; ++i) {{",
+                f"    const float *wr = {fk} + (n0 * {kh}u + i) * {row}u;",
+                f"    const uint32_t rb = base + i * {rowstep}u;"]
+        update = f"acc[b] += v * wr[b * {kh * row}u + r];"
+        return "\n".join([*head, *_blocked_row(step, row, update), "}"]), facts
     return "\n".join([
         "float s = 0.0f;", f"for (uint32_t i = 0; i < {kh}u; ++i) {{",
         f"    const float *wr = {fk} + (n * {kh}u + i) * {row}u;",
         f"    const uint32_t rb = base + i * {rowstep}u;",
         f"    for (uint32_t r = 0; r < {row}u; ++r) s += {_read(step, 'rb + r')} * wr[r];", "}",
-    ]), dict(index_format=None, index_bits=0)
+    ]), facts
+
+
+def _blocked_row(step, row, update):
+    """Inner loop over one input row, adding each value to the _BLOCK accumulators with ``update``."""
+    return [f"    for (uint32_t r = 0; r < {row}u; ++r) {{", f"        const float v = {_read(step, 'rb + r')};",
+            f"        for (uint32_t b = 0; b < {_BLOCK}u; ++b)", f"            {update}", "    }"]
 
 
 _SUMS = {"sparse": _sparse, "binary": _binary, "float": _float}

@@ -152,7 +152,7 @@ def _read_npz(path: str | os.PathLike, keys: tuple[str, ...]) -> dict[str, np.nd
         npz = np.load(path, allow_pickle=False)
     except FileNotFoundError as err:
         raise DataError(f"{path}: file not found") from err
-    except (OSError, EOFError, ValueError) as err:
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as err:  # a broken zip is BadZipFile
         raise DataError(f"{path}: cannot read .npz file: {err}") from err
     if not isinstance(npz, np.lib.npyio.NpzFile):
         raise DataError(f"{path}: not an .npz archive (a single .npy array?)")

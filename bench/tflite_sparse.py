@@ -8,7 +8,7 @@ flavours trained here briefly (one-shot pruning to K=8, ``--binary-epochs`` on
 ``--binary-train`` images): ``binary`` (real pixels into the first layer) and ``binary_threshold``
 (pixels encoded as one bit each, ``x >= 0.5``, so every layer reads ±1 bits).
 
-For every model and mode (float, int8, sparse, sparse_int8): file bytes; top-1 agreement with
+For every model and mode (sparse, sparse_int8; float and int8 for the BinaryConnect model): file bytes; top-1 agreement with
 Keras and max |diff| of the outputs on 1,000 test images in TFLite (LiteRT's interpreter when
 installed) and in TFLite Micro; the TFLM arena; whether file and arena fit a 256 KB-flash /
 64 KB-RAM part (file <= 256 KB, arena <= 64 KB; TFLM's own code is not counted); latency per
@@ -31,7 +31,7 @@ from iprune_tf import export, models  # noqa: E402
 from iprune_tf._keras import keras, tf  # noqa: E402
 from iprune_tf.encoding import ThresholdEncoding  # noqa: E402
 from iprune_tf.export.lowered import LoweredNet  # noqa: E402
-from iprune_tf.export.tflite_sparse import quiet_converter, to_sparse_tflite  # noqa: E402
+from iprune_tf.export.tflite_sparse import SPARSE_MODES, quiet_converter, to_sparse_tflite  # noqa: E402
 from iprune_tf.export.tflite import tflite_interpreter  # noqa: E402
 from iprune_tf.runs import Run  # noqa: E402
 
@@ -70,10 +70,9 @@ def latency_batch1(tflite_bytes, x, repeats):
     return median_seconds(run, repeats, warmup=5)
 
 
-def measure(name, model, x_cal, x_test, repeats, block=None):
+def measure(name, model, x_cal, x_test, repeats, modes, block=None):
     """Rows (one per mode and runtime) for ``model``: bytes, agreement, diff, arena, fit, latency."""
     rows = []
-    modes = MODES if block is None else ("sparse", "sparse_int8")
     for mode in modes:
         if block is None:
             tflite = export.to_tflite(model, mode, representative_data=x_cal)
@@ -143,8 +142,9 @@ def main():
     nets["binary_threshold"] = quick_model(args, x, y, "binary", ThresholdEncoding(0.5))
     rows = []
     for name, model in nets.items():
-        rows += measure(name, model, x_cal, x_test, args.repeats)
-        rows += measure(name, model, x_cal, x_test, args.repeats, block=BLOCK)
+        modes = MODES if name == "binaryconnect" else SPARSE_MODES  # dense files: the BinaryConnect model only
+        rows += measure(name, model, x_cal, x_test, args.repeats, modes)
+        rows += measure(name, model, x_cal, x_test, args.repeats, SPARSE_MODES, block=BLOCK)
     alternatives = chain_alternatives(nets["binaryconnect"], x_cal)
     print_table(("model", "mode", "bytes", "runtime", "top-1 agree", "max |diff|", "arena", "fits", "ms/sample"),
                 [(r["model"], r["mode"], r["bytes"], r["runtime"], f"{r['agreement']:.2%}", f"{r['max_abs_diff']:.3g}",

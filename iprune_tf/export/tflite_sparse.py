@@ -79,8 +79,8 @@ def sparse_function(net, pin_sums=False, neurons_per_gather=None):
     if neurons_per_gather is not None and (not isinstance(neurons_per_gather, int) or neurons_per_gather < 1):
         raise ValueError(f"neurons_per_gather must be a positive integer or None, got {neurons_per_gather!r}.")
 
-    @tf.function(input_signature=[tf.TensorSpec([None, *net.input_shape], tf.float32)])
-    def sparse_net(x):
+    @tf.function(input_signature=[tf.TensorSpec([None, *net.input_shape], tf.float32)], autograph=False)
+    def sparse_net(x):  # plain Python loops over the steps: nothing for AutoGraph to convert
         if net.input_encoding is not None:
             x = _encode(x, net.input_encoding)
         for step in net.steps:

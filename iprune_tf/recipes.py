@@ -24,9 +24,10 @@ import numpy as np
 from iprune_tf import data as data_lib
 from iprune_tf import encoding, masking, models
 from iprune_tf._keras import keras, tf
+from iprune_tf.checkpoints import atomic_write
 from iprune_tf.layers import is_supported, latent_kernel
 from iprune_tf.prune import prune_fan_in
-from iprune_tf.runs import PHASES, SNAPSHOTS, Run, atomic_write  # noqa: F401  (re-exported: recipes.Run, ...)
+from iprune_tf.runs import PHASES, SNAPSHOTS, Run  # noqa: F401  (re-exported: recipes.Run, recipes.PHASES, ...)
 from iprune_tf.schedules import FanInSchedule
 from iprune_tf.wrapper import PruneFanIn
 

@@ -11,7 +11,7 @@
 Every file is written to ``<name>.tmp`` and renamed into place, so a process killed at any moment
 (SIGKILL included) leaves each file either complete or absent; leftover ``.tmp`` files are deleted
 on resume. ``run.json`` holds one *segment* per ``train`` call (where it started, the last
-checkpoint it wrote, when it finished). The training itself is :mod:`iprune_tf.recipes`.
+checkpoint it wrote, when it finished). The training itself is :mod:`iprune_tf.pipeline`.
 """
 import dataclasses
 import glob
@@ -22,10 +22,12 @@ import shutil
 import tempfile
 import time
 import warnings
+import zipfile
 
 import numpy as np
 
 from iprune_tf._keras import keras, tf
+from iprune_tf.checkpoints import atomic_write, read_checkpoint
 from iprune_tf.prune import prune_scope
 
 PHASES = ("dense_fp", "dense_binary", "pruned")
@@ -41,40 +43,8 @@ def _run_config(fields):
     return RunConfig(**fields)
 
 
-def atomic_write(path, write):
-    """``write(file)`` into ``path + '.tmp'``, then rename it to ``path``: never a half-written ``path``."""
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _now():
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-@dataclasses.dataclass
-class Checkpoint:
-    """A phase after ``epoch`` finished epochs: model weights, optimizer variables and ``meta``."""
-
-    phase: str
-    epoch: int
-    model_weights: list
-    optimizer_values: list
-    meta: dict
-
-    def restore(self, model):
-        """Put the weights (masks, pruning steps, BN statistics included) and optimizer state into ``model``."""
-        model.set_weights(self.model_weights)
-        optimizer = model.optimizer
-        optimizer.build(model.trainable_variables)
-        if len(optimizer.variables) != len(self.optimizer_values):
-            raise ValueError(f"checkpoint of '{self.phase}' holds {len(self.optimizer_values)} optimizer variables, "
-                             f"the model's optimizer has {len(optimizer.variables)}")
-        for variable, value in zip(optimizer.variables, self.optimizer_values):
-            variable.assign(value)
 
 
 class Run:
@@ -229,8 +199,8 @@ class Run:
         """
         for path in self._checkpoint_paths(phase):
             try:
-                return _read_checkpoint(path)
-            except (OSError, ValueError, KeyError, EOFError) as error:
+                return read_checkpoint(path)
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
                 print(f"warning: checkpoint {path} is unreadable ({error}); trying the one before", flush=True)
         return None
 
@@ -256,17 +226,6 @@ class _DropMessage(logging.Filter):
 
     def filter(self, record):
         return self.text not in record.getMessage()
-
-
-def _read_checkpoint(path):
-    with np.load(path) as arrays:
-        meta = json.loads(str(arrays["meta"]))
-        n_model = sum(key.startswith("model_") for key in arrays.files)
-        n_optimizer = sum(key.startswith("optimizer_") for key in arrays.files)
-        model = [arrays[f"model_{i}"] for i in range(n_model)]
-        optimizer = [arrays[f"optimizer_{i}"] for i in range(n_optimizer)]
-    phase, epoch = meta.pop("phase"), meta.pop("epoch")
-    return Checkpoint(phase, epoch, model, optimizer, meta)
 
 
 def _read_state(path):

@@ -48,4 +48,5 @@ def describe(strategy):
     resolver = getattr(strategy, "cluster_resolver", None)
     spec = resolver.cluster_spec().as_dict() if resolver is not None else {}
     workers = sum(len(tasks) for kind, tasks in spec.items() if kind in ("chief", "worker")) or 1
-    return {"strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync, "workers": workers}
+    name = "MultiWorkerMirroredStrategy" if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) else None
+    return {"strategy": name or type(strategy).__name__, "replicas": strategy.num_replicas_in_sync, "workers": workers}

@@ -1,7 +1,12 @@
 """The `iprune` command line: train, report, and its error handling."""
 import os
+import subprocess
+import sys
+import time
 
-from iprune_tf import cli
+import pytest
+
+from iprune_tf import _keras, cli
 
 
 def test_train_then_report(tmp_path, tiny_mnist_npz, capsys):
@@ -31,3 +36,56 @@ def test_export_writes_verified_files(tiny_run, capsys):
 def test_report_on_missing_run_is_a_clear_error(tmp_path, capsys):
     assert cli.main(["report", str(tmp_path)]) == 2
     assert "no run.json" in capsys.readouterr().err
+
+
+def _fails_fast(tmp_path, capsys, extra, message, data):
+    """``iprune train`` with ``extra`` exits 2 within seconds, naming the problem, with no epoch and no run dir."""
+    out = tmp_path / "run"
+    start = time.time()
+    code = cli.main(["train", "--data", data, "--out", str(out), *extra])
+    elapsed = time.time() - start
+    printed = capsys.readouterr()
+    assert code == 2 and message in printed.err, printed.err
+    assert "Epoch" not in printed.out and "== dense_fp ==" not in printed.out
+    assert elapsed < 20, elapsed
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--inputs", "0"], "inputs_per_neuron must be >= 1, got 0"),
+    (["--skip", "output,dense_9"], "Skip list names layer 'dense_9', which is not in the model"),
+    (["--preset", "imagenet"], "Unknown preset 'imagenet'"),
+    (["--hidden-units", "64,0"], "hidden_units must be positive ints"),
+    (["--strategy", "multiworker"], "TF_CONFIG"),
+])
+def test_bad_configuration_fails_before_training_and_leaves_no_run_dir(tmp_path, tiny_mnist_npz, capsys, monkeypatch,
+                                                                      extra, message):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    _fails_fast(tmp_path, capsys, extra, message, tiny_mnist_npz)
+
+
+def test_corrupt_or_missing_data_fails_before_training_and_leaves_no_run_dir(tmp_path, capsys):
+    corrupt = tmp_path / "corrupt.npz"
+    corrupt.write_bytes(b"PK\x03\x04 not really a zip archive")
+    _fails_fast(tmp_path, capsys, [], f"{corrupt}: cannot read .npz file", str(corrupt))
+    _fails_fast(tmp_path, capsys, [], "neither a known data set", str(tmp_path / "missing.npz"))
+
+
+def test_unwritable_output_fails_before_training(tmp_path, tiny_mnist_npz, capsys):
+    (tmp_path / "file").write_text("mine")
+    assert cli.main(["train", "--data", tiny_mnist_npz, "--out", str(tmp_path / "file" / "run")]) == 2
+    assert "is a file" in capsys.readouterr().err
+    assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_tensorflow_start_up_lines_only_with_verbose(tmp_path, capsys):
+    """Without --verbose stderr holds just the error; --verbose replays what TensorFlow logged at import."""
+    result = subprocess.run([sys.executable, "-m", "iprune_tf.cli", "train", "--inputs", "0", "--out", str(tmp_path)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr == "iprune train: error: inputs_per_neuron must be >= 1, got 0.\n"
+    assert cli.main(["train", "--verbose", "--inputs", "0", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err == "".join(_keras.STARTUP_LOG) + "iprune train: error: inputs_per_neuron must be >= 1, got 0.\n"
+    if not _keras.tf.config.list_physical_devices("GPU"):
+        assert any("cuda" in line.lower() for line in _keras.STARTUP_LOG)  # this CPU-only TF says so at import

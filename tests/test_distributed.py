@@ -1,4 +1,5 @@
-"""Pruning under tf.distribute.MirroredStrategy on two logical CPU devices.
+"""Pruning under tf.distribute.MirroredStrategy on two logical CPU devices, by hand and through the pipeline
+(what ``iprune train --strategy mirrored`` runs on several GPUs).
 
 Logical devices must be configured before TensorFlow initializes its runtime, which the other
 tests have already done in this process, so the training runs in a fresh interpreter.
@@ -38,13 +39,30 @@ SCRIPT = textwrap.dedent(
                 "kept": sorted({int(c) for m in masks for c in np.count_nonzero(m, axis=0)}),
                 "effective_kept": sorted({int(c) for c in np.count_nonzero(layer.effective_kernel().numpy(), axis=0)}),
             }
+
+    import sys, tempfile
+    from iprune_tf import pipeline, recipes
+    path = tempfile.mkdtemp() + "/data.npz"
+    np.savez(path, x_train=(x * 255).astype(np.uint8), y_train=rng.integers(0, 10, 256),
+             x_test=(x[:64] * 255).astype(np.uint8), y_test=rng.integers(0, 10, 64))
+    config = recipes.RunConfig(data=path, hidden_units=(32, 32), epochs_dense=0, epochs_prune=1, epochs_retrain=0,
+                               frequency=1, batch_size=64)
+    run = pipeline.train(sys.argv[1], config, verbose=0, strategy=strategy)
+    stripped = run.load_model("pruned_stripped")
+    report["pipeline"] = {
+        "segment": run.segments[0],
+        "steps": sorted({int(l.pruning_step.numpy()) for l in run.load_model("pruned").layers if hasattr(l, "pruning_step")}),
+        "kept": {name: sorted({int(c) for c in np.count_nonzero(stripped.get_layer(name).kernel.numpy(), axis=0)})
+                 for name in ("dense_1", "dense_2")},
+    }
     print("REPORT" + json.dumps(report))
     """
 )
 
 
-def test_mirrored_strategy_masks_are_identical_on_both_replicas_with_exactly_k():
-    result = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=600)
+def test_mirrored_strategy_masks_are_identical_on_both_replicas_with_exactly_k(tmp_path):
+    result = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "run")], capture_output=True, text=True,
+                            timeout=600)
     lines = [line for line in result.stdout.splitlines() if line.startswith("REPORT")]
     assert lines, result.stderr[-3000:]
     report = json.loads(lines[0][len("REPORT"):])
@@ -55,3 +73,7 @@ def test_mirrored_strategy_masks_are_identical_on_both_replicas_with_exactly_k()
         assert layer["steps"] == [8, 8], name
         assert layer["masks_equal"], name
         assert layer["kept"] == [8] and layer["effective_kept"] == [8], name
+    pipeline = report["pipeline"]  # the same through pipeline.train(strategy=...)
+    assert (pipeline["segment"]["strategy"], pipeline["segment"]["replicas"]) == ("MirroredStrategy", 2)
+    assert pipeline["steps"] == [4]  # 256 samples / global batch 64
+    assert pipeline["kept"] == {"dense_1": [8], "dense_2": [8]}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY_RUN, kept_per_neuron, write_npz_dataset
-from iprune_tf import models, recipes
+from iprune_tf import models, pipeline, recipes
 from iprune_tf._keras import keras, tf
 from iprune_tf.data import ZCAWhitening, load_dataset
 
@@ -70,6 +70,41 @@ def test_config_rejects_bad_values():
         recipes.RunConfig(epochs_prune=-1)
     with pytest.raises(ValueError, match="Unknown preset"):
         recipes.RunConfig(preset="imagenet")
+    with pytest.raises(ValueError, match="inputs_per_neuron must be >= 1, got 0"):
+        recipes.RunConfig(inputs_per_neuron=0)
+    with pytest.raises(ValueError, match="hidden_units must be positive ints"):
+        recipes.RunConfig(hidden_units=(64, 0))
+
+
+def test_config_widths_and_skip_list_reach_the_model():
+    config = recipes.RunConfig(hidden_units=[24, 12], skip=["dense_1"])
+    assert config == recipes.RunConfig(hidden_units=(24, 12), skip=("dense_1",))  # as read back from run.json
+    pruned = recipes.prune(config, recipes.build_model(config, "binaryconnect_det", (28, 28), 10), n_train=100)
+    wrapped = [layer.layer.name for layer in pruned.layers if hasattr(layer, "pruning_step")]
+    assert wrapped == ["dense_2", "output"]  # dense_1 skipped, the output layer pruned: the paper's list replaced
+    assert [layer.units for layer in pruned.layers if hasattr(layer, "units")] == [24]
+    cifar = recipes.RunConfig(preset="cifar10", hidden_units=(16,))
+    dense = [layer.units for layer in recipes.build_model(cifar, "binary", (32, 32, 3), 10).layers if hasattr(layer, "units")]
+    assert dense == [16, 10]
+
+
+def test_check_config_refuses_what_would_fail_after_training(tiny_mnist_npz):
+    dataset = load_dataset(tiny_mnist_npz)
+    recipes.check_config(recipes.RunConfig(), dataset)
+    with pytest.raises(ValueError, match="Skip list names layer 'dense_3'"):
+        recipes.check_config(recipes.RunConfig(skip=("dense_3",)), dataset)
+    with pytest.raises(ValueError, match=r"needs images \(N, H, W, C\)"):
+        recipes.check_config(recipes.RunConfig(preset="cifar10"), dataset)
+    with pytest.raises(ValueError, match="0 training"):
+        recipes.check_config(recipes.RunConfig(), dataset.limit(0, 10))
+
+
+def test_epoch_order_depends_only_on_seed_phase_and_epoch():
+    order = pipeline.epoch_order(0, "pruned", 3, 1000)
+    assert sorted(order) == list(range(1000))
+    np.testing.assert_array_equal(order, pipeline.epoch_order(0, "pruned", 3, 1000))
+    for other in [(1, "pruned", 3), (0, "dense_fp", 3), (0, "pruned", 4)]:
+        assert not np.array_equal(order, pipeline.epoch_order(*other, 1000)), other
 
 
 def test_gradual_schedule_spans_the_pruning_epochs():
@@ -89,6 +124,9 @@ def test_pipeline_saves_every_phase(tiny_run):
     for result in run.phases.values():
         assert 0.0 <= result["test_accuracy"] <= 1.0 and result["wall_time_s"] > 0
     assert run.data["train_samples"] == 300 and run.data["preprocessing"] == "none"
+    segment, = run.segments
+    assert segment["from"] == {"phase": "dense_fp", "epoch": 0} and segment["to"] == {"phase": "pruned", "epoch": 2}
+    assert os.listdir(os.path.join(run.dir, "checkpoints")) == []  # only unfinished phases keep checkpoints
 
 
 def test_pruned_phase_reaches_k_except_in_skipped_output(tiny_run):

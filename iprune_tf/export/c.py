@@ -181,7 +181,7 @@ def _header(net, name, data_bytes, ram_bytes):
         enc_doc +
         f" * Output: {net.num_classes} scores (the Keras model's outputs); predict returns the index of the largest.",
         f" * Flash: {data_bytes} bytes of model data (static const) plus the code.",
-        f" * RAM: {ram_bytes} bytes of static buffers (activations and predict's scores); stack: a few words.",
+        f" * RAM: {ram_bytes} bytes of static buffers (activations and predict's scores); stack: a few dozen words.",
         " * Not reentrant: one inference at a time.",
         " */",
         f"#ifndef {guard}", f"#define {guard}", "",
@@ -189,9 +189,11 @@ def _header(net, name, data_bytes, ram_bytes):
         f"#define {name.upper()}_NUM_CLASSES {net.num_classes}",
         f"#define {name.upper()}_DATA_BYTES {data_bytes}",
         f"#define {name.upper()}_RAM_BYTES {ram_bytes}", "",
+        "#ifdef __cplusplus", 'extern "C" {', "#endif", "",
         "/* Writes the output scores into scores[NUM_CLASSES]. */",
         f"void {name}_forward(const float *input, float *scores);", "",
         "/* The predicted class: index of the largest score (the first one on ties). */",
         f"int {name}_predict(const float *input);", "",
+        "#ifdef __cplusplus", "}", "#endif", "",
         f"#endif /* {guard} */", "",
     ])

@@ -9,7 +9,7 @@ import math
 import numpy as np
 
 _MAX_PACKED_BITS = 17  # ipr_unpack reads 3 bytes
-_BLOCK = 4  # neurons summed together on the float path of unpruned layers
+_MAX_BLOCK = 12  # at most this many accumulators (x86-64 has 16 vector registers)
 
 
 def layer_function(fn, step, data, tag, index_format):
@@ -18,17 +18,19 @@ def layer_function(fn, step, data, tag, index_format):
     int_path = tin.bits and layer.signs is not None
     before = data.bytes
     geometry = _geometry(layer, tin)
-    blocked = not int_path and layer.kind != "sparse" and layer.units % _BLOCK == 0
-    geometry["block"] = _BLOCK if blocked else 1
+    block = _block(layer, int_path)
+    geometry["block"] = block
     sum_code, facts = _SUMS[layer.kind](layer, step, geometry, data, tag, int_path, index_format)
     kk = layer.k if layer.kind == "sparse" else layer.fan_in
-    out_code = _output(layer, step, data, tag, int_path, kk)
-    if blocked:  # the sums of _BLOCK neurons at once, each in its own order: independent float chains
-        neurons = [f"for (uint32_t n0 = 0; n0 < {layer.units}u; n0 += {_BLOCK}u) {{", _indent(sum_code, 4),
-                   f"    for (uint32_t n = n0; n < n0 + {_BLOCK}u; ++n) {{", "        const float s = acc[n - n0];",
+    words = step.tout.bits and layer.units % 32 == 0  # whole output words, no read-modify-write
+    out_code = _output(layer, step, data, tag, int_path, kk, words)
+    if block > 1:  # the sums of `block` neurons at once, each in its own order: independent float chains
+        neurons = [f"for (uint32_t n0 = 0; n0 < {layer.units}u; n0 += {block}u) {{", _indent(sum_code, 4),
+                   f"    for (uint32_t n = n0; n < n0 + {block}u; ++n) {{", "        const float s = acc[n - n0];",
                    _indent(out_code, 8), "    }", "}"]
     else:
         neurons = [f"for (uint32_t n = 0; n < {layer.units}u; ++n) {{", _indent(sum_code, 4), _indent(out_code, 4), "}"]
+    neurons = (["uint32_t word = 0u;"] if words else []) + neurons
     oh, ow, _ = layer.output_hwc if layer.op == "conv2d" else (1, 1, 0)
     body = [
         _fill(step),
@@ -40,6 +42,18 @@ def layer_function(fn, step, data, tag, index_format):
     facts.update(name=layer.name, op=layer.op, kind=layer.kind, k=int(layer.k), fan_in=int(layer.fan_in),
                  units=int(layer.units), path="popcount" if int_path else "float", data_bytes=data.bytes - before)
     return _function(fn, step, body), facts
+
+
+def _block(layer, int_path):
+    """Neurons summed together on the float path of an unpruned layer (1: one at a time).
+
+    A float sum over a long row is a chain of dependent adds; summing several neurons at once
+    keeps the adder busy (each neuron still adds in input order, so the results do not change).
+    """
+    if int_path or layer.kind == "sparse":
+        return 1
+    candidates = (layer.units,) if layer.units <= _MAX_BLOCK else (8, 4, 2)
+    return next((b for b in candidates if layer.units % b == 0), 1)
 
 
 def pool_function(fn, step):
@@ -128,7 +142,7 @@ def _sparse(layer, step, g, data, tag, int_path, index_format):
     return "\n".join([
         setup, "float s = 0.0f;", f"for (uint32_t k = 0; k < {k}u; ++k) {{",
         f"    const float v = {_read(step, 'base + ' + idx)};",
-        f"    s += ({sg}[n * {nw}u + k / {bw}u] >> (k % {bw}u) & 1u) ? v : -v;", "}",
+        f"    s += ipr_signed(v, {sg}[n * {nw}u + k / {bw}u] >> (k % {bw}u) & 1u);", "}",
     ]), facts
 
 
@@ -193,14 +207,14 @@ def _binary(layer, step, g, data, tag, int_path, index_format):
         return "\n".join([*lines, "}"]), facts
     rb = f"    const uint32_t rb = base + i * {rowstep}u;"
     if g["block"] > 1:
-        head = [f"float acc[{_BLOCK}] = {{0.0f}};", f"for (uint32_t i = 0; i < {kh}u; ++i) {{",
+        head = [_accumulators(g["block"]), f"for (uint32_t i = 0; i < {kh}u; ++i) {{",
                 f"    const uint32_t *wr = {w} + (n0 * {kh}u + i) * {rw}u;", rb]
-        update = f"acc[b] += IPR_BIT(wr + b * {kh * rw}u, r) ? v : -v;"
-        return "\n".join([*head, *_blocked_row(step, row, update), "}"]), facts
+        update = [f"s{b} += ipr_signed(v, IPR_BIT(wr + {b * kh * rw}u, r));" for b in range(g["block"])]
+        return "\n".join([*head, *_blocked_row(step, row, update), "}", _collect(g["block"])]), facts
     if int_path:
         update = "c += (int32_t)(IPR_BIT(in, rb + r) ^ IPR_BIT(wr, r));"
         return "\n".join(["int32_t c = 0;", *head, rb, f"    for (uint32_t r = 0; r < {row}u; ++r) {update}", "}"]), facts
-    update = f"{{ const float v = {_read(step, 'rb + r')}; s += IPR_BIT(wr, r) ? v : -v; }}"
+    update = f"s += ipr_signed({_read(step, 'rb + r')}, IPR_BIT(wr, r));"
     return "\n".join(["float s = 0.0f;", *head, rb, f"    for (uint32_t r = 0; r < {row}u; ++r) {update}", "}"]), facts
 
 
@@ -209,11 +223,11 @@ def _float(layer, step, g, data, tag, int_path, index_format):
     fk = data.array(f"{tag}_fk", "float", np.asarray(layer.kernel, np.float32).reshape(-1, layer.units).T)
     facts = dict(index_format=None, index_bits=0)
     if g["block"] > 1:
-        head = [f"float acc[{_BLOCK}] = {{0.0f}};", f"for (uint32_t i = 0; i < {kh}u; ++i) {{",
+        head = [_accumulators(g["block"]), f"for (uint32_t i = 0; i < {kh}u; ++i) {{",
                 f"    const float *wr = {fk} + (n0 * {kh}u + i) * {row}u;",
                 f"    const uint32_t rb = base + i * {rowstep}u;"]
-        update = f"acc[b] += v * wr[b * {kh * row}u + r];"
-        return "\n".join([*head, *_blocked_row(step, row, update), "}"]), facts
+        update = [f"s{b} += v * wr[{b * kh * row}u + r];" for b in range(g["block"])]
+        return "\n".join([*head, *_blocked_row(step, row, update), "}", _collect(g["block"])]), facts
     return "\n".join([
         "float s = 0.0f;", f"for (uint32_t i = 0; i < {kh}u; ++i) {{",
         f"    const float *wr = {fk} + (n * {kh}u + i) * {row}u;",
@@ -222,26 +236,36 @@ def _float(layer, step, g, data, tag, int_path, index_format):
     ]), facts
 
 
-def _blocked_row(step, row, update):
-    """Inner loop over one input row, adding each value to the _BLOCK accumulators with ``update``."""
+def _blocked_row(step, row, updates):
+    """Inner loop over one input row, adding each value to the ``block`` accumulators (``updates``)."""
     return [f"    for (uint32_t r = 0; r < {row}u; ++r) {{", f"        const float v = {_read(step, 'rb + r')};",
-            f"        for (uint32_t b = 0; b < {_BLOCK}u; ++b)", f"            {update}", "    }"]
+            *("        " + u for u in updates), "    }"]
+
+
+def _accumulators(block):
+    """Scalar accumulators s0, s1, ... (registers; an array would stay in memory)."""
+    return "float " + ", ".join(f"s{b} = 0.0f" for b in range(block)) + ";"
+
+
+def _collect(block):
+    return f"const float acc[{block}] = {{" + ", ".join(f"s{b}" for b in range(block)) + "};"
 
 
 _SUMS = {"sparse": _sparse, "binary": _binary, "float": _float}
 
 
-def _output(layer, step, data, tag, int_path, kk):
+def _output(layer, step, data, tag, int_path, kk, words=False):
     """Threshold bit, or y = s * scale + offset (then ReLU), written in the output layout."""
     pos = "obase + n"
+    write = _word_write if words else _write
     if layer.output == "threshold":
         threshold = np.asarray(layer.threshold, np.int64)
         if int_path:
             mismatches = np.clip((kk - threshold) // 2, -1, kk)  # s = kk - 2c >= T  <=>  c <= (kk - T) / 2
             bound = data.array(f"{tag}_p", _int_type(mismatches), mismatches)
-            return _write(step, pos, cond=f"c <= {bound}[n]")
+            return write(step, pos, cond=f"c <= {bound}[n]")
         t = data.array(f"{tag}_t", _int_type(threshold), threshold)
-        return _write(step, pos, cond=f"s >= (float){t}[n]")
+        return write(step, pos, cond=f"s >= (float){t}[n]")
     s = f"(float)({kk} - 2 * c)" if int_path else "s"
     if layer.has_affine:
         sc = data.array(f"{tag}_sc", "float", layer.scale)
@@ -251,7 +275,7 @@ def _output(layer, step, data, tag, int_path, kk):
     if layer.activation == "relu":
         lines.append("y = y >= 0.0f ? y : 0.0f;")
     result = dict(cond="y >= 0.0f") if step.tout.pm1 else dict(value="y")
-    return "\n".join([*lines, _write(step, pos, **result)])
+    return "\n".join([*lines, write(step, pos, **result)])
 
 
 def _int_type(values):
@@ -263,7 +287,13 @@ def _read(step, pos):
     """C expression of input value ``pos`` as a float (±1 for bits)."""
     if step.in_buffer is None:
         return f"in[{pos}]"
-    return f"(IPR_BIT(in, {pos}) ? 1.0f : -1.0f)" if step.tin.bits else f"ipr_ldf(in, {pos})"
+    return f"ipr_signed(1.0f, IPR_BIT(in, {pos}))" if step.tin.bits else f"ipr_ldf(in, {pos})"
+
+
+def _word_write(step, pos, cond=None, value=None):
+    """Collect condition bits in ``word`` and store it whole every 32 neurons (``pos`` 32-aligned at n = 0)."""
+    return "\n".join([f"word |= (uint32_t)({cond}) << (n & 31u);",
+                      f"if ((n & 31u) == 31u) {{ out[({pos}) >> 5] = word; word = 0u; }}"])
 
 
 def _write(step, pos, cond=None, value=None):

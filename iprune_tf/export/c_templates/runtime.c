@@ -14,6 +14,16 @@ static inline uint32_t ipr_popcount(uint32_t v)
     return (v * 0x01010101u) >> 24;
 }
 
+/* v if bit is 1, -v if it is 0: flips the IEEE sign bit (exact, no branch, no float operation). */
+static inline float ipr_signed(float v, uint32_t bit)
+{
+    uint32_t u;
+    memcpy(&u, &v, sizeof u);
+    u ^= (bit ^ 1u) << 31;
+    memcpy(&v, &u, sizeof v);
+    return v;
+}
+
 /* Set bit pos of b to on (0 or 1). */
 static inline void ipr_put(uint32_t *b, uint32_t pos, uint32_t on)
 {

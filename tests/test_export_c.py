@@ -103,7 +103,7 @@ def test_binaryconnect_mlp_index_formats(tmp_path, bc_mlp):
     natural, _, natural_scores = host_outputs(net, x, tmp_path / "natural", index_format="natural")
     assert [(f["index_format"], f["index_bits"]) for f in auto.layers] == [("packed", 10), ("packed", 6), (None, 0)]
     assert [f["index_format"] for f in natural.layers] == ["uint16", "uint8", None]
-    assert natural.data_bytes - auto.data_bytes == 64 * 8 * (16 - 10) // 8 + 32 * 8 * (8 - 6) // 8 - 2 * 2
+    assert natural.data_bytes - auto.data_bytes == 64 * 8 * (16 - 10) // 8 + 32 * 8 * (8 - 6) // 8 - 2 * 3
     assert np.array_equal(scores, natural_scores)
     assert np.array_equal(classes, keras_classes(model, x))
     np.testing.assert_allclose(scores, net.predict(x), rtol=1e-5, atol=1e-5)

@@ -176,9 +176,9 @@ def _indices(offsets, data, tag, k, index_format):
 
 
 def _bitstream(values, bits):
-    """``values`` as ``bits``-bit fields, least significant bit first, plus 2 bytes of read slack."""
+    """``values`` as ``bits``-bit fields, least significant bit first, plus 3 bytes of read slack."""
     field = (values[:, None].astype(np.uint64) >> np.arange(bits, dtype=np.uint64)) & 1
-    return np.concatenate([np.packbits(field.astype(np.uint8).ravel(), bitorder="little"), np.zeros(2, np.uint8)])
+    return np.concatenate([np.packbits(field.astype(np.uint8).ravel(), bitorder="little"), np.zeros(3, np.uint8)])
 
 
 def _pack_rows(bits, word):

@@ -56,10 +56,16 @@ static inline void ipr_fill_w(uint32_t *b, uint32_t n, uint32_t w)
         b[i] = w;
 }
 
-/* Field of `mask` bits starting at bit bitpos of a little-endian bit stream (fields <= 17 bits). */
+/* Field of `mask` bits starting at bit bitpos of a little-endian bit stream (fields <= 17 bits;
+ * the stream has 3 bytes of slack at its end). */
 static inline uint32_t ipr_unpack(const uint8_t *p, uint32_t bitpos, uint32_t mask)
 {
     const uint8_t *q = p + (bitpos >> 3);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint32_t w;
+    memcpy(&w, q, sizeof w); /* one unaligned load where the target allows it */
+#else
     const uint32_t w = (uint32_t)q[0] | (uint32_t)q[1] << 8 | (uint32_t)q[2] << 16;
+#endif
     return (w >> (bitpos & 7u)) & mask;
 }

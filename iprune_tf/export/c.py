@@ -19,7 +19,7 @@ from importlib import resources
 
 import numpy as np
 
-from iprune_tf.export.c_kernels import layer_function, pool_function, prep_function
+from iprune_tf.export.c_kernels import c_function, fill_padding, layer_function, read_in, write_out
 from iprune_tf.export.c_plan import plan_steps
 
 INDEX_FORMATS = ("auto", "natural", "packed")
@@ -197,3 +197,55 @@ def _header(net, name, data_bytes, ram_bytes):
         "#ifdef __cplusplus", "}", "#endif", "",
         f"#endif /* {guard} */", "",
     ])
+
+
+def pool_function(fn, step):
+    """C function of a valid max-pool: max of floats, OR of bits."""
+    pool, tin, tout = step.op, step.tin, step.tout
+    (ph, pw), (sh, sw) = pool.pool_size, pool.strides
+    oh, ow, ch = pool.output_hwc
+    pos = f"{tin.at(f'oy * {sh}u + i', f'ox * {sw}u + j')} + ch"
+    if tin.bits:
+        init, update, result = "uint32_t m = 0u;", f"m |= IPR_BIT(in, {pos});", dict(cond="m")
+    else:
+        first = read_in(step, tin.at(f"oy * {sh}u", f"ox * {sw}u") + " + ch")
+        init = f"float m = {first};"
+        update = f"{{ const float v = {read_in(step, pos)}; m = v > m ? v : m; }}"
+        result = dict(cond="m >= 0.0f") if tout.pm1 else dict(value="m")
+    body = [
+        fill_padding(step),
+        f"    for (uint32_t oy = 0; oy < {oh}u; ++oy)",
+        f"        for (uint32_t ox = 0; ox < {ow}u; ++ox)",
+        f"            for (uint32_t ch = 0; ch < {ch}u; ++ch) {{",
+        f"                {init}",
+        f"                for (uint32_t i = 0; i < {ph}u; ++i)",
+        f"                    for (uint32_t j = 0; j < {pw}u; ++j)",
+        f"                        {update}",
+        "                " + write_out(step, f"{tout.at('oy', 'ox')} + ch", **result),
+        "            }",
+    ]
+    return c_function(fn, step, body)
+
+
+def prep_function(fn, step, data, tag, encoding):
+    """C function copying the raw input into the first layer's layout: encoded, binarized or padded."""
+    tin, tout = step.tin, step.tout
+    h, w, c = tin.hwc
+    if encoding is not None:
+        levels = len(encoding.thresholds)
+        th = data.array(f"{tag}_th", "float", np.asarray(encoding.thresholds, np.float32))
+        inner = [f"for (uint32_t t = 0; t < {levels}u; ++t)",
+                 "    " + write_out(step, f"{tout.at('y', 'x')} + ch * {levels}u + t", cond=f"v >= {th}[t]")]
+    else:
+        result = dict(cond="v >= 0.0f") if tout.pm1 else dict(value="v")
+        inner = [write_out(step, f"{tout.at('y', 'x')} + ch", **result)]
+    body = [
+        fill_padding(step),
+        f"    for (uint32_t y = 0; y < {h}u; ++y)",
+        f"        for (uint32_t x = 0; x < {w}u; ++x)",
+        f"            for (uint32_t ch = 0; ch < {c}u; ++ch) {{",
+        f"                const float v = in[(y * {w}u + x) * {c}u + ch];",
+        *("                " + line for line in inner),
+        "            }",
+    ]
+    return c_function(fn, step, body)

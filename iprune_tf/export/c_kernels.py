@@ -1,4 +1,4 @@
-"""C code of one step of the C export (see :mod:`iprune_tf.export.c`): layers, max-pools, the input step.
+"""C code of a layer of the C export (see :mod:`iprune_tf.export.c`) and the helpers every step uses.
 
 A layer loops over output positions (one for Dense) and neurons; per neuron it either counts the
 mismatches ``c`` between ±1 input bits and weight bits (integer path: ``s = k - 2c``) or sums
@@ -33,7 +33,7 @@ def layer_function(fn, step, data, tag, index_format):
     neurons = (["uint32_t word = 0u;"] if words else []) + neurons
     oh, ow, _ = layer.output_hwc if layer.op == "conv2d" else (1, 1, 0)
     body = [
-        _fill(step),
+        fill_padding(step),
         f"    for (uint32_t oy = 0; oy < {oh}u; ++oy)",
         f"        for (uint32_t ox = 0; ox < {ow}u; ++ox) {{",
         f"            const uint32_t base = {geometry['base']}, obase = {step.tout.at('oy', 'ox')};",
@@ -41,7 +41,7 @@ def layer_function(fn, step, data, tag, index_format):
     ]
     facts.update(name=layer.name, op=layer.op, kind=layer.kind, k=int(layer.k), fan_in=int(layer.fan_in),
                  units=int(layer.units), path="popcount" if int_path else "float", data_bytes=data.bytes - before)
-    return _function(fn, step, body), facts
+    return c_function(fn, step, body), facts
 
 
 def _block(layer, int_path):
@@ -54,58 +54,6 @@ def _block(layer, int_path):
         return 1
     candidates = (layer.units,) if layer.units <= _MAX_BLOCK else (8, 4, 2)
     return next((b for b in candidates if layer.units % b == 0), 1)
-
-
-def pool_function(fn, step):
-    """C function of a valid max-pool: max of floats, OR of bits."""
-    pool, tin, tout = step.op, step.tin, step.tout
-    (ph, pw), (sh, sw) = pool.pool_size, pool.strides
-    oh, ow, ch = pool.output_hwc
-    pos = f"{tin.at(f'oy * {sh}u + i', f'ox * {sw}u + j')} + ch"
-    if tin.bits:
-        init, update, result = "uint32_t m = 0u;", f"m |= IPR_BIT(in, {pos});", dict(cond="m")
-    else:
-        first = _read(step, tin.at(f"oy * {sh}u", f"ox * {sw}u") + " + ch")
-        init = f"float m = {first};"
-        update = f"{{ const float v = {_read(step, pos)}; m = v > m ? v : m; }}"
-        result = dict(cond="m >= 0.0f") if tout.pm1 else dict(value="m")
-    body = [
-        _fill(step),
-        f"    for (uint32_t oy = 0; oy < {oh}u; ++oy)",
-        f"        for (uint32_t ox = 0; ox < {ow}u; ++ox)",
-        f"            for (uint32_t ch = 0; ch < {ch}u; ++ch) {{",
-        f"                {init}",
-        f"                for (uint32_t i = 0; i < {ph}u; ++i)",
-        f"                    for (uint32_t j = 0; j < {pw}u; ++j)",
-        f"                        {update}",
-        "                " + _write(step, f"{tout.at('oy', 'ox')} + ch", **result),
-        "            }",
-    ]
-    return _function(fn, step, body)
-
-
-def prep_function(fn, step, data, tag, encoding):
-    """C function copying the raw input into the first layer's layout: encoded, binarized or padded."""
-    tin, tout = step.tin, step.tout
-    h, w, c = tin.hwc
-    if encoding is not None:
-        levels = len(encoding.thresholds)
-        th = data.array(f"{tag}_th", "float", np.asarray(encoding.thresholds, np.float32))
-        inner = [f"for (uint32_t t = 0; t < {levels}u; ++t)",
-                 "    " + _write(step, f"{tout.at('y', 'x')} + ch * {levels}u + t", cond=f"v >= {th}[t]")]
-    else:
-        result = dict(cond="v >= 0.0f") if tout.pm1 else dict(value="v")
-        inner = [_write(step, f"{tout.at('y', 'x')} + ch", **result)]
-    body = [
-        _fill(step),
-        f"    for (uint32_t y = 0; y < {h}u; ++y)",
-        f"        for (uint32_t x = 0; x < {w}u; ++x)",
-        f"            for (uint32_t ch = 0; ch < {c}u; ++ch) {{",
-        f"                const float v = in[(y * {w}u + x) * {c}u + ch];",
-        *("                " + line for line in inner),
-        "            }",
-    ]
-    return _function(fn, step, body)
 
 
 def _geometry(layer, tin):
@@ -126,7 +74,7 @@ def _sparse(layer, step, g, data, tag, int_path, index_format):
         values = data.array(f"{tag}_val", "float", layer.values)
         return "\n".join([
             setup, "float s = 0.0f;", f"for (uint32_t k = 0; k < {k}u; ++k)",
-            f"    s += {_read(step, 'base + ' + idx)} * {values}[n * {k}u + k];",
+            f"    s += {read_in(step, 'base + ' + idx)} * {values}[n * {k}u + k];",
         ]), facts
     bw = 8 if k <= 8 else 16 if k <= 16 else 32
     nw = math.ceil(k / bw)
@@ -141,7 +89,7 @@ def _sparse(layer, step, g, data, tag, int_path, index_format):
         ]), facts
     return "\n".join([
         setup, "float s = 0.0f;", f"for (uint32_t k = 0; k < {k}u; ++k) {{",
-        f"    const float v = {_read(step, 'base + ' + idx)};",
+        f"    const float v = {read_in(step, 'base + ' + idx)};",
         f"    s += ipr_signed(v, {sg}[n * {nw}u + k / {bw}u] >> (k % {bw}u) & 1u);", "}",
     ]), facts
 
@@ -214,7 +162,7 @@ def _binary(layer, step, g, data, tag, int_path, index_format):
     if int_path:
         update = "c += (int32_t)(IPR_BIT(in, rb + r) ^ IPR_BIT(wr, r));"
         return "\n".join(["int32_t c = 0;", *head, rb, f"    for (uint32_t r = 0; r < {row}u; ++r) {update}", "}"]), facts
-    update = f"s += ipr_signed({_read(step, 'rb + r')}, IPR_BIT(wr, r));"
+    update = f"s += ipr_signed({read_in(step, 'rb + r')}, IPR_BIT(wr, r));"
     return "\n".join(["float s = 0.0f;", *head, rb, f"    for (uint32_t r = 0; r < {row}u; ++r) {update}", "}"]), facts
 
 
@@ -232,13 +180,13 @@ def _float(layer, step, g, data, tag, int_path, index_format):
         "float s = 0.0f;", f"for (uint32_t i = 0; i < {kh}u; ++i) {{",
         f"    const float *wr = {fk} + (n * {kh}u + i) * {row}u;",
         f"    const uint32_t rb = base + i * {rowstep}u;",
-        f"    for (uint32_t r = 0; r < {row}u; ++r) s += {_read(step, 'rb + r')} * wr[r];", "}",
+        f"    for (uint32_t r = 0; r < {row}u; ++r) s += {read_in(step, 'rb + r')} * wr[r];", "}",
     ]), facts
 
 
 def _blocked_row(step, row, updates):
     """Inner loop over one input row, adding each value to the ``block`` accumulators (``updates``)."""
-    return [f"    for (uint32_t r = 0; r < {row}u; ++r) {{", f"        const float v = {_read(step, 'rb + r')};",
+    return [f"    for (uint32_t r = 0; r < {row}u; ++r) {{", f"        const float v = {read_in(step, 'rb + r')};",
             *("        " + u for u in updates), "    }"]
 
 
@@ -257,7 +205,7 @@ _SUMS = {"sparse": _sparse, "binary": _binary, "float": _float}
 def _output(layer, step, data, tag, int_path, kk, words=False):
     """Threshold bit, or y = s * scale + offset (then ReLU), written in the output layout."""
     pos = "obase + n"
-    write = _word_write if words else _write
+    write = _word_write if words else write_out
     if layer.output == "threshold":
         threshold = np.asarray(layer.threshold, np.int64)
         if int_path:
@@ -283,7 +231,7 @@ def _int_type(values):
     return next(f"int{b}_t" for b in (8, 16, 32) if -(2 ** (b - 1)) <= lo and hi < 2 ** (b - 1))
 
 
-def _read(step, pos):
+def read_in(step, pos):
     """C expression of input value ``pos`` as a float (±1 for bits)."""
     if step.in_buffer is None:
         return f"in[{pos}]"
@@ -296,7 +244,7 @@ def _word_write(step, pos, cond=None, value=None):
                       f"if ((n & 31u) == 31u) {{ out[({pos}) >> 5] = word; word = 0u; }}"])
 
 
-def _write(step, pos, cond=None, value=None):
+def write_out(step, pos, cond=None, value=None):
     """C statement storing a condition (as a bit or ±1) or a float value at ``pos`` of the output."""
     if step.tout.bits:
         return f"ipr_put(out, {pos}, {cond});"
@@ -304,7 +252,7 @@ def _write(step, pos, cond=None, value=None):
     return f"out[{pos}] = {value};" if step.out_buffer is None else f"ipr_stf(out, {pos}, {value});"
 
 
-def _fill(step):
+def fill_padding(step):
     tout = step.tout
     if not any(tout.pad):
         return ""
@@ -313,7 +261,7 @@ def _fill(step):
     return f"    ipr_fill_f(out, {tout.elements}u, {float(np.float32(tout.pad_value)).hex()}f);"
 
 
-def _function(fn, step, body):
+def c_function(fn, step, body):
     tin = "const float *in" if step.in_buffer is None else "const uint32_t *in"
     tout = "float *out" if step.out_buffer is None else "uint32_t *out"
     return "\n".join([f"static void {fn}({tin}, {tout})", "{", *[line for line in body if line], "}", ""])

@@ -231,9 +231,11 @@ def prep_function(fn, step, data, tag, encoding):
     """C function copying the raw input into the first layer's layout: encoded, binarized or padded."""
     tin, tout = step.tin, step.tout
     h, w, c = tin.hwc
+    levels = len(encoding.thresholds) if encoding is not None else 1
+    th = data.array(f"{tag}_th", "float", np.asarray(encoding.thresholds, np.float32)) if encoding else None
+    if tout.bits and not any(tout.pad):
+        return _prep_bits_in_order(fn, step, h * w * c, levels, f"v >= {th}[t]" if th else "v >= 0.0f")
     if encoding is not None:
-        levels = len(encoding.thresholds)
-        th = data.array(f"{tag}_th", "float", np.asarray(encoding.thresholds, np.float32))
         inner = [f"for (uint32_t t = 0; t < {levels}u; ++t)",
                  "    " + write_out(step, f"{tout.at('y', 'x')} + ch * {levels}u + t", cond=f"v >= {th}[t]")]
     else:
@@ -247,5 +249,21 @@ def prep_function(fn, step, data, tag, encoding):
         f"                const float v = in[(y * {w}u + x) * {c}u + ch];",
         *("                " + line for line in inner),
         "            }",
+    ]
+    return c_function(fn, step, body)
+
+
+def _prep_bits_in_order(fn, step, size, levels, cond):
+    """The input step writing bits in memory order: 32 at a time, no read-modify-write."""
+    body = [
+        "    uint32_t word = 0u, pos = 0u;",
+        f"    for (uint32_t i = 0; i < {size}u; ++i) {{",
+        "        const float v = in[i];",
+        f"        for (uint32_t t = 0; t < {levels}u; ++t, ++pos) {{",
+        f"            word |= (uint32_t)({cond}) << (pos & 31u);",
+        "            if ((pos & 31u) == 31u) { out[pos >> 5] = word; word = 0u; }",
+        "        }",
+        "    }",
+        "    if (pos & 31u) out[pos >> 5] = word;",
     ]
     return c_function(fn, step, body)

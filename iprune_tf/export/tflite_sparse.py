@@ -23,10 +23,11 @@ int8 exactness: a thresholded sum of K terms ±1 has the parity of K, so ``s >= 
 such sum is pinned to ``[-K-1, K+1]`` by a FakeQuant range: its int8 step ``(2K+2)/255`` is below
 1, so each reachable sum stays on its side of ``T'`` whatever the calibration (K <= 126). Every
 bit computed from ±1 inputs is therefore exact (tested bit for bit in TFLite and TFLM). A sign of
-*real-valued* inputs (the first layer of the binary flavour without an input encoding) is taken
-after int8 rounding, so values within a quantization step of 0 or of the threshold can flip, as
-in any int8 model; an input encoding (:mod:`iprune_tf.encoding`) on inputs the int8 input scale
-represents exactly (pixels k/255) avoids that.
+*real-valued* inputs is not exact: the first layer of the binary flavour sums int8-rounded
+pixels into an int8 sum (step ~0.06 against the pixels' 1/255), and an input encoding's compare
+``x >= t`` in int8 resolves only about one input step (TFLite's quantized comparison rescales both
+sides to twice the coarser scale): pixels 127/255 and 128/255 both pass ``x >= 0.5``. Measured in
+bench/README.md ("Sparse TFLite"); the float ``sparse`` mode is exact for both.
 
 Pruned convolutions are refused: TFLM has no op that gathers a pruned filter's taps without first
 materializing every patch (im2col: OH*OW*kh*kw*C_in values in the arena).

@@ -36,10 +36,15 @@ RESULT = os.path.join(RESULTS, "lut_accuracy.json")
 # Every configuration tried. lr_decay "cosine": constant rate while pruning, then per step a cosine
 # decay to 1% over retraining. Both K are pruned from the same binary dense net.
 CONFIGS = {
-    # What the shared machine allowed: 2 cores, ~20 runnable processes, nice 15 jobs at ~3% of a core.
-    # 1024-wide runs (w1024_t3, 10/10/15 epochs, then 2/2/2) ran ~800 s per epoch and were stopped.
+    # What the shared machine allowed: 2 cores, up to ~20 runnable processes, nice 15 jobs at times at
+    # ~3% of a core. Two earlier 1024-wide runs (10/10/15 and 2/2/2 epochs) ran ~800 s per epoch then
+    # and were stopped in their first epoch.
     "w256_t3_short": dict(hidden=256, encoding="thermometer:3", epochs_dense=2, epochs_prune=1,
                           epochs_retrain=1, lr=3e-3, lr_decay="cosine", ks=(6, 8)),
+    "w512_t3": dict(hidden=512, encoding="thermometer:3", epochs_dense=3, epochs_prune=2,
+                    epochs_retrain=2, lr=3e-3, lr_decay="cosine", ks=(8, 6)),
+    "w1024_t3": dict(hidden=1024, encoding="thermometer:3", epochs_dense=4, epochs_prune=3,
+                     epochs_retrain=5, lr=3e-3, lr_decay="cosine", ks=(8, 6)),
 }
 BATCH = 100
 FREQUENCY = 100
@@ -128,8 +133,11 @@ def train(name, ks=None):
         print(f"{name} K={k}: {load_results()['configs'][name][f'k{k}']}", flush=True)
 
 
-def hardware(name, ks=None, simulator="verilator", granularity_study=False):
-    """Lower, write Verilog, simulate all test images, synthesize (LUT6 and iCE40) each trained K."""
+def hardware(name, ks=None, simulator="verilator", granularity_study=False, synthesis=True):
+    """Lower, write Verilog, simulate all test images, synthesize (LUT6 and iCE40) each trained K.
+
+    ``synthesis=False`` only simulates again, keeping the synthesis figures already recorded.
+    """
     cfg = CONFIGS[name]
     _, _, x_test, _, labels = fashion_mnist()
     for k in ks or cfg["ks"]:
@@ -137,13 +145,15 @@ def hardware(name, ks=None, simulator="verilator", granularity_study=False):
         design = to_verilog(model, os.path.join(WORK, "verilog", f"{name}_k{k}"), overwrite=True)
         start = time.time()
         check = vv.verify(model, design, x_test, simulator=simulator)
-        entry = {"netlist_test_accuracy": float(np.mean(check["classes"] == labels)),
-                 "netlist_equals_keras": f"{check['class_agreement']}/{check['samples']}",
-                 "hidden_bit_mismatches": check["hidden_bit_mismatches"], "simulator": simulator,
-                 "simulation_wall_s": round(time.time() - start, 1),
-                 "score_fraction_bits": design.score_fraction_bits,
-                 "score_order_conflicts": design.score_order_conflicts}
-        for target in ("lut6", "ice40"):
+        entry = load_results()["configs"][name].get(f"k{k}_hardware", {}) if not synthesis else {}
+        entry.update({"netlist_test_accuracy": float(np.mean(check["classes"] == labels)),
+                      "netlist_equals_keras": f"{check['class_agreement']}/{check['samples']}",
+                      "hidden_bit_mismatches": check["hidden_bit_mismatches"], "simulator": simulator,
+                      "simulation_wall_s": round(time.time() - start, 1),
+                      "score_fraction_bits": design.score_fraction_bits,
+                      "score_order_conflicts": design.score_order_conflicts})
+        save_entry(name, {f"k{k}_hardware": entry})
+        for target in ("lut6", "ice40") if synthesis else ():
             entry[target] = vv.synthesize(design, target)
             save_entry(name, {f"k{k}_hardware": entry})
         if granularity_study:
@@ -172,11 +182,12 @@ def main(argv=None):
     p.add_argument("--k", type=int, action="append", help="only these K (default: the configuration's)")
     p.add_argument("--simulator", default="verilator", choices=["verilator", "iverilog"])
     p.add_argument("--granularity-study", action="store_true", help="also synthesize one module per neuron")
+    p.add_argument("--simulate-only", action="store_true", help="simulate again, keep the recorded synthesis")
     args = p.parse_args(argv)
     if args.stage == "train":
         train(args.config, args.k)
     else:
-        hardware(args.config, args.k, args.simulator, args.granularity_study)
+        hardware(args.config, args.k, args.simulator, args.granularity_study, not args.simulate_only)
 
 
 if __name__ == "__main__":

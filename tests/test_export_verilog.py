@@ -43,15 +43,15 @@ def test_truth_table_of_a_hand_made_neuron():
     np.testing.assert_array_equal(verilog.truth_tables(layer), [[True, True, False, True]])
 
 
-@pytest.mark.parametrize("pipeline", [True, False])
-def test_netlist_simulation_equals_keras_and_lowered_bits(trained, tmp_path, pipeline):
-    _need("iverilog")
+@pytest.mark.parametrize("simulator, pipeline", [("iverilog", True), ("iverilog", False), ("verilator", True)])
+def test_netlist_simulation_equals_keras_and_lowered_bits(trained, tmp_path, simulator, pipeline):
+    _need(simulator)
     model, x = trained
     design = verilog.to_verilog(model, tmp_path, pipeline=pipeline)
     assert design.input_bits == 72 and design.latency == (3 if pipeline else 0)
     assert [layer["style"] for layer in design.layers] == ["truth_tables", "truth_tables", "popcount_argmax"]
     assert design.score_order_conflicts == 0
-    result = vv.verify(model, design, x)
+    result = vv.verify(model, design, x, simulator=simulator)
     assert result["class_agreement"] == 200
     assert result["hidden_bit_mismatches"] == [0, 0]
     keras_classes = np.argmax(model.predict(x, verbose=0), axis=1)

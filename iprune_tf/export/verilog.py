@@ -258,15 +258,16 @@ def _testbench(design):
     extra = design.latency - 1 if design.pipeline else 0
     return "\n".join([
         "`timescale 1ns/1ps", "module tb;",
-        "  reg clk = 0;", f"  reg [{design.input_bits - 1}:0] x = 0;", f"  wire [{design.class_bits - 1}:0] c;",
+        "  reg clk = 0;", f"  reg [{design.input_bits - 1}:0] x = 0, xin = 0;", f"  wire [{design.class_bits - 1}:0] c;",
         "  integer fin, fout, n, i, r, hidden;",
         f"  {TOP} dut ({clock}.x(x), .class_idx(c));",
         "  initial begin",
         '    fin = $fopen("inputs.hex", "r"); fout = $fopen("outputs.txt", "w");',
         '    if (!$value$plusargs("hidden=%d", hidden)) hidden = 0;',
-        '    r = $fscanf(fin, "%d\\n", n);',
+        '    r = $fscanf(fin, "%d", n);',
         f"    for (i = 0; i < n + {extra}; i = i + 1) begin",
-        '      if (i < n) r = $fscanf(fin, "%h\\n", x);',
+        # read into xin, then assign: Verilator 5.006 does not re-evaluate logic fed by a $fscanf target
+        '      if (i < n) begin r = $fscanf(fin, "%h", xin); x = xin; end',
         f"      {step}",
         f'      if (hidden) $fwrite(fout, "%0d{formats}\\n", c{dump}); else $fwrite(fout, "%0d\\n", c);',
         "    end",

@@ -30,8 +30,7 @@ from common import RESULTS, write_result  # noqa: E402
 import iprune_tf  # noqa: E402
 from iprune_tf import data, models, recipes  # noqa: E402
 from iprune_tf._keras import keras, tf  # noqa: E402
-from iprune_tf.export import c_verify, lower, to_tflite  # noqa: E402
-from iprune_tf.export.c import to_c  # noqa: E402
+from iprune_tf.export import c_verify, lower, to_c, to_tflite  # noqa: E402
 from iprune_tf.prune import prune_scope  # noqa: E402
 
 TIMING_REPEATS = 7

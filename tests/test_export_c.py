@@ -10,9 +10,8 @@ import pytest
 import iprune_tf
 from iprune_tf import models
 from iprune_tf._keras import keras
-from iprune_tf.export import LoweredNet, lower
+from iprune_tf.export import LoweredNet, lower, to_c
 from iprune_tf.export import c_verify
-from iprune_tf.export.c import to_c
 
 CIFAR_SAMPLES = 12
 BINARY = dict(kernel_quantizer="ste_sign", kernel_constraint="weight_clip", use_bias=False)

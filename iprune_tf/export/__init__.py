@@ -5,9 +5,11 @@
 * :mod:`~iprune_tf.export.finalize`, :mod:`~iprune_tf.export.tflite`: TFLite float/int8/LCE.
 * :mod:`~iprune_tf.export.verify`: run exported TFLite files in TFLite, TFLite Micro and LCE.
 * :mod:`~iprune_tf.export.c_array`: TFLite bytes as a C array for TFLite Micro firmware.
+* :mod:`~iprune_tf.export.c`, :mod:`~iprune_tf.export.c_verify`: dependency-free C99 inference, run by gcc and in QEMU.
 * :mod:`~iprune_tf.export.run_files`: all of it for a run, verified, as a table.
 * :mod:`~iprune_tf.export.verilog`, :mod:`~iprune_tf.export.verilog_verify`: a LUT netlist, simulated and synthesized.
 """
+from iprune_tf.export.c import CModel, to_c
 from iprune_tf.export.c_array import to_c_array
 from iprune_tf.export.finalize import BinarySign, ConstantPadding2D, custom_objects, finalize_for_lce, finalize_for_tflm
 from iprune_tf.export.lowered import Flatten, LoweredLayer, LoweredNet, MaxPool
@@ -19,8 +21,8 @@ from iprune_tf.export.verify import RuntimeCheck, verify
 from iprune_tf.export.verilog import to_verilog
 
 __all__ = [
-    "BinarySign", "ConstantPadding2D", "ExportRow", "Flatten", "LoweredLayer", "LoweredNet", "MaxPool", "MODES",
+    "BinarySign", "CModel", "ConstantPadding2D", "ExportRow", "Flatten", "LoweredLayer", "LoweredNet", "MaxPool", "MODES",
     "RuntimeCheck", "SparseFormatError", "custom_objects", "export_run_files", "finalize_for_lce",
-    "finalize_for_tflm", "format_export_table", "load_sparse", "lower", "save_sparse", "tflite_ops", "to_c_array",
+    "finalize_for_tflm", "format_export_table", "load_sparse", "lower", "save_sparse", "tflite_ops", "to_c", "to_c_array",
     "to_tflite", "to_verilog", "verify",
 ]

@@ -129,6 +129,7 @@ def test_cnn_on_host(tmp_path, binary, pad_value, paths):
         np.testing.assert_allclose(scores, net.predict(x), rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.slow
 @needs_gcc
 @pytest.mark.parametrize("flavour, paths", [
     ("binary", ["float"] + ["popcount"] * 8),

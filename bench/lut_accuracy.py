@@ -1,17 +1,21 @@
 """Accuracy and hardware cost of the fully binary MNIST preset as a LUT network, on Fashion-MNIST.
 
-Two stages, so that the (long) training and the hardware flow can run at different times:
+Stages, each its own process (they can run in parallel on a shared machine):
 
-  nice -n 15 python bench/lut_accuracy.py train --config w1024_t3_cos      # dense, then K=8 and K=6
-  nice -n 15 python bench/lut_accuracy.py hardware --config w1024_t3_cos   # Verilog, simulation, Yosys
+  nice -n 15 python bench/lut_accuracy.py train --config w512_t3 [--k 8]   # dense once, then each K
+  nice -n 15 python bench/lut_accuracy.py simulate --config w512_t3        # netlist on 10,000 images
+  nice -n 15 python bench/lut_accuracy.py lut6 --config w512_t3            # Yosys synth -lut 6
+  nice -n 15 python bench/lut_accuracy.py ice40 --config w512_t3           # Yosys synth_ice40
 
 ``train`` trains the binary dense net once, prunes it to each K (gradual geometric schedule) and
-retrains; the stripped models go to ``runs/lut_accuracy/<config>_k<K>.h5``. ``hardware`` lowers each
-model, writes its Verilog netlist, simulates it on all 10,000 test images (classes must equal
-Keras' on every one) and synthesizes it with Yosys (LUT6, iCE40 LUT4, flip-flops, depth). Every
-configuration tried is kept in ``bench/results/lut_accuracy.json``.
+retrains; the stripped models go to ``runs/lut_accuracy/<config>_k<K>.h5``. The other stages write
+each model's Verilog netlist once (``runs/lut_accuracy/verilog/``), simulate it on all 10,000 test
+images (classes must equal Keras' on every one, hidden bits the lowered model's) and synthesize it
+with Yosys (LUTs, flip-flops, depth). Every configuration tried is kept in
+``bench/results/lut_accuracy.json``.
 """
 import argparse
+import fcntl
 import json
 import math
 import os
@@ -62,16 +66,19 @@ def load_results():
     return {"configs": {}}
 
 
-def save_entry(name, entry):
-    """Merge ``entry`` into the configuration ``name`` of the results file (re-read just before writing:
-    the K runs of one configuration may run in parallel processes)."""
-    results = load_results()
-    results["configs"].setdefault(name, {}).update(entry)
-    results["machine_note"] = "2 CPU cores shared with other jobs; training run with nice -n 15"
-    tmp = f"{RESULT}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(results, f, indent=2)
-    os.replace(tmp, RESULT)
+def save_entry(name, entry, key=None):
+    """Merge ``entry`` into configuration ``name`` (or its sub-dict ``key``) of the results file, under a
+    lock: the stages of one configuration run in parallel processes."""
+    with open(RESULT + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = load_results()
+        config = results["configs"].setdefault(name, {})
+        (config.setdefault(key, {}) if key else config).update(entry)
+        results["machine_note"] = "2 CPU cores shared with other jobs; training run with nice -n 15"
+        tmp = f"{RESULT}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(results, f, indent=2)
+        os.replace(tmp, RESULT)
 
 
 class CosineRetrain(keras.callbacks.Callback):
@@ -133,43 +140,52 @@ def train(name, ks=None):
         print(f"{name} K={k}: {load_results()['configs'][name][f'k{k}']}", flush=True)
 
 
-def hardware(name, ks=None, simulator="verilator", granularity_study=False, synthesis=True):
-    """Lower, write Verilog, simulate all test images, synthesize (LUT6 and iCE40) each trained K.
+def _load(name, k):
+    return keras.models.load_model(model_path(name, f"k{k}"), compile=False)
 
-    ``synthesis=False`` only simulates again, keeping the synthesis figures already recorded.
-    """
-    cfg = CONFIGS[name]
+
+def _design(name, k, model=None):
+    """The netlist of the K model, written once (the stages of one K may run in parallel processes)."""
+    out_dir = os.path.join(WORK, "verilog", f"{name}_k{k}")
+    if os.path.exists(os.path.join(out_dir, "design.json")):
+        return vv.VerilogDesign.load(out_dir)
+    return to_verilog(model or _load(name, k), out_dir)
+
+
+def simulate(name, k, simulator="verilator"):
+    """Netlist classes on all 10,000 test images against Keras' and the labels; hidden bits against lower()."""
     _, _, x_test, _, labels = fashion_mnist()
-    for k in ks or cfg["ks"]:
-        model = keras.models.load_model(model_path(name, f"k{k}"), compile=False)
-        design = to_verilog(model, os.path.join(WORK, "verilog", f"{name}_k{k}"), overwrite=True)
-        start = time.time()
-        check = vv.verify(model, design, x_test, simulator=simulator)
-        entry = load_results()["configs"][name].get(f"k{k}_hardware", {}) if not synthesis else {}
-        entry.update({"netlist_test_accuracy": float(np.mean(check["classes"] == labels)),
+    model = _load(name, k)
+    design = _design(name, k, model)
+    start = time.time()
+    check = vv.verify(model, design, x_test, simulator=simulator)
+    save_entry(name, {"netlist_test_accuracy": float(np.mean(check["classes"] == labels)),
                       "netlist_equals_keras": f"{check['class_agreement']}/{check['samples']}",
                       "hidden_bit_mismatches": check["hidden_bit_mismatches"], "simulator": simulator,
                       "simulation_wall_s": round(time.time() - start, 1),
                       "score_fraction_bits": design.score_fraction_bits,
-                      "score_order_conflicts": design.score_order_conflicts})
-        save_entry(name, {f"k{k}_hardware": entry})
-        for target in ("lut6", "ice40") if synthesis else ():
-            entry[target] = vv.synthesize(design, target)
-            save_entry(name, {f"k{k}_hardware": entry})
-        if granularity_study:
-            entry["granularity"] = granularity(model, os.path.join(WORK, "verilog", f"{name}_k{k}_neuron"), entry)
-            save_entry(name, {f"k{k}_hardware": entry})
-        print(f"{name} K={k}: {json.dumps(entry)}", flush=True)
+                      "score_order_conflicts": design.score_order_conflicts}, key=f"k{k}_hardware")
 
 
-def granularity(model, out_dir, entry):
+def synthesize(name, k, target, granularity_study=False):
+    """Yosys figures of the K net for ``target``; with ``granularity_study``, also one module per neuron."""
+    model = _load(name, k)
+    design = _design(name, k, model)
+    figures = vv.synthesize(design, target)
+    save_entry(name, {target: figures}, key=f"k{k}_hardware")
+    if granularity_study:
+        save_entry(name, {"granularity": granularity(model, os.path.join(WORK, "verilog", f"{name}_k{k}_neuron"),
+                                                     figures)}, key=f"k{k}_hardware")
+
+
+def granularity(model, out_dir, lut6):
     """LUT6 figures of one module per layer (flattened, the default) vs one module per neuron."""
     design = to_verilog(model, out_dir, overwrite=True, granularity="neuron")
     def row(figures):
         last = list(figures["layers"].values())[-1]  # the output module: the same in every variant
         return {**figures["total"], "hidden_layer_luts": figures["total"]["luts"] - last["luts"], "cpu_s": figures["cpu_s"]}
 
-    rows = {"layer_modules": row(entry["lut6"])}
+    rows = {"layer_modules": row(lut6)}
     for flatten in (True, False):
         rows[f"neuron_modules_{'flattened' if flatten else 'kept'}"] = row(vv.synthesize(design, "lut6", flatten=flatten))
     return rows
@@ -177,17 +193,19 @@ def granularity(model, out_dir, entry):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("stage", choices=["train", "hardware"])
+    p.add_argument("stage", choices=["train", "simulate", "lut6", "ice40"])
     p.add_argument("--config", required=True, choices=sorted(CONFIGS))
     p.add_argument("--k", type=int, action="append", help="only these K (default: the configuration's)")
     p.add_argument("--simulator", default="verilator", choices=["verilator", "iverilog"])
-    p.add_argument("--granularity-study", action="store_true", help="also synthesize one module per neuron")
-    p.add_argument("--simulate-only", action="store_true", help="simulate again, keep the recorded synthesis")
+    p.add_argument("--granularity-study", action="store_true", help="lut6: also synthesize one module per neuron")
     args = p.parse_args(argv)
     if args.stage == "train":
-        train(args.config, args.k)
-    else:
-        hardware(args.config, args.k, args.simulator, args.granularity_study, not args.simulate_only)
+        return train(args.config, args.k)
+    for k in args.k or CONFIGS[args.config]["ks"]:
+        if args.stage == "simulate":
+            simulate(args.config, k, args.simulator)
+        else:
+            synthesize(args.config, k, args.stage, args.granularity_study)
 
 
 if __name__ == "__main__":

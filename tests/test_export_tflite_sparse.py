@@ -115,6 +115,10 @@ def test_sparse_int8_of_a_fully_binary_net_reproduces_every_hidden_bit():
     assert [layer.output for layer in net.layers] == ["threshold", "threshold", "affine"]
     hidden = LoweredNet(net.input_shape, net.steps[:-1])
     tflite = to_sparse_tflite(hidden, "sparse_int8", representative_data=x[:32])
+    interpreter, _ = export.tflite.tflite_interpreter(tflite)
+    ops = [op["op_name"] for op in interpreter._get_ops_details()]
+    assert (ops[0], ops[-1], ops.count("QUANTIZE"), ops.count("DEQUANTIZE")) == ("QUANTIZE", "DEQUANTIZE", 1, 1)
+    assert set(ops[1:-1]) == {"GREATER_EQUAL", "SELECT_V2", "CONCATENATION", "GATHER", "RESHAPE", "SUM"}  # all int8
     expected = net.activations(x)[-2]
     assert set(np.unique(expected)) == {-1.0, 1.0}
     for check_runtime in ("tflite", "tflm"):

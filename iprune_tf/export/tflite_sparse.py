@@ -4,7 +4,7 @@ TFLite Micro ignores TFLite's sparsity metadata, so a pruned layer is written as
 builtin ops that TFLM has, built from the lowered form (:func:`iprune_tf.export.lower`). For
 one pruned Dense layer with ±1 weights (K kept inputs per neuron)::
 
-    CONCATENATION([x, NEG(x)]) -> GATHER(int32 indices, units*K) -> RESHAPE(units, K) -> SUM(K)
+    CONCATENATION([x, -x]) -> GATHER(int32 indices, units*K) -> RESHAPE(units, K) -> SUM(K)
         -> GREATER_EQUAL(thresholds) -> SELECT_V2(+1, -1)      # binary activations (integer T)
         |  MUL(scale) -> ADD(offset) [-> RELU]                 # otherwise (BN folded)
 
@@ -14,7 +14,9 @@ a sign tensor (larger: +32 KB per 1024x8 layer in float, +8 KB in int8); one GAT
 neurons (``neurons_per_gather``: a few KB larger, but the gathered intermediate in the TFLM arena
 shrinks with the block); in int8, a DEPTHWISE_CONV_2D over the K gathered inputs holding
 ``sign * scale`` (one requantization instead of three, but per-channel parameters make the file
-~80% larger). Pruned layers with real weights gather ``x`` and MUL by their values. Unpruned
+~80% larger). ``-x`` is NEG for real-valued ``x`` (float in int8 files too, between DEQUANTIZE and QUANTIZE:
+the converter has no int8 NEG) and a second SELECT_V2 for ±1 inputs, so binary layers stay int8.
+Pruned layers with real weights gather ``x`` and MUL by their values. Unpruned
 layers stay FULLY_CONNECTED / CONV_2D (after PADV2 for larq's ``pad_values``); MAX_POOL_2D and
 RESHAPE keep their meaning.
 
@@ -122,9 +124,11 @@ def _sign_select(condition):
 
 
 def _layer(layer, x, pin_sums, neurons_per_gather):
-    if layer.binary_input:
-        x = _sign_select(x >= 0)
-    s = _sum(layer, x, neurons_per_gather)
+    negated = None
+    if layer.binary_input:  # -x of ±1 as a second SELECT_V2: int8 throughout (int8 NEG does not exist)
+        positive = x >= 0
+        x, negated = _sign_select(positive), tf.where(positive, tf.constant(-1.0), tf.constant(1.0))
+    s = _sum(layer, x, neurons_per_gather, negated)
     if layer.output == "threshold":
         if pin_sums:
             bound = float(layer.k + 1)
@@ -146,12 +150,12 @@ def midpoint_thresholds(layer):
     return np.clip(first_reachable - 1, -k - 1, k + 1).astype(np.float32)
 
 
-def _sum(layer, x, neurons_per_gather):
+def _sum(layer, x, neurons_per_gather, negated=None):
     if layer.kind != "sparse":
         kernel = layer.kernel if layer.kind == "float" else layer.signs.T.astype(np.float32)
         return _conv(layer, x, kernel) if layer.op == "conv2d" else tf.matmul(x, tf.constant(kernel))
     if layer.signs is not None:
-        source = tf.concat([x, -x], axis=1)
+        source = tf.concat([x, -x if negated is None else negated], axis=1)
         indices = layer.indices + np.where(layer.signs < 0, layer.fan_in, 0)
         weights = None
     else:

@@ -14,6 +14,8 @@ def test_train_then_report(tmp_path, tiny_mnist_npz, capsys):
     args = ["train", "--data", tiny_mnist_npz, "--out", out, "--epochs-dense", "1", "--epochs-prune", "0",
             "--epochs-retrain", "1", "--inputs", "7", "--limit-train", "200", "--limit-test", "100"]
     assert cli.main(args) == 0
+    trained = capsys.readouterr().out  # stdout is not a terminal here: one line per epoch, no progress frames
+    assert "\r" not in trained and "Epoch 2/2" in trained and "pruned: resumed" not in trained
     assert cli.main(["report", out, "--no-plots"]) == 0
     printed = capsys.readouterr().out
     assert "Pruned binary" in printed and os.path.isfile(os.path.join(out, "report.md"))

@@ -37,11 +37,12 @@ import numpy as np
 
 import iprune_tf  # noqa: F401  (pins Keras 2 before tensorflow is imported)
 from common import RESULTS, write_result
-from iprune_tf import models, recipes
+from iprune_tf.workflow import models
+from iprune_tf.workflow import recipes
 from iprune_tf._keras import keras
-from iprune_tf.data import to_hinge_targets
-from iprune_tf.prune import prune_fan_in, strip_pruning
-from iprune_tf.runs import Run
+from iprune_tf.workflow.data import to_hinge_targets
+from iprune_tf.pruning.prune import prune_fan_in, strip_pruning
+from iprune_tf.workflow.runs import Run
 
 RUNS_RESULTS = os.path.join(RESULTS, "accuracy_seeds_runs")
 VARIANTS = ("constant", "cosine")

@@ -28,10 +28,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import RESULTS, write_result  # noqa: E402
 
 import iprune_tf  # noqa: E402
-from iprune_tf import data, models, recipes  # noqa: E402
+from iprune_tf.workflow import data  # noqa: E402
+from iprune_tf.workflow import models
+from iprune_tf.workflow import recipes
 from iprune_tf._keras import keras, tf  # noqa: E402
 from iprune_tf.export import c_verify, lower, to_c, to_tflite  # noqa: E402
-from iprune_tf.prune import prune_scope  # noqa: E402
+from iprune_tf.pruning.prune import prune_scope  # noqa: E402
 
 TIMING_REPEATS = 7
 CIFAR_QEMU_SAMPLES = 5  # the BinaryConnect VGG runs ~150M soft float operations per image in QEMU

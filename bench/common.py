@@ -8,7 +8,7 @@ import time
 import iprune_tf  # noqa: F401  (pins Keras 2 before tensorflow)
 import tensorflow_model_optimization as tfmot
 from iprune_tf._keras import keras, tf
-from iprune_tf.data import load_dataset, to_hinge_targets
+from iprune_tf.workflow.data import load_dataset, to_hinge_targets
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 

@@ -48,7 +48,8 @@ def worker(steps, threads, determinism):
     if determinism:
         tf.config.experimental.enable_op_determinism()
     from common import fashion_mnist
-    from iprune_tf import models, recipes
+    from iprune_tf.workflow import models
+    from iprune_tf.workflow import recipes
 
     keras.utils.set_random_seed(0)
     x, y, *_ = fashion_mnist(limit_train=steps * 100)

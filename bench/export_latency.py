@@ -41,12 +41,14 @@ import numpy as np  # noqa: E402
 import iprune_tf  # noqa: E402  (pins Keras 2 before tensorflow is imported)
 import larq_compute_engine as lce  # noqa: E402
 from common import fashion_mnist, median_seconds, print_table, write_result  # noqa: E402
-from iprune_tf import export, models, recipes, sparse_format  # noqa: E402
+from iprune_tf import export  # noqa: E402
+from iprune_tf.workflow import models
+from iprune_tf.workflow import recipes
 from iprune_tf._keras import keras, tf  # noqa: E402
 
 K = 8
 NAME = "mnist_k8"
-FILE_MODES = ("h5", "float", "int8", "lce", "sparse")
+FILE_MODES = ("h5", "float", "int8", "lce", "npz")
 BATCHES = (1, 256)
 CALIBRATION = 300
 VERIFY = 1000
@@ -126,20 +128,20 @@ def load_files(rows):
     """The exported artifacts by mode: TFLite bytes, and the loaded sparse model."""
     paths = {row.mode: row.file for row in rows}
     files = {mode: open(paths[mode], "rb").read() for mode in ("float", "int8", "lce")}
-    files["sparse"] = sparse_format.load_sparse(paths["sparse"])
+    files["sparse"] = export.load_sparse(paths["npz"])
     return files
 
 
 def size_results(rows, reference):
     sizes = {row.mode: row.bytes for row in rows}
-    payload = next(row.payload_bytes for row in rows if row.mode == "sparse")
+    payload = next(row.payload_bytes for row in rows if row.mode == "npz")
     checks = {
         "int8_over_float_tflite": sizes["int8"] / sizes["float"],
         "int8_at_most_quarter_of_float": sizes["int8"] <= sizes["float"] / 4,
         "float_weights_over_sparse_payload": reference["weight_bytes"] / payload,
-        "float_weights_over_sparse_file": reference["weight_bytes"] / sizes["sparse"],
-        "float_h5_over_sparse_file": reference["h5_bytes"] / sizes["sparse"],
-        "sparse_at_least_100x_smaller": reference["weight_bytes"] / sizes["sparse"] >= 100,
+        "float_weights_over_sparse_file": reference["weight_bytes"] / sizes["npz"],
+        "float_h5_over_sparse_file": reference["h5_bytes"] / sizes["npz"],
+        "sparse_at_least_100x_smaller": reference["weight_bytes"] / sizes["npz"] >= 100,
     }
     return {"bytes": sizes, "sparse_payload_bytes": payload, "full_precision_reference": reference, "checks": checks}
 

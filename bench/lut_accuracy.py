@@ -29,7 +29,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import RESULTS, fashion_mnist  # noqa: E402
 
 import iprune_tf  # noqa: E402
-from iprune_tf import models, recipes  # noqa: E402
+from iprune_tf.workflow import models  # noqa: E402
+from iprune_tf.workflow import recipes
 from iprune_tf._keras import keras  # noqa: E402
 from iprune_tf.export import to_verilog  # noqa: E402
 from iprune_tf.export import verilog_verify as vv  # noqa: E402

@@ -12,7 +12,7 @@ import numpy as np
 
 from common import median_seconds, print_table, write_result
 from iprune_tf._keras import tf
-from iprune_tf.masking import per_neuron_topk_mask
+from iprune_tf.pruning.masking import per_neuron_topk_mask
 
 SHAPES = {"dense_4096x4096": (4096, 4096), "conv_3x3x512x512": (3, 3, 512, 512)}
 

@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from common import write_result
-from iprune_tf.runs import Run
+from iprune_tf.workflow.runs import Run
 
 ARGS = ["train", "--data", "fashion_mnist", "--limit-train", "10000", "--inputs", "8", "--epochs-dense", "1",
         "--epochs-prune", "3", "--epochs-retrain", "1", "--frequency", "20"]

@@ -26,7 +26,8 @@ import numpy as np
 import iprune_tf  # first: pins Keras 2 before tensorflow is imported
 import tensorflow_model_optimization as tfmot
 from common import fashion_mnist, m_by_n_kwargs, median_seconds, print_table, tfmot_pruned, write_result
-from iprune_tf import models, recipes
+from iprune_tf.workflow import models
+from iprune_tf.workflow import recipes
 
 K = 8
 FREQUENCY = 100

@@ -10,7 +10,7 @@ import argparse
 import iprune_tf  # first: pins tf.keras to Keras 2 for larq and tfmot
 import larq as lq
 from iprune_tf._keras import keras
-from iprune_tf.data import load_dataset, to_hinge_targets
+from iprune_tf.workflow.data import load_dataset, to_hinge_targets
 
 
 def binaryconnect_mlp():

@@ -10,14 +10,14 @@ from tensorflow_model_optimization.python.core.sparsity.keras.pruning_callbacks 
     UpdatePruningStep,
 )
 
-from iprune_tf.encoding import ThermometerEncoding, ThresholdEncoding  # noqa: E402
-from iprune_tf.inspection import LayerStats, effective_kernel, format_inspection, inspect_pruning  # noqa: E402
-from iprune_tf.masking import per_neuron_topk_mask  # noqa: E402
-from iprune_tf.prune import custom_objects, prune_fan_in, prune_scope, strip_pruning  # noqa: E402
-from iprune_tf.quantizers import StochasticBinary  # noqa: E402
-from iprune_tf.schedules import ConstantSparsity, FanInSchedule, PolynomialDecay  # noqa: E402
-from iprune_tf.skip import PrunablePositions, paper_skip  # noqa: E402
-from iprune_tf.wrapper import PruneFanIn  # noqa: E402
+from iprune_tf.workflow.encoding import ThermometerEncoding, ThresholdEncoding  # noqa: E402
+from iprune_tf.pruning.inspection import LayerStats, effective_kernel, format_inspection, inspect_pruning  # noqa: E402
+from iprune_tf.pruning.masking import per_neuron_topk_mask  # noqa: E402
+from iprune_tf.pruning.prune import custom_objects, prune_fan_in, prune_scope, strip_pruning  # noqa: E402
+from iprune_tf.workflow.quantizers import StochasticBinary  # noqa: E402
+from iprune_tf.pruning.schedules import ConstantSparsity, FanInSchedule, PolynomialDecay  # noqa: E402
+from iprune_tf.pruning.skip import PrunablePositions, paper_skip  # noqa: E402
+from iprune_tf.pruning.wrapper import PruneFanIn  # noqa: E402
 
 __version__ = "0.1.0"
 

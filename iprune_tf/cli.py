@@ -12,7 +12,10 @@ import json
 import os
 import sys
 
-from iprune_tf import _keras, pipeline, recipes, strategies
+from iprune_tf import _keras
+from iprune_tf.workflow import pipeline
+from iprune_tf.workflow import recipes
+from iprune_tf.workflow import strategies
 
 DEFAULTS = recipes.RunConfig()
 
@@ -126,7 +129,7 @@ def train_command(args):
 
 
 def report_command(args):
-    from iprune_tf import report
+    from iprune_tf.workflow import report
 
     if len(args.run_dir) == 1:
         print(report.write_report(args.run_dir[0], plots=not args.no_plots))
@@ -151,7 +154,8 @@ def export_command(args):
     int8 is calibrated on training inputs and every file is verified on test inputs, both with
     the run's preprocessing (its stored ZCA for CIFAR-10).
     """
-    from iprune_tf import encoding, export
+    from iprune_tf import export
+    from iprune_tf.workflow import encoding
 
     run = recipes.Run(args.run_dir)
     model = run.load_model("pruned_stripped")

@@ -8,8 +8,8 @@ import pytest
 import iprune_tf  # noqa: F401  (pins Keras 2 before tensorflow is imported)
 import larq as lq
 from iprune_tf._keras import keras, tf
-from iprune_tf.data import DEBIAN_FASHION_MNIST, load_dataset, to_hinge_targets
-from iprune_tf.models import mnist_mlp
+from iprune_tf.workflow.data import DEBIAN_FASHION_MNIST, load_dataset, to_hinge_targets
+from iprune_tf.workflow.models import mnist_mlp
 
 BINARY = dict(kernel_quantizer="ste_sign", kernel_constraint="weight_clip", use_bias=False)
 
@@ -89,7 +89,7 @@ def tiny_mnist_npz(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, tiny_mnist_npz):
     """A finished MNIST-preset run (1024-1024 MLP, K=8) trained 3 steps per phase on random data."""
-    from iprune_tf import recipes
+    from iprune_tf.workflow import recipes
 
     config = recipes.RunConfig(data=tiny_mnist_npz, **TINY_RUN)
     return recipes.train(tmp_path_factory.mktemp("runs") / "tiny", config, verbose=0)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tensorflow_model_optimization as tfmot
 
-from iprune_tf import models
-from iprune_tf.masking import per_neuron_topk_mask
+from iprune_tf.workflow import models
+from iprune_tf.pruning.masking import per_neuron_topk_mask
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "bench"))
 from common import m_by_n_kwargs, tfmot_pruned  # noqa: E402

@@ -1,4 +1,4 @@
-"""Tests for iprune_tf.data: file formats, validation errors, ZCA and hinge targets."""
+"""Tests for iprune_tf.workflow.data: file formats, validation errors, ZCA and hinge targets."""
 import gzip
 import os
 import pickle
@@ -7,8 +7,8 @@ import struct
 import numpy as np
 import pytest
 
-from iprune_tf import data
-from iprune_tf.data import (
+from iprune_tf.workflow import data
+from iprune_tf.workflow.data import (
     DataError,
     Dataset,
     ZCAWhitening,

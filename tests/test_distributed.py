@@ -15,7 +15,7 @@ SCRIPT = textwrap.dedent(
     import numpy as np
     import iprune_tf
     from iprune_tf._keras import keras, tf
-    from iprune_tf.models import mnist_mlp
+    from iprune_tf.workflow.models import mnist_mlp
 
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
@@ -41,7 +41,8 @@ SCRIPT = textwrap.dedent(
             }
 
     import sys, tempfile
-    from iprune_tf import pipeline, recipes
+    from iprune_tf.workflow import pipeline
+    from iprune_tf.workflow import recipes
     path = tempfile.mkdtemp() + "/data.npz"
     np.savez(path, x_train=(x * 255).astype(np.uint8), y_train=rng.integers(0, 10, 256),
              x_test=(x[:64] * 255).astype(np.uint8), y_test=rng.integers(0, 10, 64))

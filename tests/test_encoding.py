@@ -1,8 +1,9 @@
-"""Input encodings (iprune_tf.encoding): exact bits, Keras == numpy, saved with the model, presets."""
+"""Input encodings (iprune_tf.workflow.encoding): exact bits, Keras == numpy, saved with the model, presets."""
 import numpy as np
 import pytest
 
-from iprune_tf import encoding, models
+from iprune_tf.workflow import encoding
+from iprune_tf.workflow import models
 from iprune_tf._keras import keras
 
 

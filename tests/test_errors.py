@@ -30,7 +30,7 @@ def test_skip_by_index_and_predicate():
 
 
 def test_cifar_paper_skip_list_picks_first_two_convs_and_last_dense():
-    from iprune_tf.models import cifar10_vgg_small
+    from iprune_tf.workflow.models import cifar10_vgg_small
 
     model = cifar10_vgg_small("binaryconnect_det", conv_filters=(4, 4, "M", 8, 8, "M"), dense_units=(16,))
     pruned = iprune_tf.prune_fan_in(model, 8, skip=iprune_tf.paper_skip("cifar10"))

@@ -13,7 +13,7 @@ import larq as lq
 from conftest import BINARY, fit_pruned, needs_fashion_mnist, random_data, train_pruned_mlp, trained_preset
 from iprune_tf import export
 from iprune_tf._keras import keras, tf
-from iprune_tf.models import mnist_mlp
+from iprune_tf.workflow.models import mnist_mlp
 
 BINARY_INPUT = dict(BINARY, input_quantizer="ste_sign")
 TFLITE = "litert" if importlib.util.find_spec("ai_edge_litert") else "tflite"  # the interpreter verify() uses

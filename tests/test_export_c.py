@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import iprune_tf
-from iprune_tf import models
+from iprune_tf.workflow import models
 from iprune_tf._keras import keras
 from iprune_tf.export import LoweredNet, lower, to_c
 from iprune_tf.export import c_verify

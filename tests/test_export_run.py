@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import write_npz_dataset
-from iprune_tf import cli, models
+from iprune_tf import cli
+from iprune_tf.workflow import models
 from iprune_tf.export import load_sparse
 
 pytestmark = pytest.mark.slow  # trains a CIFAR-10-preset run

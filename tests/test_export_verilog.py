@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import iprune_tf
-from iprune_tf import models
+from iprune_tf.workflow import models
 from iprune_tf.export import lower
 from iprune_tf.export import verilog
 from iprune_tf.export import verilog_verify as vv

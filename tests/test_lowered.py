@@ -5,7 +5,7 @@ import pytest
 import iprune_tf
 import larq as lq
 from conftest import BINARY, kept_per_neuron
-from iprune_tf import models
+from iprune_tf.workflow import models
 from iprune_tf._keras import keras
 from iprune_tf.export import load_sparse, lower, save_sparse
 from iprune_tf.export.lowering import _threshold_of

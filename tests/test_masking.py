@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from iprune_tf import masking
+from iprune_tf.pruning import masking
 
 
 def numpy_reference_mask(kernel, k):

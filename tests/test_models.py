@@ -5,8 +5,8 @@ import pytest
 import iprune_tf
 import larq as lq
 from iprune_tf._keras import keras, tf
-from iprune_tf.models import FLAVOURS, cifar10_vgg_small, get_preset, mnist_mlp
-from iprune_tf.quantizers import StochasticBinary
+from iprune_tf.workflow.models import FLAVOURS, cifar10_vgg_small, get_preset, mnist_mlp
+from iprune_tf.workflow.quantizers import StochasticBinary
 
 
 def kernel_shapes(model):

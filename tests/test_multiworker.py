@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from conftest import kept_per_neuron
-from iprune_tf.pipeline import mask_digest
-from iprune_tf.runs import Run
+from iprune_tf.workflow.pipeline import mask_digest
+from iprune_tf.workflow.runs import Run
 
 TIMEOUT_S = 300
 

@@ -10,7 +10,7 @@ import larq as lq
 from conftest import BINARY, fashion_data, fit_pruned, needs_fashion_mnist, random_data, trained_preset
 from iprune_tf.export import lower, npz as sf
 from iprune_tf._keras import keras
-from iprune_tf.models import mnist_mlp
+from iprune_tf.workflow.models import mnist_mlp
 
 
 def round_trip(model, tmp_path, name="model.npz"):

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 
 from conftest import TINY_RUN, kept_per_neuron, write_npz_dataset
-from iprune_tf import models, pipeline, recipes
+from iprune_tf.workflow import models
+from iprune_tf.workflow import pipeline
+from iprune_tf.workflow import recipes
 from iprune_tf._keras import keras, tf
-from iprune_tf.data import ZCAWhitening, load_dataset
+from iprune_tf.workflow.data import ZCAWhitening, load_dataset
 
 
 def test_loss_is_square_hinge_on_pm1_targets():

@@ -7,7 +7,7 @@ import pytest
 
 import iprune_tf
 from conftest import BINARY, fit_pruned, random_data
-from iprune_tf import report
+from iprune_tf.workflow import report
 from iprune_tf._keras import keras
 
 

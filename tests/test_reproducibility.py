@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from conftest import TINY_RUN
-from iprune_tf import recipes, report
+from iprune_tf.workflow import recipes
+from iprune_tf.workflow import report
 
 PHASE_MODELS = ("dense_fp", "dense_binary", "pruned")
 

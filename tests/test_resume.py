@@ -11,8 +11,11 @@ import time
 import numpy as np
 import pytest
 
-from iprune_tf import cli, data, pipeline, recipes
-from iprune_tf.runs import Run
+from iprune_tf import cli
+from iprune_tf.workflow import data
+from iprune_tf.workflow import pipeline
+from iprune_tf.workflow import recipes
+from iprune_tf.workflow.runs import Run
 
 needs_fashion_mnist = pytest.mark.skipif(
     not os.path.isdir(data.DEBIAN_FASHION_MNIST),

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import iprune_tf
-from iprune_tf import schedules as sched
+from iprune_tf.pruning import schedules as sched
 from iprune_tf._keras import tf
 
 

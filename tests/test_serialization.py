@@ -63,7 +63,7 @@ def test_wrapper_get_config_from_config():
 
 
 def test_stochastic_quantizer_serializes(tmp_path):
-    from iprune_tf.models import mnist_mlp
+    from iprune_tf.workflow.models import mnist_mlp
 
     model = mnist_mlp("binaryconnect_stoch", hidden_units=(16,))
     path = str(tmp_path / "stoch.h5")
@@ -81,7 +81,7 @@ class LateFanInSchedule(iprune_tf.FanInSchedule):
         super().__init__(begin_step, end_step, frequency, interpolation)
 
 
-class HalvingSchedule(iprune_tf.schedules.PruningSchedule):
+class HalvingSchedule(iprune_tf.pruning.schedules.PruningSchedule):
     """A user's tfmot PruningSchedule: sparsity 0.5 at step 1, 0.95 from step 3 (not registered)."""
 
     def __call__(self, step):

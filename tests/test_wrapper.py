@@ -6,7 +6,7 @@ import iprune_tf
 import larq as lq
 from conftest import BINARY, binary_cnn, binary_mlp, fit_pruned, kept_per_neuron, random_data
 from iprune_tf._keras import keras, tf
-from iprune_tf.layers import latent_kernel
+from iprune_tf.pruning.layers import latent_kernel
 
 
 def wrappers(model):

@@ -13,9 +13,9 @@ import larq as lq
 
 from iprune_tf._keras import keras, tf
 from iprune_tf.export.lowering import has_sign_input
-from iprune_tf.inspection import effective_kernel
-from iprune_tf.layers import is_kernel, require_keras2
-from iprune_tf.prune import as_stripped
+from iprune_tf.pruning.inspection import effective_kernel
+from iprune_tf.pruning.layers import is_kernel, require_keras2
+from iprune_tf.pruning.prune import as_stripped
 
 _LARQ_TO_KERAS = {lq.layers.QuantDense: keras.layers.Dense, lq.layers.QuantConv2D: keras.layers.Conv2D}
 _LARQ_ONLY_KEYS = ("input_quantizer", "kernel_quantizer", "metrics", "pad_values")

@@ -14,7 +14,7 @@ per neuron ``n`` (per output position for a convolution)::
 
 ``x`` is the flattened input vector (dense) or one ``kh*kw*c_in`` patch in ``(i, j, c)`` order
 (conv2d, after padding with ``pad_value``). :class:`MaxPool` and :class:`Flatten` steps sit between
-layers; an optional input encoding (:mod:`iprune_tf.encoding`) comes first.
+layers; an optional input encoding (:mod:`iprune_tf.workflow.encoding`) comes first.
 """
 import dataclasses
 import math

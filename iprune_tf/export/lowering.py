@@ -3,7 +3,7 @@
 Supported chains (Sequential or functional, one path): ``Flatten``, ``Dense``/``QuantDense``,
 ``Conv2D``/``QuantConv2D`` (stride, padding, larq ``pad_values``), ``MaxPooling2D`` (valid),
 ``BatchNormalization`` right after a Dense/Conv2D, ReLU/linear activations, larq sign input
-quantizers, and the input encodings of :mod:`iprune_tf.encoding`.
+quantizers, and the input encodings of :mod:`iprune_tf.workflow.encoding`.
 
 A layer whose inputs and weights are ±1 computes an integer sum ``s`` in ``[-k, k]``. When the
 next thing that reads its output is a sign, ``sign(BN(s + bias))`` is replaced by ``s >= T``: T is
@@ -16,9 +16,9 @@ import numpy as np
 
 from iprune_tf._keras import keras, tf
 from iprune_tf.export.lowered import Flatten, LoweredLayer, LoweredNet, MaxPool
-from iprune_tf.inspection import effective_kernel
-from iprune_tf.layers import kernel_precision, require_keras2
-from iprune_tf.prune import as_stripped
+from iprune_tf.pruning.inspection import effective_kernel
+from iprune_tf.pruning.layers import kernel_precision, require_keras2
+from iprune_tf.pruning.prune import as_stripped
 
 _DENSE = (keras.layers.Dense, lq.layers.QuantDense)
 _CONV = (keras.layers.Conv2D, lq.layers.QuantConv2D)
@@ -80,7 +80,7 @@ def _layer_chain(model):
 def _split_encoding(chain):
     """``(encoding, rest)``: the input encoding layer at the front of the chain, if any."""
     try:
-        from iprune_tf.encoding import ENCODING_LAYERS
+        from iprune_tf.workflow.encoding import ENCODING_LAYERS
     except ImportError:  # the encodings module arrives with the Verilog backend
         return None, chain
     if chain and isinstance(chain[0], ENCODING_LAYERS):

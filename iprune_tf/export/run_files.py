@@ -12,7 +12,7 @@ from iprune_tf.export.c_array import _C_IDENTIFIER, _refuse_overwrite, to_c_arra
 from iprune_tf.export.lowering import lower
 from iprune_tf.export.tflite import MODES, _require_mode, to_tflite
 from iprune_tf.export.verify import _compare, verify
-from iprune_tf.prune import as_stripped, prune_scope
+from iprune_tf.pruning.prune import as_stripped, prune_scope
 
 TFLM_MODES = ("float", "int8", "sparse", "sparse_int8")
 FILE_MODES = ("h5", *MODES, "npz", "c", "verilog")

@@ -14,17 +14,17 @@ Flavours:
 Batch normalization follows every Dense/Conv layer, the output layer included, where BinaryConnect
 puts it. Real-valued flavours use ReLU; the binary flavour binarizes at the next layer's input.
 The recipe's weight decay on the last dense layer (named ``output``) is applied by the optimizer
-(:func:`iprune_tf.recipes.compile_model`, decoupled). ``output_l2`` instead adds a classic L2 loss
+(:func:`iprune_tf.workflow.recipes.compile_model`, decoupled). ``output_l2`` instead adds a classic L2 loss
 term (``kernel_regularizer``) to that layer; see the recipe module for why it is off by default.
 """
 from dataclasses import dataclass
 
 import larq as lq
 
-from iprune_tf import encoding
+from iprune_tf.workflow import encoding
 from iprune_tf._keras import keras
-from iprune_tf.quantizers import StochasticBinary
-from iprune_tf.skip import paper_skip
+from iprune_tf.workflow.quantizers import StochasticBinary
+from iprune_tf.pruning.skip import paper_skip
 
 FLAVOURS = ("full_precision", "binaryconnect_det", "binaryconnect_stoch", "binary")
 
@@ -70,7 +70,7 @@ def _bn(name):
 
 
 def _input_layers(input_shape, input_encoding):
-    """The input layer, then the encoding layer (:func:`iprune_tf.encoding.from_spec`) if any."""
+    """The input layer, then the encoding layer (:func:`iprune_tf.workflow.encoding.from_spec`) if any."""
     encoder = encoding.from_spec(input_encoding)
     return [keras.layers.InputLayer(input_shape=input_shape, name="input")] + ([encoder] if encoder else []), bool(encoder)
 

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from iprune_tf.data.files import _read_npz
+from iprune_tf.workflow.data.files import _read_npz
 
 
 class ZCAWhitening:

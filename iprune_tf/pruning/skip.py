@@ -5,7 +5,7 @@ end), a predicate ``layer -> bool``, or a :class:`PrunablePositions` that counts
 iprune_tf could prune, which is how the paper states its skips ("the first two conv layers and
 the last dense layer"). Unknown names and out-of-range indices are errors, not no-ops.
 """
-from iprune_tf.layers import needs_pruning_decision
+from iprune_tf.pruning.layers import needs_pruning_decision
 
 
 class PrunablePositions:

@@ -15,7 +15,7 @@ import zlib
 
 import numpy as np
 
-from iprune_tf.data.dataset import DataError, Dataset, _is_one_hot_shape, _make_dataset
+from iprune_tf.workflow.data.dataset import DataError, Dataset, _is_one_hot_shape, _make_dataset
 
 IDX_FILES = {
     "x_train": "train-images-idx3-ubyte",

@@ -26,7 +26,7 @@ import json
 import os
 import statistics
 
-from iprune_tf import inspection
+from iprune_tf.pruning import inspection
 from iprune_tf.export.lowering import lower
 
 ROWS = (
@@ -105,7 +105,7 @@ def seeds_report(run_dirs):
     (``{seed: accuracy}``). Memory and operations are the first run's (the same config has the same
     counts). Only phases finished in every run are shown.
     """
-    from iprune_tf.runs import Run
+    from iprune_tf.workflow.runs import Run
 
     runs = [Run(d) for d in run_dirs]
     seeds = [r.config.seed for r in runs]
@@ -132,7 +132,7 @@ def write_report(run_dir, plots=True):
 
     Returns the Markdown text. Needs the ``dense_fp`` phase; later phases appear once done.
     """
-    from iprune_tf.recipes import Run
+    from iprune_tf.workflow.recipes import Run
 
     run = Run(run_dir)
     phases = [phase for phase, _ in ROWS if os.path.isfile(run.model_path(phase))]
@@ -156,7 +156,7 @@ def write_report(run_dir, plots=True):
 
 
 def _write_plots(run, models):
-    from iprune_tf import plots
+    from iprune_tf.workflow import plots
 
     out = os.path.join(run.dir, "plots")
     os.makedirs(out, exist_ok=True)

@@ -1,6 +1,6 @@
 """The train -> prune -> retrain -> evaluate pipeline over a run directory, resumable at every epoch.
 
-Phases, each saved to the run directory (:mod:`iprune_tf.runs`) as soon as it ends:
+Phases, each saved to the run directory (:mod:`iprune_tf.workflow.runs`) as soon as it ends:
 
 1. ``dense_fp``: the full-precision dense baseline, trained for the same total number of
    epochs as the binary pipeline (the "same budget").
@@ -27,12 +27,14 @@ import time
 
 import numpy as np
 
-from iprune_tf import data as data_lib
-from iprune_tf import models, recipes, strategies
+from iprune_tf.workflow import data as data_lib
+from iprune_tf.workflow import models
+from iprune_tf.workflow import recipes
+from iprune_tf.workflow import strategies
 from iprune_tf._keras import keras, tf
-from iprune_tf.prune import strip_pruning
-from iprune_tf.runs import PHASES, Run
-from iprune_tf.wrapper import PruneFanIn
+from iprune_tf.pruning.prune import strip_pruning
+from iprune_tf.workflow.runs import PHASES, Run
+from iprune_tf.pruning.wrapper import PruneFanIn
 from tensorflow_model_optimization.python.core.sparsity.keras.pruning_callbacks import UpdatePruningStep
 
 

@@ -8,10 +8,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from iprune_tf import masking
+from iprune_tf.pruning import masking
 from iprune_tf._keras import tf
-from iprune_tf.layers import is_supported, kernel_precision, latent_kernel
-from iprune_tf.wrapper import PruneFanIn
+from iprune_tf.pruning.layers import is_supported, kernel_precision, latent_kernel
+from iprune_tf.pruning.wrapper import PruneFanIn
 
 
 @dataclass

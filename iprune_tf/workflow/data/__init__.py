@@ -1,9 +1,9 @@
 """Data sets for the MNIST-family and CIFAR-10 experiments: :func:`load_dataset` by name or path.
 
 Every loader returns a :class:`Dataset` of numpy arrays in one convention (see
-:mod:`~iprune_tf.data.dataset`), so the training code never has to know where the
+:mod:`~iprune_tf.workflow.data.dataset`), so the training code never has to know where the
 data came from: Keras' downloader (needs internet) or, for offline machines, local
-files read by :mod:`~iprune_tf.data.files`. :mod:`~iprune_tf.data.zca` holds the
+files read by :mod:`~iprune_tf.workflow.data.files`. :mod:`~iprune_tf.workflow.data.zca` holds the
 CIFAR-10 input preprocessing. Any problem with the data raises :class:`DataError`.
 TensorFlow is only imported to download a data set by name.
 """
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 
-from iprune_tf.data.dataset import DataError, Dataset, _make_dataset, to_hinge_targets
-from iprune_tf.data.files import (
+from iprune_tf.workflow.data.dataset import DataError, Dataset, _make_dataset, to_hinge_targets
+from iprune_tf.workflow.data.files import (
     CIFAR10_TEST_BATCH,
     CIFAR10_TRAIN_BATCHES,
     IDX_FILES,
@@ -22,7 +22,7 @@ from iprune_tf.data.files import (
     load_idx_dir,
     load_npz,
 )
-from iprune_tf.data.zca import ZCAWhitening
+from iprune_tf.workflow.data.zca import ZCAWhitening
 
 __all__ = [
     "CIFAR10_TEST_BATCH", "CIFAR10_TRAIN_BATCHES", "DEBIAN_FASHION_MNIST", "DataError", "Dataset", "IDX_FILES",

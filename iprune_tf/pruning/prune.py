@@ -3,13 +3,13 @@
 ``prune_fan_in`` is iprune_tf's ``prune_low_magnitude``; ``strip_pruning`` its finalizer. Both
 return new, independent models: the user's model and its weights are never modified.
 """
-from iprune_tf import masking
-from iprune_tf import schedules as sched
+from iprune_tf.pruning import masking
+from iprune_tf.pruning import schedules as sched
 from iprune_tf._keras import keras
-from iprune_tf.layers import is_supported, require_keras2, supported_names
-from iprune_tf.quantizers import StochasticBinary
-from iprune_tf.skip import prunable_layers, resolve_skip
-from iprune_tf.wrapper import PruneFanIn
+from iprune_tf.pruning.layers import is_supported, require_keras2, supported_names
+from iprune_tf.workflow.quantizers import StochasticBinary
+from iprune_tf.pruning.skip import prunable_layers, resolve_skip
+from iprune_tf.pruning.wrapper import PruneFanIn
 
 
 def custom_objects():

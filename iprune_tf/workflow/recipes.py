@@ -13,23 +13,25 @@ below the size of one Adam step (~lr), so their signs flip nearly every step. On
 K=8 that cost 6-7 points of test accuracy (bench/results/fashion_mnist_k8.json); decoupled decay
 shrinks the latent weights by only 1.5e-4 per step and loses nothing measurable.
 
-The train -> prune -> retrain pipeline that uses it is :mod:`iprune_tf.pipeline` (``recipes.train``
-is kept as an alias); the run directory it fills is :mod:`iprune_tf.runs`.
+The train -> prune -> retrain pipeline that uses it is :mod:`iprune_tf.workflow.pipeline` (``recipes.train``
+is kept as an alias); the run directory it fills is :mod:`iprune_tf.workflow.runs`.
 """
 import dataclasses
 import os
 
 import numpy as np
 
-from iprune_tf import data as data_lib
-from iprune_tf import encoding, masking, models
+from iprune_tf.workflow import data as data_lib
+from iprune_tf.workflow import encoding
+from iprune_tf.pruning import masking
+from iprune_tf.workflow import models
 from iprune_tf._keras import keras, tf
-from iprune_tf.checkpoints import atomic_write
-from iprune_tf.layers import is_supported, latent_kernel
-from iprune_tf.prune import prune_fan_in
-from iprune_tf.runs import PHASES, SNAPSHOTS, Run  # noqa: F401  (re-exported: recipes.Run, recipes.PHASES, ...)
-from iprune_tf.schedules import FanInSchedule
-from iprune_tf.wrapper import PruneFanIn
+from iprune_tf.workflow.checkpoints import atomic_write
+from iprune_tf.pruning.layers import is_supported, latent_kernel
+from iprune_tf.pruning.prune import prune_fan_in
+from iprune_tf.workflow.runs import PHASES, SNAPSHOTS, Run  # noqa: F401  (re-exported: recipes.Run, recipes.PHASES, ...)
+from iprune_tf.pruning.schedules import FanInSchedule
+from iprune_tf.pruning.wrapper import PruneFanIn
 
 LOSS = "squared_hinge"
 LEARNING_RATE = 3e-3
@@ -62,7 +64,7 @@ class RunConfig:
     seed: int = 0
     hidden_units: tuple | None = None  # the preset's hidden dense widths (None: the paper's)
     skip: tuple | None = None  # layer names left dense (None: the preset's paper skip list)
-    input_encoding: str | None = None  # e.g. "thermometer:3" (iprune_tf.encoding.from_spec); None: raw inputs
+    input_encoding: str | None = None  # e.g. "thermometer:3" (iprune_tf.workflow.encoding.from_spec); None: raw inputs
 
     def __post_init__(self):
         models.get_preset(self.preset)
@@ -225,9 +227,9 @@ def one_shot_masked(model, kernels):
 
 
 def __getattr__(name):
-    """``recipes.train``: the pipeline lives in :mod:`iprune_tf.pipeline`, which imports this module."""
+    """``recipes.train``: the pipeline lives in :mod:`iprune_tf.workflow.pipeline`, which imports this module."""
     if name == "train":
-        from iprune_tf.pipeline import train
+        from iprune_tf.workflow.pipeline import train
 
         return train
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

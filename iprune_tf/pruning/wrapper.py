@@ -2,7 +2,7 @@
 
 The wrapper subclasses tfmot's ``PruneLowMagnitude`` so tfmot's ``UpdatePruningStep`` and
 ``PruningSummaries`` callbacks drive it unchanged, but replaces its global-threshold masks with
-per-neuron top-K masks (:mod:`iprune_tf.masking`) and applies the mask where a binary layer
+per-neuron top-K masks (:mod:`iprune_tf.pruning.masking`) and applies the mask where a binary layer
 needs it: to the *quantized* kernel. larq's ``ste_sign(0) == +1``, so zeroing a latent weight
 alone would turn a pruned connection into a +1; the wrapper instead feeds the inner layer the
 effective kernel ``quantize(latent) * mask``, ternary {-1, 0, +1} with exactly the kept inputs
@@ -17,10 +17,10 @@ import numpy as np
 from tensorflow_model_optimization.python.core.keras import utils as tfmot_utils
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
 
-from iprune_tf import masking
-from iprune_tf import schedules as sched
+from iprune_tf.pruning import masking
+from iprune_tf.pruning import schedules as sched
 from iprune_tf._keras import keras, tf
-from iprune_tf.layers import is_kernel, kernel_precision, latent_kernel, require_supported_layer
+from iprune_tf.pruning.layers import is_kernel, kernel_precision, latent_kernel, require_supported_layer
 
 
 class PruneFanIn(pruning_wrapper.PruneLowMagnitude):

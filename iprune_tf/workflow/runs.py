@@ -11,7 +11,7 @@
 Every file is written to ``<name>.tmp`` and renamed into place, so a process killed at any moment
 (SIGKILL included) leaves each file either complete or absent; leftover ``.tmp`` files are deleted
 on resume. ``run.json`` holds one *segment* per ``train`` call (where it started, the last
-checkpoint it wrote, when it finished). The training itself is :mod:`iprune_tf.pipeline`.
+checkpoint it wrote, when it finished). The training itself is :mod:`iprune_tf.workflow.pipeline`.
 """
 import dataclasses
 import glob
@@ -27,8 +27,8 @@ import zipfile
 import numpy as np
 
 from iprune_tf._keras import keras, tf
-from iprune_tf.checkpoints import atomic_write, read_checkpoint
-from iprune_tf.prune import prune_scope
+from iprune_tf.workflow.checkpoints import atomic_write, read_checkpoint
+from iprune_tf.pruning.prune import prune_scope
 
 PHASES = ("dense_fp", "dense_binary", "pruned")
 SNAPSHOTS = ("before_pruning", "after_pruning", "after_retraining")
@@ -37,8 +37,8 @@ _OWN_ENTRIES = {"run.json", "zca.npz", "models", "weights", "checkpoints", "expo
 
 
 def _run_config(fields):
-    """The :class:`~iprune_tf.recipes.RunConfig` stored as ``fields`` (recipes imports this module)."""
-    from iprune_tf.recipes import RunConfig
+    """The :class:`~iprune_tf.workflow.recipes.RunConfig` stored as ``fields`` (recipes imports this module)."""
+    from iprune_tf.workflow.recipes import RunConfig
 
     return RunConfig(**fields)
 

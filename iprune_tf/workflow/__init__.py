@@ -1,0 +1,1 @@
+"""The paper workflow: presets, data, the recipe, runs, the pipeline, Table 1 and plots."""

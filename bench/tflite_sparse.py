@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 import iprune_tf  # noqa: E402  (pins Keras 2 before tensorflow is imported)
 from common import fashion_mnist, median_seconds, print_table, write_result  # noqa: E402
 from iprune_tf import export  # noqa: E402
-from iprune_tf.workflow import models
+from iprune_tf.workflow import models  # noqa: E402
 from iprune_tf._keras import keras, tf  # noqa: E402
 from iprune_tf.workflow.encoding import ThresholdEncoding  # noqa: E402
 from iprune_tf.export.lowered import LoweredNet  # noqa: E402

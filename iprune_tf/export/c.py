@@ -32,7 +32,8 @@ _C_KEYWORDS = frozenset(
 
 @dataclasses.dataclass
 class CModel:
-    """What :func:`to_c` wrote: paths, model data bytes (flash), static RAM bytes, per-layer facts."""
+    """What :func:`to_c` wrote: paths, model data bytes (flash), static RAM bytes, per-layer facts,
+    connections evaluated per inference."""
 
     name: str
     header: str
@@ -42,6 +43,7 @@ class CModel:
     input_shape: tuple
     num_classes: int
     layers: list
+    operations: int = 0
 
 
 def check_identifier(name):
@@ -74,7 +76,8 @@ def to_c(model_or_lowered, name, out_dir, overwrite=False, index_format="auto"):
     for path, text in zip(paths, (header, source)):
         with open(path, "w", encoding="ascii") as f:
             f.write(text)
-    return CModel(name, paths[0], paths[1], data_bytes, ram_bytes, tuple(net.input_shape), net.num_classes, layers)
+    return CModel(name, paths[0], paths[1], data_bytes, ram_bytes, tuple(net.input_shape), net.num_classes, layers,
+                  net.cost()["operations"])
 
 
 def _lowered(obj):

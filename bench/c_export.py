@@ -28,9 +28,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import RESULTS, write_result  # noqa: E402
 
 import iprune_tf  # noqa: E402
-from iprune_tf.workflow import data  # noqa: E402
-from iprune_tf.workflow import models
-from iprune_tf.workflow import recipes
+from iprune_tf.workflow import data, models, recipes  # noqa: E402
+from iprune_tf.workflow import runs as run_lib  # noqa: E402
 from iprune_tf._keras import keras, tf  # noqa: E402
 from iprune_tf.export import c_verify, lower, to_c, to_tflite  # noqa: E402
 from iprune_tf.pruning.prune import prune_scope  # noqa: E402
@@ -107,7 +106,7 @@ def agreement(a, b):
 def load_trained(source):
     """(model, Fashion-MNIST-like data set) from a run directory or a stripped ``.h5`` (Fashion-MNIST)."""
     if os.path.isdir(source):
-        run = recipes.Run(source)
+        run = run_lib.Run(source)
         return run.load_model("pruned_stripped"), recipes.prepare_data(run.config, run.dir)[0]
     with prune_scope():
         model = keras.models.load_model(source, compile=False)

@@ -39,6 +39,7 @@ import iprune_tf  # noqa: F401  (pins Keras 2 before tensorflow is imported)
 from common import RESULTS, write_result
 from iprune_tf.workflow import models
 from iprune_tf.workflow import recipes
+from iprune_tf.workflow import runs as run_lib
 from iprune_tf._keras import keras
 from iprune_tf.workflow.data import to_hinge_targets
 from iprune_tf.pruning.prune import prune_fan_in, strip_pruning
@@ -225,7 +226,7 @@ def table(run_dirs):
     for row in rows.values():
         row["gap_to_fp_points"] = None if fp is None else round(row["mean"] - fp, 2)
     wall = {phase: round(statistics.mean(r.phases[phase]["wall_time_s"] for r in runs if phase in r.phases), 1)
-            for phase in recipes.PHASES if any(phase in r.phases for r in runs)}
+            for phase in run_lib.PHASES if any(phase in r.phases for r in runs)}
     return {"seeds": seeds, "runs": [r.dir for r in runs], "config": dataclasses.asdict(runs[0].config),
             "rows": rows, "lever_minus_constant_points": paired, "mean_wall_time_s": wall}
 

@@ -44,6 +44,7 @@ from common import fashion_mnist, median_seconds, print_table, write_result  # n
 from iprune_tf import export  # noqa: E402
 from iprune_tf.workflow import models
 from iprune_tf.workflow import recipes
+from iprune_tf.workflow import runs as run_lib
 from iprune_tf._keras import keras, tf  # noqa: E402
 
 K = 8
@@ -70,7 +71,7 @@ def train_pruned(args, x, y):
 
 def from_run(run_dir):
     """The run's stripped pruned model and its (preprocessed) data: train inputs, test inputs and labels."""
-    run = recipes.Run(run_dir)
+    run = run_lib.Run(run_dir)
     if run.config.preset != "mnist":
         raise ValueError(f"{run_dir} is a '{run.config.preset}' run; this benchmark measures the MNIST preset.")
     data, _ = recipes.prepare_data(run.config, run.dir)

@@ -15,6 +15,7 @@ import sys
 from iprune_tf import _keras
 from iprune_tf.workflow import pipeline
 from iprune_tf.workflow import recipes
+from iprune_tf.workflow import runs as run_lib
 from iprune_tf.workflow import strategies
 
 DEFAULTS = recipes.RunConfig()
@@ -157,7 +158,7 @@ def export_command(args):
     from iprune_tf import export
     from iprune_tf.workflow import encoding
 
-    run = recipes.Run(args.run_dir)
+    run = run_lib.Run(args.run_dir)
     model = run.load_model("pruned_stripped")
     dataset, _ = recipes.prepare_data(run.config, run.dir)
     encoded = any(encoding.is_encoding(layer) for layer in model.layers)  # the .npz format has no encodings

@@ -90,9 +90,10 @@ def tiny_mnist_npz(tmp_path_factory):
 def tiny_run(tmp_path_factory, tiny_mnist_npz):
     """A finished MNIST-preset run (1024-1024 MLP, K=8) trained 3 steps per phase on random data."""
     from iprune_tf.workflow import recipes
+    from iprune_tf.workflow import pipeline
 
     config = recipes.RunConfig(data=tiny_mnist_npz, **TINY_RUN)
-    return recipes.train(tmp_path_factory.mktemp("runs") / "tiny", config, verbose=0)
+    return pipeline.train(tmp_path_factory.mktemp("runs") / "tiny", config, verbose=0)
 
 
 # ---------------------------------------------------------------- real data: Fashion-MNIST (Debian package)

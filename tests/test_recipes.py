@@ -9,6 +9,7 @@ from conftest import TINY_RUN, kept_per_neuron, write_npz_dataset
 from iprune_tf.workflow import models
 from iprune_tf.workflow import pipeline
 from iprune_tf.workflow import recipes
+from iprune_tf.workflow import runs as run_lib
 from iprune_tf._keras import keras, tf
 from iprune_tf.workflow.data import ZCAWhitening, load_dataset
 
@@ -118,10 +119,10 @@ def test_gradual_schedule_spans_the_pruning_epochs():
 
 
 def test_pipeline_saves_every_phase(tiny_run):
-    run = recipes.Run(tiny_run.dir)
-    assert set(run.phases) == set(recipes.PHASES)
+    run = run_lib.Run(tiny_run.dir)
+    assert set(run.phases) == set(run_lib.PHASES)
     assert run.phases["dense_fp"]["epochs"] == 3 and run.phases["dense_binary"]["epochs"] == 1
-    for phase in (*recipes.PHASES, "pruned_stripped"):
+    for phase in (*run_lib.PHASES, "pruned_stripped"):
         assert os.path.isfile(run.model_path(phase))
     for result in run.phases.values():
         assert 0.0 <= result["test_accuracy"] <= 1.0 and result["wall_time_s"] > 0
@@ -152,26 +153,26 @@ def test_snapshots_before_after_pruning_and_after_retraining(tiny_run):
 
 def test_existing_run_is_never_overwritten_silently(tiny_run):
     with pytest.raises(FileExistsError, match="--resume"):
-        recipes.Run.create(tiny_run.dir, tiny_run.config)
+        run_lib.Run.create(tiny_run.dir, tiny_run.config)
     other = dataclasses.replace(tiny_run.config, inputs_per_neuron=7)
     with pytest.raises(ValueError, match="inputs_per_neuron: 8 -> 7"):
-        recipes.Run.create(tiny_run.dir, other, resume=True)
+        run_lib.Run.create(tiny_run.dir, other, resume=True)
 
 
 def test_non_run_directory_with_files_is_refused(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="not empty"):
-        recipes.Run.create(tmp_path, recipes.RunConfig())
+        run_lib.Run.create(tmp_path, recipes.RunConfig())
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
 def test_resume_runs_only_unfinished_phases(tmp_path, tiny_mnist_npz):
     config = recipes.RunConfig(data=tiny_mnist_npz, **dict(TINY_RUN, epochs_prune=0))
-    run = recipes.train(tmp_path / "run", config, verbose=0)
+    run = pipeline.train(tmp_path / "run", config, verbose=0)
     dense_mtime = os.path.getmtime(run.model_path("dense_binary"))
     del run.phases["pruned"]
     run.save()
-    resumed = recipes.train(tmp_path / "run", config, resume=True, verbose=0)
+    resumed = pipeline.train(tmp_path / "run", config, resume=True, verbose=0)
     assert os.path.getmtime(resumed.model_path("dense_binary")) == dense_mtime
     assert resumed.phases["dense_fp"] == run.phases["dense_fp"]
     assert "pruned" in resumed.phases and resumed.phases["pruned"]["test_accuracy_after_pruning"] is None
@@ -183,7 +184,7 @@ def cifar_run(tmp_path_factory):
     path = write_npz_dataset(tmp_path_factory.mktemp("cifar") / "cifar_like.npz", (32, 32, 3), 8, 4)
     config = recipes.RunConfig(preset="cifar10", data=path, epochs_dense=1, epochs_prune=1, epochs_retrain=0,
                                frequency=1, batch_size=8)
-    return recipes.train(tmp_path_factory.mktemp("runs") / "cifar", config, verbose=0), path
+    return pipeline.train(tmp_path_factory.mktemp("runs") / "cifar", config, verbose=0), path
 
 
 def test_cifar10_preset_trains_with_paper_skips(cifar_run):
@@ -195,7 +196,7 @@ def test_cifar10_preset_trains_with_paper_skips(cifar_run):
             kept = set(kept_per_neuron(layer.kernel.numpy()))
             fan_in = int(np.prod(layer.kernel.shape[:-1]))
             assert kept == ({8} if layer.name in pruned else {fan_in}), layer.name
-    assert set(run.phases) == set(recipes.PHASES)
+    assert set(run.phases) == set(run_lib.PHASES)
 
 
 def test_cifar10_zca_is_fitted_on_train_and_applied_to_test(cifar_run):

@@ -2,7 +2,7 @@
 and Table 1 over seeds (mean ± std).
 
 Seeded: the initializers, the data order of every epoch and the stochastic quantizer's draws
-(``keras.utils.set_random_seed`` at the start of ``recipes.train``). Across machines the float
+(``keras.utils.set_random_seed`` at the start of ``pipeline.train``). Across machines the float
 sums themselves may differ (oneDNN kernels, thread counts); see bench/determinism.py.
 """
 import dataclasses
@@ -15,6 +15,7 @@ import pytest
 
 from conftest import TINY_RUN
 from iprune_tf.workflow import recipes
+from iprune_tf.workflow import pipeline
 from iprune_tf.workflow import report
 
 PHASE_MODELS = ("dense_fp", "dense_binary", "pruned")
@@ -44,7 +45,7 @@ def three_runs(tmp_path_factory, tiny_mnist_npz):
     """
     config = recipes.RunConfig(data=tiny_mnist_npz, flavour="binaryconnect_stoch", **dict(TINY_RUN, limit_train=200))
     root = tmp_path_factory.mktemp("seeds")
-    return [recipes.train(root / f"run{i}", dataclasses.replace(config, seed=seed), verbose=0)
+    return [pipeline.train(root / f"run{i}", dataclasses.replace(config, seed=seed), verbose=0)
             for i, seed in enumerate((0, 0, 1))]
 
 

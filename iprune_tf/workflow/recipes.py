@@ -13,8 +13,8 @@ below the size of one Adam step (~lr), so their signs flip nearly every step. On
 K=8 that cost 6-7 points of test accuracy (bench/results/fashion_mnist_k8.json); decoupled decay
 shrinks the latent weights by only 1.5e-4 per step and loses nothing measurable.
 
-The train -> prune -> retrain pipeline that uses it is :mod:`iprune_tf.workflow.pipeline` (``recipes.train``
-is kept as an alias); the run directory it fills is :mod:`iprune_tf.workflow.runs`.
+The train -> prune -> retrain pipeline that uses it is :mod:`iprune_tf.workflow.pipeline`; the run
+directory it fills is :mod:`iprune_tf.workflow.runs`.
 """
 import dataclasses
 import os
@@ -29,7 +29,6 @@ from iprune_tf._keras import keras, tf
 from iprune_tf.workflow.checkpoints import atomic_write
 from iprune_tf.pruning.layers import is_supported, latent_kernel
 from iprune_tf.pruning.prune import prune_fan_in
-from iprune_tf.workflow.runs import PHASES, SNAPSHOTS, Run  # noqa: F401  (re-exported: recipes.Run, recipes.PHASES, ...)
 from iprune_tf.pruning.schedules import FanInSchedule
 from iprune_tf.pruning.wrapper import PruneFanIn
 
@@ -225,11 +224,3 @@ def one_shot_masked(model, kernels):
             masked[name] = kernels[name] * mask.numpy()
     return masked
 
-
-def __getattr__(name):
-    """``recipes.train``: the pipeline lives in :mod:`iprune_tf.workflow.pipeline`, which imports this module."""
-    if name == "train":
-        from iprune_tf.workflow.pipeline import train
-
-        return train
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -132,7 +132,7 @@ def write_report(run_dir, plots=True):
 
     Returns the Markdown text. Needs the ``dense_fp`` phase; later phases appear once done.
     """
-    from iprune_tf.workflow.recipes import Run
+    from iprune_tf.workflow.runs import Run
 
     run = Run(run_dir)
     phases = [phase for phase, _ in ROWS if os.path.isfile(run.model_path(phase))]

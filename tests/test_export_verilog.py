@@ -1,4 +1,5 @@
 """Verilog LUT netlist (iprune_tf.export.verilog): simulated bit-exactly, synthesized with Yosys."""
+import os
 import shutil
 
 import numpy as np
@@ -107,3 +108,19 @@ def test_missing_tool_names_the_debian_package(monkeypatch):
     monkeypatch.setattr(vv.shutil, "which", lambda name: None)
     with pytest.raises(vv.ToolMissing, match="apt-get install iverilog"):
         vv.require_tool("vvp")
+
+
+def test_cli_trains_with_input_encoding_and_exports_verilog(tmp_path, tiny_mnist_npz, capsys):
+    _need("iverilog")
+    from iprune_tf import cli
+
+    out = str(tmp_path / "run")
+    assert cli.main(["train", "--data", tiny_mnist_npz, "--out", out, "--flavour", "binary", "--input-encoding",
+                     "thermometer:2", "--hidden-units", "16,8", "--inputs", "6", "--epochs-dense", "1",
+                     "--epochs-prune", "0", "--epochs-retrain", "1", "--limit-train", "200", "--limit-test", "100"]) == 0
+    capsys.readouterr()
+    assert cli.main(["export", out, "--mode", "verilog", "--verify-samples", "100"]) == 0
+    table = capsys.readouterr().out
+    assert "verilog" in table and "iverilog" in table and "100.00%" in table
+    design = verilog.VerilogDesign.load(os.path.join(out, "export", "verilog"))
+    assert design.input_bits == 28 * 28 * 2 and [layer["units"] for layer in design.layers] == [16, 8, 10]

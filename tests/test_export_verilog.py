@@ -18,11 +18,11 @@ def _need(tool):
         pytest.skip(f"{tool} is not installed (Debian package {vv.PACKAGES[tool]})")
 
 
-def _trained(k_first=8, k_second=6, steps=30, flavour="binary", encoding="thermometer:2"):
+def _trained(k_first=8, k_second=6, steps=30, flavour="binary", encoding="thermometer:2", skip=None):
     """A small fully binary MLP on 6x6 inputs (72 input bits), 4 classes, pruned and trained a few steps."""
     model = models.mnist_mlp(flavour, hidden_units=(24, 12), num_classes=4, input_shape=(6, 6), input_encoding=encoding)
     pruned = iprune_tf.prune_fan_in(model, k_second, inputs_per_layer={"dense_1": k_first},
-                                    skip=iprune_tf.paper_skip("mnist"))
+                                    skip=iprune_tf.paper_skip("mnist") if skip is None else skip)
     rng = np.random.default_rng(0)
     x = rng.random((steps * 20, 6, 6)).astype(np.float32)
     labels = np.argmax(x.reshape(len(x), -1) @ rng.normal(size=(36, 4)), axis=1)
@@ -58,6 +58,15 @@ def test_netlist_simulation_equals_keras_and_lowered_bits(trained, tmp_path, sim
     keras_classes = np.argmax(model.predict(x, verbose=0), axis=1)
     assert len(set(keras_classes.tolist())) > 1  # the check compares more than one constant class
     np.testing.assert_array_equal(result["classes"], keras_classes)
+
+
+def test_unpruned_hidden_layer_and_pruned_output_layer(tmp_path):
+    _need("iverilog")
+    model, x = _trained(skip=["dense_2"])  # dense_2 dense binary (popcount >= threshold), output pruned to K=6
+    design = verilog.to_verilog(model, tmp_path)
+    assert [layer["style"] for layer in design.layers] == ["truth_tables", "popcount_threshold", "popcount_argmax"]
+    result = vv.verify(model, design, x)
+    assert result["class_agreement"] == 200 and result["hidden_bit_mismatches"] == [0, 0]
 
 
 def test_yosys_luts_within_hand_computed_bounds(trained, tmp_path):

@@ -70,7 +70,8 @@ def load_results():
 def save_entry(name, entry, key=None):
     """Merge ``entry`` into configuration ``name`` (or its sub-dict ``key``) of the results file, under a
     lock: the stages of one configuration run in parallel processes."""
-    with open(RESULT + ".lock", "w") as lock:
+    os.makedirs(WORK, exist_ok=True)
+    with open(os.path.join(WORK, "results.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         results = load_results()
         config = results["configs"].setdefault(name, {})

@@ -263,7 +263,8 @@ def main():
         gap = "" if row["gap_to_fp_points"] is None else f"  ({row['gap_to_fp_points']:+.2f} pts vs FP)"
         print(f"{name}: {format_row(row)}{gap}")
     for name, row in result["lever_minus_constant_points"].items():
-        print(f"paired, {name} minus constant rate: {row['mean']:+.2f} ± {row['std'] or 0:.2f} pts (n={row['n']})")
+        std = "" if row["std"] is None else f" ± {row['std']:.2f}"
+        print(f"paired, {name} minus constant rate: {row['mean']:+.2f}{std} pts (n={row['n']})")
     write_result(args.name, result, f"python bench/accuracy_seeds.py table {' '.join(args.run_dirs)} --name {args.name}")
 
 

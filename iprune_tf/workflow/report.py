@@ -122,8 +122,10 @@ def seeds_report(run_dirs):
         row["test_accuracy_seeds"] = {r.config.seed: _phase_accuracy(r, row["phase"]) for r in runs}
         row["test_accuracy"] = statistics.mean(row["test_accuracy_seeds"].values())
     config = runs[0].config
+    samples = runs[0].data.get("train_samples")
     title = (f"Table 1: {config.preset} preset, {config.flavour}, K={config.inputs_per_neuron}, "
-             f"data {runs[0].data.get('name', config.data)}, seeds {sorted(seeds)}")
+             f"data {runs[0].data.get('name', config.data)}" + (f" ({samples:,} training images)" if samples else "")
+             + f", seeds {sorted(seeds)}")
     return rows, format_markdown(rows, title)
 
 

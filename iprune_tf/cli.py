@@ -65,6 +65,8 @@ def _train_parser(sub):
     p.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay, help="on the last dense layer only")
     p.add_argument("--weight-decay-mode", default=DEFAULTS.weight_decay_mode, choices=list(recipes.WEIGHT_DECAY_MODES),
                    help="decoupled (AdamW-style, default) or l2 (loss term; measured to hurt binary nets)")
+    p.add_argument("--retrain-lr", default=DEFAULTS.retrain_lr, choices=list(recipes.RETRAIN_LR),
+                   help="constant (the paper's) or cosine: the rate decays to 0 over the retraining epochs")
     p.add_argument("--seed", type=int, default=DEFAULTS.seed)
     p.add_argument("--strategy", default="default", choices=list(strategies.STRATEGIES),
                    help="default: one device; mirrored: all local GPUs; multiworker: the cluster in TF_CONFIG "
@@ -113,6 +115,7 @@ def _run_config(args):
         epochs_prune=args.epochs_prune, epochs_retrain=args.epochs_retrain, schedule=args.schedule,
         frequency=args.frequency, batch_size=args.batch_size, learning_rate=args.lr,
         weight_decay=args.weight_decay, weight_decay_mode=args.weight_decay_mode, seed=args.seed,
+        retrain_lr=args.retrain_lr,
         hidden_units=args.hidden_units, skip=args.skip, input_encoding=args.input_encoding,
     )
 

@@ -204,7 +204,8 @@ class _Pipeline:
             return {"test_accuracy_after_pruning": self.evaluate(model)}
 
         total = config.epochs_prune + config.epochs_retrain
-        meta = self._fit_epochs("pruned", model, total, [UpdatePruningStep()], at_epoch_end)
+        callbacks = [UpdatePruningStep(), *recipes.retraining_callbacks(config, n_train)]
+        meta = self._fit_epochs("pruned", model, total, callbacks, at_epoch_end)
         run.save_snapshot("after_retraining", recipes.latent_kernels(model))
         digest = mask_digest(model)
         print(f"pruned: masks sha256 {digest}", flush=True)  # equal on every worker, and after a resume

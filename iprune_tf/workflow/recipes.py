@@ -17,6 +17,7 @@ The train -> prune -> retrain pipeline that uses it is :mod:`iprune_tf.workflow.
 directory it fills is :mod:`iprune_tf.workflow.runs`.
 """
 import dataclasses
+import math
 import os
 
 import numpy as np
@@ -38,6 +39,7 @@ WEIGHT_DECAY = 5e-2
 WEIGHT_DECAY_MODES = ("decoupled", "l2")
 DECAY_LAYER = "output"
 SCHEDULES = ("gradual", "oneshot")
+RETRAIN_LR = ("constant", "cosine")
 _WIDTH_ARGUMENT = {"mnist": "hidden_units", "cifar10": "dense_units"}
 
 
@@ -64,6 +66,7 @@ class RunConfig:
     hidden_units: tuple | None = None  # the preset's hidden dense widths (None: the paper's)
     skip: tuple | None = None  # layer names left dense (None: the preset's paper skip list)
     input_encoding: str | None = None  # e.g. "thermometer:3" (iprune_tf.workflow.encoding.from_spec); None: raw inputs
+    retrain_lr: str = "constant"  # "cosine": the rate decays to 0 over the retraining epochs (bench/accuracy_seeds.py)
 
     def __post_init__(self):
         models.get_preset(self.preset)
@@ -83,6 +86,8 @@ class RunConfig:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}.")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}; got '{self.schedule}'.")
+        if self.retrain_lr not in RETRAIN_LR:
+            raise ValueError(f"retrain_lr must be one of {RETRAIN_LR}; got '{self.retrain_lr}'.")
         for name in ("epochs_dense", "epochs_prune", "epochs_retrain"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
@@ -154,6 +159,34 @@ def pruning_schedule(config, n_train):
         return FanInSchedule()
     end = config.epochs_prune * steps_per_epoch(config, n_train)
     return FanInSchedule(begin_step=1, end_step=end, frequency=config.frequency)
+
+
+class CosineRetraining(keras.callbacks.Callback):
+    """Before each step, sets the rate to ``base * (1 + cos(pi * t)) / 2``, ``t`` the fraction of the
+    ``steps`` retraining steps done after ``start`` (the rate stays ``base`` before). ``t`` comes from
+    the optimizer's step count, so a run resumed from a checkpoint continues the same curve."""
+
+    def __init__(self, base, start, steps):
+        super().__init__()
+        self.base, self.start, self.steps = base, start, steps
+
+    def rate(self, step):
+        t = min(max(step - self.start, 0) / self.steps, 1.0)
+        return self.base * 0.5 * (1 + math.cos(math.pi * t))
+
+    def on_train_batch_begin(self, batch, logs=None):
+        optimizer = self.model.optimizer
+        keras.backend.set_value(optimizer.learning_rate, self.rate(int(optimizer.iterations.numpy())))
+
+
+def retraining_callbacks(config, n_train):
+    """The pruned phase's learning-rate callbacks: none for the paper's constant rate."""
+    if config.retrain_lr == "constant":
+        return []
+    per_epoch = steps_per_epoch(config, n_train)
+    gradual = config.schedule == "gradual" and config.epochs_prune > 0
+    start = config.epochs_prune * per_epoch if gradual else 0
+    return [CosineRetraining(config.learning_rate, start, (config.epochs_prune + config.epochs_retrain) * per_epoch - start)]
 
 
 def build_model(config, flavour, input_shape, num_classes):

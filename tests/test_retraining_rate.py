@@ -55,3 +55,23 @@ def test_pipeline_with_cosine_retraining_shares_the_dense_phases_and_changes_the
                                                          cosine.load_model(phase).get_weights()))
     pruned = zip(tiny_run.load_model("pruned").get_weights(), cosine.load_model("pruned").get_weights())
     assert not all(np.array_equal(a, b) for a, b in pruned)
+
+
+def test_bench_batchnorm_reestimation_sets_population_statistics_layer_by_layer():
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "bench"))
+    from accuracy_seeds import mean_std, reestimate_batchnorm
+
+    model = keras.Sequential([keras.layers.Dense(6, input_shape=(4,)), keras.layers.BatchNormalization(),
+                              keras.layers.Dense(3), keras.layers.BatchNormalization()])
+    x = np.random.default_rng(0).normal(2.0, 3.0, size=(250, 4)).astype(np.float32)
+    reestimate_batchnorm(model, x, batch_size=64)
+    first = model.layers[0](x).numpy().astype(np.float64)
+    np.testing.assert_allclose(model.layers[1].moving_mean.numpy(), first.mean(0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(model.layers[1].moving_variance.numpy(), first.var(0), rtol=1e-4)
+    second = model.layers[2](model.layers[1](first.astype(np.float32), training=False)).numpy().astype(np.float64)
+    np.testing.assert_allclose(model.layers[3].moving_mean.numpy(), second.mean(0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(model.layers[3].moving_variance.numpy(), second.var(0), rtol=1e-4)
+    assert mean_std([0.85, 0.86, 0.87]) == {"mean": 86.0, "std": 1.0, "n": 3, "values": [85.0, 86.0, 87.0]}

@@ -37,7 +37,6 @@ import numpy as np
 
 import iprune_tf  # noqa: F401  (pins Keras 2 before tensorflow is imported)
 from common import RESULTS, write_result
-from iprune_tf.workflow import models
 from iprune_tf.workflow import recipes
 from iprune_tf.workflow import runs as run_lib
 from iprune_tf._keras import keras
@@ -134,7 +133,7 @@ def prune(run_dir, inputs, variants, epochs_prune=None, frequency=None, verbose=
     fit = dict(batch_size=config.batch_size, verbose=verbose)
     start = time.time()
     model = prune_fan_in(run.load_model("dense_binary"), inputs, recipes.pruning_schedule(config, len(data.x_train)),
-                         skip=models.get_preset(config.preset).skip())
+                         skip=recipes.skip_list(config))
     recipes.compile_model(model, config.learning_rate, recipes.decoupled_decay(config))
     curve = TestCurve(data.x_test, data.y_test)
     model.fit(data.x_train, y_train, epochs=epochs_prune, callbacks=[iprune_tf.UpdatePruningStep(), curve], **fit)

@@ -95,8 +95,8 @@ def test_int8_export_matches_keras_in_tflite_and_tflm(preset, fashion):
     checks = export.verify(pruned, files["int8"], fashion.x_test, mode="int8")
     assert_matches(checks, [TFLITE, "tflm"], 1000)
     tflm = tflm_check(checks)
-    # TFLM's recorded total misses the temporaries int8 kernels allocate while preparing.
-    assert tflm.arena_method == "searched" and 0 < tflm.arena_bytes < 64 * 1024
+    # For this model TFLM's recorded total suffices (5,728 bytes in the README's run); every input ran with it.
+    assert tflm.arena_method == "recorded" and 4096 < tflm.arena_bytes < 8192
     # Dense kernels are per tensor by default, and each neuron keeps one weight magnitude (ternary).
     kernels = dense_kernels(files["int8"])
     assert [k.shape for k, _ in kernels] == [(1024, 784), (1024, 1024), (10, 1024)]

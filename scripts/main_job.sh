@@ -19,4 +19,4 @@ RESUME=()
 .venv/bin/iprune train --preset mnist --flavour binaryconnect_det --inputs 8 --data fashion_mnist \
   "${EPOCHS[@]}" --out "$RUN_DIR" "${RESUME[@]}" "$@"
 .venv/bin/iprune report "$RUN_DIR"
-.venv/bin/iprune export "$RUN_DIR" --mode float --mode int8 --mode lce --c-array --overwrite
+.venv/bin/iprune export "$RUN_DIR" --mode float --mode int8 --mode lce --mode sparse --mode sparse_int8 --mode c --c-array --overwrite

@@ -124,7 +124,8 @@ def test_strip_folds_the_ternary_kernel_and_matches_predictions():
     assert not any(isinstance(layer, iprune_tf.PruneFanIn) for layer in stripped.layers)
     for name in ("conv_1", "conv_2"):
         layer = stripped.get_layer(name)
-        assert layer.kernel_quantizer is None
+        # The folded kernel is not re-binarized (sign(0) would be +1) but keeps its precision readable.
+        assert type(layer.kernel_quantizer) is lq.quantizers.NoOp and layer.kernel_quantizer.precision == 1
         kernel = layer.get_weights()[0]
         assert set(np.unique(kernel)) <= {-1.0, 0.0, 1.0}
         assert np.all(kept_per_neuron(kernel) == 8)

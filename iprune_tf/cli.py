@@ -161,6 +161,8 @@ def export_command(args):
     from iprune_tf import export
     from iprune_tf.workflow import encoding
 
+    if not args.verbose:  # TensorFlow's Python-side chatter while converters reload the model
+        _keras.tf.get_logger().setLevel("ERROR")
     run = run_lib.Run(args.run_dir)
     model = run.load_model("pruned_stripped")
     dataset, _ = recipes.prepare_data(run.config, run.dir)

@@ -6,11 +6,10 @@ neuron. Convolutions stay per channel. LCE bit-packs only convolutions whose inp
 both ±1 (never a pruned, ternary kernel, never ``QuantDense`` in LCE 0.16); LCE models need LCE's
 runtime, not TFLite Micro.
 """
-import numpy as np
 
 from iprune_tf._keras import tf
 from iprune_tf.export.finalize import finalize_for_lce, finalize_for_tflm
-from iprune_tf.export.tflite_sparse import SPARSE_MODES, quiet_converter, to_sparse_tflite
+from iprune_tf.export.tflite_sparse import SPARSE_MODES, quiet_converter, representative_samples, to_sparse_tflite
 
 MODES = ("float", "int8", "lce", *SPARSE_MODES)
 _PER_TENSOR_DENSE_FLAG = "_experimental_disable_per_channel_quantization_for_dense_layers"
@@ -40,7 +39,7 @@ def to_tflite(model, mode="float", representative_data=None, int8_io=False, per_
         return _lce().convert_keras_model(finalize_for_lce(model))
     converter = tf.lite.TFLiteConverter.from_keras_model(finalize_for_tflm(model))
     if mode == "int8":
-        samples = _representative_samples(representative_data, model)
+        samples = representative_samples(representative_data, tuple(model.input_shape[1:]), "int8")
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = lambda: ([sample[None]] for sample in samples)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -65,21 +64,6 @@ def _set_per_channel_dense(converter, per_channel_dense):
 def _require_mode(mode, allowed):
     if mode not in allowed:
         raise ValueError(f"Unknown export mode {mode!r}; choose one of {allowed}.")
-
-
-def _representative_samples(data, model):
-    if data is None:
-        raise ValueError(
-            "mode='int8' needs representative_data: an array of a few hundred real model inputs to calibrate "
-            "the int8 activation ranges."
-        )
-    samples = np.asarray(data, dtype=np.float32)
-    expected = tuple(model.input_shape[1:])
-    if samples.ndim != len(expected) + 1 or samples.shape[0] == 0 or samples.shape[1:] != expected:
-        raise ValueError(
-            f"representative_data must have shape (N, {', '.join(map(str, expected))}) with N >= 1, got {samples.shape}."
-        )
-    return samples
 
 
 def _lce():

@@ -63,7 +63,7 @@ def to_sparse_tflite(model, mode="sparse", representative_data=None, int8_io=Fal
     function = sparse_function(net, pin_sums=int8, neurons_per_gather=neurons_per_gather)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], function)
     if int8:
-        samples = _representative_samples(representative_data, net.input_shape)
+        samples = representative_samples(representative_data, net.input_shape, "sparse_int8")
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = lambda: ([sample[None]] for sample in samples)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -183,10 +183,11 @@ def _conv(layer, x, kernel):
     return tf.nn.conv2d(x, filters, strides=[1, *layer.strides, 1], padding="VALID")
 
 
-def _representative_samples(data, input_shape):
+def representative_samples(data, input_shape, mode):
+    """``data`` as float32 model inputs of ``input_shape`` for int8 calibration; ValueError naming the problem."""
     if data is None:
         raise ValueError(
-            "mode='sparse_int8' needs representative_data: an array of a few hundred real model inputs to "
+            f"mode={mode!r} needs representative_data: an array of a few hundred real model inputs to "
             "calibrate the int8 activation ranges."
         )
     samples = np.asarray(data, dtype=np.float32)

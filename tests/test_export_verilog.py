@@ -9,13 +9,14 @@ import iprune_tf
 from iprune_tf.workflow import models
 from iprune_tf.export import lower
 from iprune_tf.export import verilog
+from iprune_tf.export import tools
 from iprune_tf.export import verilog_verify as vv
 from iprune_tf.export.lowered import LoweredLayer, LoweredNet
 
 
 def _need(tool):
     if shutil.which(tool) is None:
-        pytest.skip(f"{tool} is not installed (Debian package {vv.PACKAGES[tool]})")
+        pytest.skip(f"{tool} is not installed (Debian package {tools.PACKAGES[tool]})")
 
 
 def _trained(k_first=8, k_second=6, steps=30, flavour="binary", encoding="thermometer:2", skip=None):
@@ -114,9 +115,9 @@ def test_existing_files_are_kept_without_overwrite(trained, tmp_path):
 
 
 def test_missing_tool_names_the_debian_package(monkeypatch):
-    monkeypatch.setattr(vv.shutil, "which", lambda name: None)
-    with pytest.raises(vv.ToolMissing, match="apt-get install iverilog"):
-        vv.require_tool("vvp")
+    monkeypatch.setattr(tools.shutil, "which", lambda name: None)
+    with pytest.raises(tools.ToolMissing, match="apt-get install iverilog"):
+        tools.require_tool("vvp")
 
 
 def test_cli_trains_with_input_encoding_and_exports_verilog(tmp_path, tiny_mnist_npz, capsys):

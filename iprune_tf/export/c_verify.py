@@ -10,17 +10,15 @@
 """
 import dataclasses
 import os
-import shutil
 import subprocess
 import tempfile
 import warnings
 from importlib import resources
 
 import numpy as np
+from iprune_tf.export.tools import ToolMissing, require_tool
 
 HOST_FLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic")
-PACKAGES = {"gcc": "gcc", "arm-none-eabi-gcc": "gcc-arm-none-eabi and libnewlib-arm-none-eabi",
-            "arm-none-eabi-size": "binutils-arm-none-eabi", "qemu-system-arm": "qemu-system-arm"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,16 +42,6 @@ MEASURE_BYTES = 64 * 1024 * 1024
 QEMU_OPERATIONS = 3e7  # connection evaluations per QEMU run in check_export: ~1 minute of soft float
 QEMU_MIN_SAMPLES = 10
 
-
-class ToolMissing(FileNotFoundError):
-    """A compiler or emulator is not installed; the message names the Debian package."""
-
-
-def require_tool(tool):
-    path = shutil.which(tool)
-    if path is None:
-        raise ToolMissing(f"{tool} not found: install the Debian package {PACKAGES.get(tool, tool)}.")
-    return path
 
 
 def _template(filename):

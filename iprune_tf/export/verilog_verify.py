@@ -7,13 +7,12 @@
 * :func:`verify`: simulate on inputs and compare with Keras' classes and the lowered model's bits.
 
 The tools are Debian packages (``iverilog``, ``verilator``, ``yosys``); a missing one raises
-:class:`ToolMissing` naming the package.
+:class:`~iprune_tf.export.tools.ToolMissing` naming the package.
 """
 import dataclasses
 import os
 import re
 import resource
-import shutil
 import subprocess
 import tempfile
 
@@ -21,25 +20,14 @@ import numpy as np
 
 from iprune_tf.export.lowered import LoweredLayer
 from iprune_tf.export.verilog import TOP, VerilogDesign, input_bits, lowered_of
+from iprune_tf.export.tools import require_tool
 
-PACKAGES = {"iverilog": "iverilog", "vvp": "iverilog", "verilator": "verilator", "yosys": "yosys"}
 SYNTH = {  # (flattened, hierarchy kept)
     "lut6": ("synth -flatten -lut 6 -top {top}", "synth -lut 6 -top {top}"),
     "ice40": ("synth_ice40 -top {top}", "synth_ice40 -noflatten -top {top}"),
 }
 LUT_CELLS = {"lut6": ("$lut",), "ice40": ("SB_LUT4",)}
 
-
-class ToolMissing(FileNotFoundError):
-    """A hardware tool is not installed (the message names its Debian package)."""
-
-
-def require_tool(name):
-    """The path of tool ``name``; ToolMissing naming its Debian package otherwise."""
-    path = shutil.which(name)
-    if path is None:
-        raise ToolMissing(f"'{name}' is not installed: apt-get install {PACKAGES.get(name, name)}")
-    return path
 
 
 def _run(cmd, cwd, timeout):

@@ -148,7 +148,7 @@ def main():
         rows += measure(name, model, x_cal, x_test, args.repeats, SPARSE_MODES, block=BLOCK)
     alternatives = chain_alternatives(nets["binaryconnect"], x_cal)
     print_table(("model", "mode", "bytes", "runtime", "top-1 agree", "max |diff|", "arena", "fits", "ms/sample"),
-                [(r["model"], r["mode"], r["bytes"], r["runtime"], f"{r['agreement']:.2%}", f"{r['max_abs_diff']:.3g}",
+                [(r["model"], r["mode"], r["bytes"], r["runtime"], f"{r['agreement']:.2%}", "-" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.3g}",
                   r["tflm_arena_bytes"] or "-", r["fits_256k_flash_64k_ram"], f"{r['latency_batch1_ms']:.3f}")
                  for r in rows])
     print_table(("chain for one layer", "bytes"), list(alternatives["bytes"].items()))

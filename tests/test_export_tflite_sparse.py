@@ -126,12 +126,42 @@ def test_sparse_int8_of_a_fully_binary_net_reproduces_every_hidden_bit():
         np.testing.assert_array_equal(bits, expected, err_msg=check_runtime)
 
 
-def test_sparse_int8_of_a_fully_binary_net_agrees_on_every_input():
+def test_sparse_int8_of_a_fully_binary_net_outputs_exact_integer_class_scores():
+    """The output layer's sums of ±1 are exact in int8, then int32: scores 2 * (A * popcount + B), Keras' argmax."""
     model, x = fully_binary()
+    net = export.lower(model)
     tflite = export.to_tflite(model, "sparse_int8", representative_data=x[:64])
-    expected = np.argmax(model.predict(x, verbose=0), axis=1)
+    ops = export.tflite_ops(tflite)
+    assert {"FULLY_CONNECTED", "CAST"} <= set(ops) and "MUL" in ops
+    last = net.layers[-1]
+    a, b, _, conflicts = last.integer_scores(max_magnitude=2**30 - 1)
+    bits = np.where(net.activations(x)[-2] >= 0, 1, -1).astype(np.int64)
+    popcount = (bits @ last.signs.T.astype(np.int64) + last.fan_in) // 2
+    expected = 2 * (popcount * np.array(a, np.int64) + np.array(b, np.int64))
+    keras_classes = np.argmax(model.predict(x, verbose=0), axis=1)
+    assert conflicts == 0 and np.array_equal(np.argmax(expected, axis=1), keras_classes)
     for runtime_name in ("tflite", "tflm"):
-        np.testing.assert_array_equal(np.argmax(_run(tflite, x, runtime_name), axis=1), expected, err_msg=runtime_name)
+        scores = _run(tflite, x, runtime_name)
+        assert scores.dtype == np.int32, runtime_name
+        np.testing.assert_array_equal(scores, expected, err_msg=runtime_name)
+    checks = export.verify(model, tflite, x, mode="sparse_int8")
+    assert [(c.agreement, c.max_abs_diff) for c in checks] == [(1.0, None), (1.0, None)]
+
+
+def test_sparse_int8_encodes_every_8_bit_pixel_exactly():
+    """Thresholds between, on and next to pixel levels k/255: the int8 encoding's bits are the float32 ones."""
+    encoding = iprune_tf.workflow.encoding.ThermometerEncoding(4, thresholds=[0.0, 100 / 255, 0.5, 0.999])
+    net = LoweredNet((3,), [], encoding.lowered())
+    pixels = (np.arange(256, dtype=np.float32) / np.float32(255)).reshape(-1, 1)
+    x = np.concatenate([pixels, pixels[::-1], np.roll(pixels, 7)], axis=1)
+    tflite = to_sparse_tflite(net, "sparse_int8", representative_data=x[:20])
+    expected = encoding.encode(x)
+    assert len(np.unique(expected[:, 1])) == 2
+    for runtime_name in ("tflite", "tflm"):
+        np.testing.assert_array_equal(np.sign(_run(tflite, x, runtime_name)), expected, err_msg=runtime_name)
+    with pytest.raises(ValueError, match="threshold 1.5 is above 1"):
+        to_sparse_tflite(LoweredNet((3,), [], iprune_tf.workflow.encoding.ThresholdEncoding(1.5).lowered()),
+                         "sparse_int8", representative_data=x[:20])
 
 
 def test_sparse_files_shrink_with_pruning():

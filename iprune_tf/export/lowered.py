@@ -103,6 +103,38 @@ class LoweredLayer:
             "operations": self.connections * self.positions,
         }
 
+    def integer_scores(self, max_magnitude=None, max_fraction_bits=40):
+        """``(A, B, F, conflicts)``: integer class scores ``A * popcount + B`` ordering like the float32 ones.
+
+        For an affine layer reading ±1 bits (the output layer of a fully binary net), whose float32
+        score is ``s * scale + offset`` with ``s = 2 * popcount - count``. F (fraction bits of
+        ``A = round(2 * scale * 2**F)``, ``B = round((offset - scale * count) * 2**F)``) is the
+        smallest whose integer scores order every reachable (class, popcount) pair exactly as the
+        float32 scores do (ties included); ``conflicts`` counts the pairs still ordered differently.
+        ``max_magnitude`` bounds every ``|A * popcount + B|`` (e.g. for int32 arithmetic), which caps F.
+        """
+        count = self.k if self.kind == "sparse" else self.fan_in
+        p = np.arange(count + 1)
+        floats = ((2 * p - count).astype(np.float32)[None, :] * self.scale[:, None] + self.offset[:, None]).ravel()
+        order = np.lexsort((np.arange(floats.size), floats))
+        best = None
+        for f in range(8, max_fraction_bits + 1):
+            a = np.round(2.0 * self.scale.astype(np.float64) * 2**f).astype(object)
+            b = np.round((self.offset.astype(np.float64) - self.scale.astype(np.float64) * count) * 2**f).astype(object)
+            ints = (a[:, None] * p[None, :].astype(object) + b[:, None]).ravel()
+            if max_magnitude is not None and max(abs(v) for v in ints) > max_magnitude:
+                break
+            y, z = floats[order], ints[order]
+            conflicts = int(np.sum((y[1:] == y[:-1]) != (z[1:] == z[:-1])) + np.sum(z[1:] < z[:-1]))
+            if best is None or conflicts < best[3]:
+                best = ([int(v) for v in a], [int(v) for v in b], f, conflicts)
+            if conflicts == 0:
+                break
+        if best is None:
+            raise ValueError(f"Layer '{self.name}': its class scores need more than {max_magnitude} even with 8 "
+                             "fraction bits; its batch-norm scale or offset is too large for integer scores.")
+        return best
+
     def forward(self, x):
         """Outputs of this layer for a batch ``x`` (dense: (N, fan_in); conv2d: (N, H, W, C))."""
         if self.binary_input:

@@ -33,7 +33,7 @@ class ExportRow:
     bytes: int
     runtime: str
     agreement: float
-    max_abs_diff: float
+    max_abs_diff: float | None
     arena_bytes: int | None = None
     payload_bytes: int | None = None
     flash_bytes: int | None = None
@@ -153,8 +153,9 @@ def format_export_table(rows):
         arena = "-" if row.arena_bytes is None else str(row.arena_bytes)
         payload = "-" if row.payload_bytes is None else str(row.payload_bytes)
         flash = "-" if row.flash_bytes is None else str(row.flash_bytes)
+        diff = "-" if row.max_abs_diff is None else f"{row.max_abs_diff:.3g}"  # None: integer class scores
         lines.append(
             f"{row.mode:<12}{os.path.basename(row.file):<30}{row.bytes:>11}{payload:>10}{row.runtime:>9}"
-            f"{row.agreement:>12.2%} {row.max_abs_diff:>11.3g} {arena:>8} {flash:>8}"
+            f"{row.agreement:>12.2%} {diff:>11} {arena:>8} {flash:>8}"
         )
     return "\n".join(lines)

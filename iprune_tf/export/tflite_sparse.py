@@ -23,18 +23,22 @@ RESHAPE keep their meaning.
 int8 exactness: a thresholded sum of K terms ±1 has the parity of K, so ``s >= T`` is compared as
 ``s >= T'`` with ``T'`` half-way between reachable sums (:func:`midpoint_thresholds`), and every
 such sum is pinned to ``[-K-1, K+1]`` by a FakeQuant range: its int8 step ``(2K+2)/255`` is below
-1, so each reachable sum stays on its side of ``T'`` whatever the calibration (K <= 126). Every
-bit computed from ±1 inputs is therefore exact (tested bit for bit in TFLite and TFLM). A sign of
-*real-valued* inputs is not exact: the first layer of the binary flavour sums int8-rounded
-pixels into an int8 sum (step ~0.06 against the pixels' 1/255), and an input encoding's compare
-``x >= t`` in int8 resolves only about one input step (TFLite's quantized comparison rescales both
-sides to twice the coarser scale): pixels 127/255 and 128/255 both pass ``x >= 0.5``. Measured in
-bench/README.md ("Sparse TFLite"); the float ``sparse`` mode is exact for both.
+1, so each reachable sum stays on its side of ``T'`` whatever the calibration (K <= 126). An input
+encoding compares 8-bit pixels: input and thresholds are pinned to the grid ``k/255`` (scale 1/255,
+zero point -128) with each threshold moved to the first pixel level passing it, so the int8 compare
+is between integer codes. A last layer reading ±1 bits (the fully binary output layer) gives int32
+class scores (:func:`has_integer_scores`): its sums are exact in int8 and scaled in int32, so the
+argmax is Keras'. A fully binary net with an input encoding is therefore exact end to end (tested
+in TFLite and TFLM). A sign of *real-valued* inputs is not: the first layer of the binary flavour
+without an encoding sums K pixels into one int8 value (step ~0.06 against the pixels' 1/255), and
+BinaryConnect's real activations are rounded as in any int8 model. Measured in bench/README.md
+("Sparse TFLite"); the float ``sparse`` mode is exact for all.
 
 Pruned convolutions are refused: TFLM has no op that gathers a pruned filter's taps without first
 materializing every patch (im2col: OH*OW*kh*kw*C_in values in the arena).
 """
 import contextlib
+import functools
 import os
 import tempfile
 import warnings
@@ -53,7 +57,8 @@ def to_sparse_tflite(model, mode="sparse", representative_data=None, int8_io=Fal
 
     ``mode`` is ``"sparse"`` (float32) or ``"sparse_int8"`` (full-integer, calibrated on
     ``representative_data``, inputs of shape ``(N, *input_shape)``). ``int8_io`` makes the int8
-    model's input and output int8. ``neurons_per_gather`` splits each pruned layer's GATHER into
+    model's input and output int8 (int32 class scores stay int32, see :func:`has_integer_scores`).
+    ``neurons_per_gather`` splits each pruned layer's GATHER into
     blocks of that many neurons (smaller TFLM arena, slightly larger file); None: one per layer.
     """
     if mode not in SPARSE_MODES:
@@ -85,12 +90,14 @@ def sparse_function(net, pin_sums=False, neurons_per_gather=None):
     @tf.function(input_signature=[tf.TensorSpec([None, *net.input_shape], tf.float32)], autograph=False)
     def sparse_net(x):  # plain Python loops over the steps: nothing for AutoGraph to convert
         if net.input_encoding is not None:
-            x = _encode(x, net.input_encoding)
+            x = _encode_on_pixel_grid(x, net.input_encoding) if pin_sums else _encode(x, net.input_encoding)
         for step in net.steps:
             if isinstance(step, Flatten):
                 x = tf.reshape(x, [-1, int(np.prod(x.shape[1:]))])
             elif isinstance(step, MaxPool):
                 x = tf.nn.max_pool2d(x, step.pool_size, step.strides, "VALID")
+            elif pin_sums and step is net.steps[-1] and has_integer_scores(step):
+                x = _integer_scores(step, x)
             else:
                 x = _layer(step, x, pin_sums, neurons_per_gather)
         return x
@@ -119,6 +126,39 @@ def _encode(x, encoding):
     return tf.reshape(bits, [-1, *x.shape[1:-1], x.shape[-1] * len(encoding.thresholds)])
 
 
+PIXEL_LEVELS = 255  # int8 inputs of an encoded net: [0, 1] in steps of 1/255, i.e. 8-bit pixels exactly
+
+
+def _encode_on_pixel_grid(x, encoding):
+    """:func:`_encode` for int8 files, exact for pixels ``k/255``.
+
+    The input and the thresholds are pinned (FakeQuant) to the same int8 grid, scale 1/255 and
+    zero point -128, each threshold replaced by the first pixel level that passes it
+    (:func:`pixel_level_thresholds`): the quantized comparison then compares two integer codes.
+    """
+    levels = tf.constant(pixel_level_thresholds(encoding.thresholds) / np.float32(PIXEL_LEVELS))
+    bits = _sign_select(tf.expand_dims(_pinned(x, (0.0, 1.0)), -1) >= _pinned(levels, (0.0, 1.0)))
+    return tf.reshape(bits, [-1, *x.shape[1:-1], x.shape[-1] * len(encoding.thresholds)])
+
+
+def pixel_level_thresholds(thresholds):
+    """For each threshold ``t``, the smallest ``k`` in 0..255 with ``float32(k) / 255 >= t`` (float32, as the data).
+
+    ValueError for a threshold above 1: no 8-bit pixel passes it, so it cannot sit on the grid.
+    """
+    pixels = np.arange(PIXEL_LEVELS + 1, dtype=np.float32) / np.float32(PIXEL_LEVELS)
+    levels = []
+    for t in np.asarray(thresholds, np.float32):
+        passing = np.flatnonzero(pixels >= t)
+        if passing.size == 0:
+            raise ValueError(
+                f"Input encoding threshold {float(t)} is above 1: sparse_int8 reads inputs as 8-bit pixels "
+                "k/255 in [0, 1], and no pixel passes it. Use thresholds in [0, 1] or mode='sparse'."
+            )
+        levels.append(passing[0])
+    return np.asarray(levels, np.float32)
+
+
 def _sign_select(condition):
     return tf.where(condition, tf.constant(1.0), tf.constant(-1.0))
 
@@ -137,6 +177,46 @@ def _layer(layer, x, pin_sums, neurons_per_gather):
     if layer.has_affine:
         s = s * tf.constant(layer.scale) + tf.constant(layer.offset)
     return tf.nn.relu(s) if layer.activation == "relu" else s
+
+
+BITS_RANGE = (-128 / 127, 1.0)  # int8 scale 1/127, zero point 0: ±1 is ±127 exactly
+INTEGERS_RANGE = (-128.0, 127.0)  # int8 scale 1, zero point 0: the integers -128..127 exactly
+_CHUNK = 127  # inputs per partial sum of ±1, so that every partial sum is one of those integers
+
+
+def _pinned(x, value_range):
+    return tf.quantization.fake_quant_with_min_max_args(x, min=value_range[0], max=value_range[1], num_bits=8)
+
+
+def has_integer_scores(layer):
+    """Does ``sparse_int8`` give this last layer exact int32 class scores? Yes for a linear affine
+    Dense layer reading ±1 bits (the output layer of a fully binary net)."""
+    return (layer.op == "dense" and layer.binary_input and layer.output == "affine" and layer.activation == "linear"
+            and layer.signs is not None and (layer.kind == "binary" or layer.k <= _CHUNK))
+
+
+def _integer_scores(layer, x):
+    """int32 class scores ``2 * (A * popcount + B)`` (:meth:`LoweredLayer.integer_scores`): exact in int8 files.
+
+    The integer sums of ±1 are computed in int8 without rounding (inputs pinned to ±127, partial
+    sums of at most 127 terms pinned to scale 1), then cast to int32 (DEQUANTIZE + CAST of small
+    integers), added and scaled in int32: the argmax is Keras' on every input, ties included.
+    """
+    a, b, _, _ = layer.integer_scores(max_magnitude=2**30 - 1)
+    a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+    positive = x >= 0
+    bits = _pinned(_sign_select(positive), BITS_RANGE)
+    if layer.kind == "sparse":
+        negated = _pinned(tf.where(positive, tf.constant(-1.0), tf.constant(1.0)), BITS_RANGE)
+        indices = layer.indices + np.where(layer.signs < 0, layer.fan_in, 0)
+        gathered = tf.gather(tf.concat([bits, negated], axis=1), tf.constant(indices.astype(np.int32).ravel()), axis=1)
+        parts, count = [tf.reduce_sum(tf.reshape(gathered, [-1, layer.units, layer.k]), axis=2)], layer.k
+    else:
+        signs = layer.signs.T.astype(np.float32)
+        parts = [tf.matmul(bits[:, i:i + _CHUNK], tf.constant(signs[i:i + _CHUNK])) for i in range(0, layer.fan_in, _CHUNK)]
+        count = layer.fan_in
+    s = functools.reduce(tf.add, [tf.cast(_pinned(part, INTEGERS_RANGE), tf.int32) for part in parts])
+    return s * tf.constant(a.astype(np.int32)) + tf.constant((2 * b + a * count).astype(np.int32))
 
 
 def midpoint_thresholds(layer):

@@ -35,7 +35,7 @@ class RuntimeCheck:
     runtime: str
     samples: int
     agreement: float
-    max_abs_diff: float
+    max_abs_diff: float | None  # None for integer class scores
     arena_bytes: int | None = None
     arena_method: str | None = None
 
@@ -70,9 +70,11 @@ def verify(model, tflite_bytes, x, mode=None):
 
 
 def _compare(runtime, expected, outputs, arena_bytes=None, arena_method=None):
-    outputs = np.asarray(outputs, dtype=np.float32).reshape(expected.shape)
+    """Top-1 agreement and max |diff|; no diff for integer class scores (another scale than Keras' outputs)."""
+    outputs = np.asarray(outputs).reshape(expected.shape)
     agreement = float(np.mean(np.argmax(outputs, axis=-1) == np.argmax(expected, axis=-1)))
-    return RuntimeCheck(runtime, len(expected), agreement, float(np.max(np.abs(outputs - expected))), arena_bytes, arena_method)
+    diff = None if outputs.dtype == np.float64 else float(np.max(np.abs(outputs - expected)))
+    return RuntimeCheck(runtime, len(expected), agreement, diff, arena_bytes, arena_method)
 
 
 def _quantize(x, details):
@@ -86,8 +88,9 @@ def _quantize(x, details):
 
 
 def _dequantize(y, details):
-    if np.dtype(details["dtype"]).kind == "f":
-        return y.astype(np.float32)
+    """Real outputs of ``y``; unquantized integers (int32 class scores of ``sparse_int8``) as they are."""
+    if np.dtype(details["dtype"]).kind == "f" or not len(details["quantization_parameters"]["scales"]):
+        return y.astype(np.float32) if np.dtype(details["dtype"]).kind == "f" else y.astype(np.float64)
     scale, zero_point = _scale_zero_point(details)
     return (y.astype(np.float32) - zero_point) * scale
 

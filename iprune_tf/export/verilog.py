@@ -171,34 +171,8 @@ def _popcount_threshold_layer(layer, module):
     return lines + ["endmodule"]
 
 
-def integer_scores(layer, max_fraction_bits=40):
-    """``(A, B, F, conflicts)``: class scores ``A * popcount + B`` ordering like the float32 ones.
-
-    The float32 score is ``s * scale + offset`` with ``s = 2 * popcount - count``. F (fraction
-    bits of ``A = round(2 * scale * 2**F)``, ``B = round((offset - scale * count) * 2**F)``) is the
-    smallest whose integer scores order every reachable (class, popcount) pair exactly as the
-    float32 scores do (ties included); ``conflicts`` counts the pairs still ordered differently.
-    """
-    count = layer.k if layer.kind == "sparse" else layer.fan_in
-    p = np.arange(count + 1)
-    floats = ((2 * p - count).astype(np.float32)[None, :] * layer.scale[:, None] + layer.offset[:, None]).ravel()
-    order = np.lexsort((np.arange(floats.size), floats))
-    best = None
-    for f in range(8, max_fraction_bits + 1):
-        a = np.round(2.0 * layer.scale.astype(np.float64) * 2**f).astype(object)
-        b = np.round((layer.offset.astype(np.float64) - layer.scale.astype(np.float64) * count) * 2**f).astype(object)
-        ints = (a[:, None] * p[None, :].astype(object) + b[:, None]).ravel()
-        y, z = floats[order], ints[order]
-        conflicts = int(np.sum((y[1:] == y[:-1]) != (z[1:] == z[:-1])) + np.sum(z[1:] < z[:-1]))
-        if best is None or conflicts < best[3]:
-            best = ([int(v) for v in a], [int(v) for v in b], f, conflicts)
-        if conflicts == 0:
-            break
-    return best
-
-
 def _score_layer(layer, module, class_bits):
-    a, b, f, conflicts = integer_scores(layer)
+    a, b, f, conflicts = layer.integer_scores()
     count = layer.k if layer.kind == "sparse" else layer.fan_in
     width = max(max(abs(v) * count + abs(w) for v, w in zip(a, b)).bit_length() + 2, count.bit_length() + 2)
     lines = [f"// class score = A * popcount + B, scaled by 2**{f} ({conflicts} reachable pairs ordered differently)",

@@ -27,7 +27,6 @@ runs' own phases into ``bench/results/accuracy_seeds.json`` as mean ± std over 
 import argparse
 import dataclasses
 import json
-import math
 import os
 import statistics
 import sys
@@ -46,19 +45,6 @@ from iprune_tf.workflow.runs import Run
 
 RUNS_RESULTS = os.path.join(RESULTS, "accuracy_seeds_runs")
 VARIANTS = ("constant", "cosine")
-
-
-class CosineRetraining(keras.callbacks.Callback):
-    """Sets the rate to ``base * (1 + cos(pi * t)) / 2`` at each step, ``t`` going 0 -> 1 over ``steps``."""
-
-    def __init__(self, base, steps):
-        super().__init__()
-        self.base, self.steps, self.step = base, steps, 0
-
-    def on_train_batch_begin(self, batch, logs=None):
-        keras.backend.set_value(self.model.optimizer.learning_rate,
-                                self.base * 0.5 * (1 + math.cos(math.pi * min(self.step / self.steps, 1.0))))
-        self.step += 1
 
 
 class TestCurve(keras.callbacks.Callback):
@@ -142,16 +128,14 @@ def prune(run_dir, inputs, variants, epochs_prune=None, frequency=None, verbose=
                                 "curve": curve.curve, "wall_time_s": round(time.time() - start, 1)},
               "variants": {}}
     saved = [v.numpy() for v in _state(model)]
-    retrain_steps = config.epochs_retrain * recipes.steps_per_epoch(config, len(data.x_train))
     for variant in variants:
         start = time.time()
         for variable, value in zip(_state(model), saved):
             variable.assign(value)
         keras.backend.set_value(model.optimizer.learning_rate, config.learning_rate)
         curve = TestCurve(data.x_test, data.y_test)
-        callbacks = [iprune_tf.UpdatePruningStep(), curve]
-        if variant == "cosine":
-            callbacks.append(CosineRetraining(config.learning_rate, retrain_steps))
+        callbacks = [iprune_tf.UpdatePruningStep(), curve,
+                     *recipes.retraining_callbacks(dataclasses.replace(config, retrain_lr=variant), len(data.x_train))]
         model.fit(data.x_train, y_train, epochs=total, initial_epoch=epochs_prune, callbacks=callbacks, **fit)
         final = strip_pruning(model)
         accuracy = recipes.top1_accuracy(final, data.x_test, data.y_test)

@@ -39,13 +39,8 @@ CIFAR_QEMU_SAMPLES = 5  # the BinaryConnect VGG runs ~150M soft float operations
 
 
 def random_pruned(model, skip, seed=0, k=8):
-    """``model`` pruned one-shot to ``k`` inputs per neuron (random latent weights), stripped, random BN statistics."""
-    pruned = iprune_tf.prune_fan_in(model, k, pruning_schedule=iprune_tf.FanInSchedule(1, 1, frequency=1), skip=skip)
-    for layer in pruned.layers:
-        if isinstance(layer, iprune_tf.PruneFanIn):
-            layer.pruning_step.assign(0)  # what UpdatePruningStep does before the first batch
-    pruned(np.zeros((1,) + tuple(model.input_shape[1:]), np.float32), training=True)  # step 1: masks to K
-    stripped = iprune_tf.strip_pruning(pruned)
+    """``model`` pruned one-shot to ``k`` inputs per neuron (random latent weights), random BN statistics."""
+    stripped = iprune_tf.prune_now(model, k, skip=skip)
     rng = np.random.default_rng(seed)
     for layer in stripped.layers:
         if isinstance(layer, keras.layers.BatchNormalization):

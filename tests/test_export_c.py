@@ -24,13 +24,8 @@ needs_arm = pytest.mark.skipif(
 
 
 def pruned(model, k=8, skip=None, seed=0):
-    """``model`` pruned one-shot to ``k`` inputs per neuron (random latent weights), stripped, random BN statistics."""
-    model = iprune_tf.prune_fan_in(model, k, pruning_schedule=iprune_tf.FanInSchedule(1, 1, frequency=1), skip=skip)
-    for layer in model.layers:
-        if isinstance(layer, iprune_tf.PruneFanIn):
-            layer.pruning_step.assign(0)  # what UpdatePruningStep does before the first batch
-    model(np.zeros((1,) + tuple(model.input_shape[1:]), np.float32), training=True)  # step 1: masks to K
-    model = iprune_tf.strip_pruning(model)
+    """``model`` pruned one-shot to ``k`` inputs per neuron (random latent weights), random BN statistics."""
+    model = iprune_tf.prune_now(model, k, skip=skip)
     rng = np.random.default_rng(seed)
     for bn in model.layers:
         if isinstance(bn, keras.layers.BatchNormalization):

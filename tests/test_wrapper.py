@@ -186,3 +186,21 @@ def test_tfmot_polynomial_decay_reaches_exactly_k_inside_fit():
     for wrapper in pruned.layers[:3:2]:
         kept = np.count_nonzero(wrapper.effective_kernel().numpy(), axis=0)
         assert kept.tolist() == [2] * wrapper.layer.units  # end_step 6 is not a multiple of frequency 4
+
+
+def test_prune_now_keeps_each_neurons_k_largest_latent_weights_without_training():
+    model = binary_mlp()
+    dense = [layer.name for layer in model.layers if isinstance(layer, lq.layers.QuantDense)]
+    latent = {name: tf.convert_to_tensor(latent_kernel(model.get_layer(name))).numpy() for name in dense}
+    stripped = iprune_tf.prune_now(model, 5, skip=["output"])
+    hidden = [stripped.get_layer(name) for name in dense if name != "output"]
+    assert len(hidden) == 2
+    for layer in hidden:
+        kernel = layer.get_weights()[0]
+        assert np.all(kept_per_neuron(kernel) == 5)
+        top5 = np.argsort(-np.abs(latent[layer.name]), axis=0, kind="stable")[:5]
+        expected = np.zeros_like(kernel)
+        np.put_along_axis(expected, top5, 1.0, axis=0)
+        np.testing.assert_array_equal(kernel != 0, expected == 1)
+        np.testing.assert_array_equal(kernel[kernel != 0], np.where(latent[layer.name] >= 0, 1.0, -1.0)[kernel != 0])
+    assert np.all(kept_per_neuron(stripped.get_layer("output").get_weights()[0]) == model.get_layer("output").input_shape[-1])

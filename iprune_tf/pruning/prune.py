@@ -3,6 +3,8 @@
 ``prune_fan_in`` is iprune_tf's ``prune_low_magnitude``; ``strip_pruning`` its finalizer. Both
 return new, independent models: the user's model and its weights are never modified.
 """
+import numpy as np
+
 from iprune_tf.pruning import masking
 from iprune_tf.pruning import schedules as sched
 from iprune_tf._keras import keras
@@ -62,6 +64,20 @@ def prune_fan_in(to_prune, inputs_per_neuron=8, pruning_schedule=None, skip=None
         return PruneFanIn(fresh, inputs_per_neuron=k, pruning_schedule=pruning_schedule)
 
     return _clone_with_weights(model, wrap)
+
+
+def prune_now(model, inputs_per_neuron=8, skip=None):
+    """``model`` pruned one shot, without training: each neuron keeps its K largest-magnitude inputs.
+
+    The schedule's first step is run on one zero batch (the masks move to K there) and the result
+    is stripped. For models whose weights are already trained, or to export a net's pruned shape.
+    """
+    pruned = prune_fan_in(model, inputs_per_neuron, pruning_schedule=sched.FanInSchedule(1, 1, frequency=1), skip=skip)
+    for layer in pruned.layers:
+        if isinstance(layer, PruneFanIn):
+            layer.pruning_step.assign(0)  # what UpdatePruningStep does before the first batch
+    pruned(np.zeros((1,) + tuple(model.input_shape[1:]), np.float32), training=True)
+    return strip_pruning(pruned)
 
 
 def strip_pruning(model):

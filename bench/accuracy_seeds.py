@@ -41,6 +41,7 @@ from iprune_tf.workflow import runs as run_lib
 from iprune_tf._keras import keras
 from iprune_tf.workflow.data import to_hinge_targets
 from iprune_tf.pruning.prune import prune_fan_in, strip_pruning
+from iprune_tf.pruning.schedules import FanInSchedule
 from iprune_tf.workflow.runs import Run
 
 RUNS_RESULTS = os.path.join(RESULTS, "accuracy_seeds_runs")
@@ -105,7 +106,7 @@ def _state(model):
     return list(model.weights) + list(variables)
 
 
-def prune(run_dir, inputs, variants, epochs_prune=None, frequency=None, verbose=2):
+def prune(run_dir, inputs, variants, epochs_prune=None, frequency=None, interpolation="geometric", verbose=2):
     """Prune ``run_dir``'s dense binary net to ``inputs`` and retrain it once per variant; returns the result dict."""
     run = Run(run_dir)
     base = run.config
@@ -118,12 +119,13 @@ def prune(run_dir, inputs, variants, epochs_prune=None, frequency=None, verbose=
     y_train = to_hinge_targets(data.y_train, data.num_classes)
     fit = dict(batch_size=config.batch_size, verbose=verbose)
     start = time.time()
-    model = prune_fan_in(run.load_model("dense_binary"), inputs, recipes.pruning_schedule(config, len(data.x_train)),
-                         skip=recipes.skip_list(config))
+    schedule = recipes.pruning_schedule(config, len(data.x_train))
+    schedule = FanInSchedule(schedule.begin_step, schedule.end_step, schedule.frequency, interpolation)
+    model = prune_fan_in(run.load_model("dense_binary"), inputs, schedule, skip=recipes.skip_list(config))
     recipes.compile_model(model, config.learning_rate, recipes.decoupled_decay(config))
     curve = TestCurve(data.x_test, data.y_test)
     model.fit(data.x_train, y_train, epochs=epochs_prune, callbacks=[iprune_tf.UpdatePruningStep(), curve], **fit)
-    result = {"run": run.dir, "seed": config.seed, "config": dataclasses.asdict(config),
+    result = {"run": run.dir, "seed": config.seed, "config": dict(dataclasses.asdict(config), interpolation=interpolation),
               "after_pruning": {"test_accuracy": recipes.top1_accuracy(model, data.x_test, data.y_test),
                                 "curve": curve.curve, "wall_time_s": round(time.time() - start, 1)},
               "variants": {}}
@@ -151,7 +153,8 @@ def prune(run_dir, inputs, variants, epochs_prune=None, frequency=None, verbose=
 
 def _branch_name(config):
     subset = f"_n{config['limit_train']}" if config["limit_train"] else ""
-    return f"s{config['seed']}{subset}_k{config['inputs_per_neuron']}_p{config['epochs_prune']}_f{config['frequency']}"
+    linear = "_linear" if config.get("interpolation", "geometric") == "linear" else ""
+    return f"s{config['seed']}{subset}_k{config['inputs_per_neuron']}_p{config['epochs_prune']}_f{config['frequency']}{linear}"
 
 
 def _save_branches(result):
@@ -194,7 +197,8 @@ def table(run_dirs):
             continue
         for variant, v in result["variants"].items():
             key = f"pruned K={config['inputs_per_neuron']}, prune {config['epochs_prune']} + retrain " \
-                  f"{config['epochs_retrain']} epochs, masks every {config['frequency']} steps, {variant} rate"
+                  f"{config['epochs_retrain']} epochs, masks every {config['frequency']} steps, " \
+                  f"{config.get('interpolation', 'geometric')} schedule, {variant} rate"
             branches.setdefault(key, {})[config["seed"]] = v["test_accuracy"]
             branches.setdefault(key + ", BN re-estimated", {})[config["seed"]] = v["test_accuracy_bn_reestimated"]
     for key, per_seed in branches.items():
@@ -228,6 +232,8 @@ def main():
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     p.add_argument("--epochs-prune", type=int, default=None, help="default: the run's; the total budget is kept")
     p.add_argument("--frequency", type=int, default=None, help="steps between mask updates; default: the run's")
+    p.add_argument("--interpolation", default="geometric", choices=("geometric", "linear"),
+                   help="how the fan-in schedule moves from fan-in to K (FanInSchedule)")
     d = sub.add_parser("dense", help="create a run (default recipe) and train its dense binary phase first")
     d.add_argument("run_dir")
     d.add_argument("--seed", type=int, required=True)
@@ -239,7 +245,7 @@ def main():
         dense_binary_first(args.run_dir, args.seed)
         return
     if args.command == "prune":
-        prune(args.run_dir, args.inputs, args.variants, args.epochs_prune, args.frequency)
+        prune(args.run_dir, args.inputs, args.variants, args.epochs_prune, args.frequency, args.interpolation)
         return
     result = table(args.run_dirs)
     for name, row in result["rows"].items():

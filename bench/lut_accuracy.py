@@ -48,6 +48,9 @@ CONFIGS = {
                           epochs_retrain=1, lr=3e-3, lr_decay="cosine", ks=(6, 8)),
     "w512_t3": dict(hidden=512, encoding="thermometer:3", epochs_dense=3, epochs_prune=2,
                     epochs_retrain=2, lr=3e-3, lr_decay="cosine", ks=(8, 6)),
+    # The main job's epoch budget (10/10/15) on the 512-wide net, trained at nice 19 beside the 3-seed runs.
+    "w512_t3_long": dict(hidden=512, encoding="thermometer:3", epochs_dense=10, epochs_prune=10,
+                         epochs_retrain=15, lr=3e-3, lr_decay="cosine", ks=(6, 8)),
     "w1024_t3": dict(hidden=1024, encoding="thermometer:3", epochs_dense=4, epochs_prune=3,
                      epochs_retrain=5, lr=3e-3, lr_decay="cosine", ks=(8, 6)),
 }

@@ -186,36 +186,51 @@ def table(run_dirs):
 
     for phase, label in (("dense_fp", "full-precision dense"), ("dense_binary", "binary dense")):
         add(label, {r.config.seed: r.phases.get(phase, {}).get("test_accuracy") for r in runs})
-    add(f"pruned K={runs[0].config.inputs_per_neuron}, iprune train (constant rate)",
+    add(f"pruned K={runs[0].config.inputs_per_neuron}, iprune train ({runs[0].config.retrain_lr} rate)",
         {r.config.seed: r.phases.get("pruned", {}).get("test_accuracy") for r in runs})
-    branches = {}
+    branches, settings = {}, {}
     for name in sorted(os.listdir(RUNS_RESULTS)) if os.path.isdir(RUNS_RESULTS) else []:
         with open(os.path.join(RUNS_RESULTS, name)) as f:
             result = json.load(f)
         config = result["config"]
         if os.path.normpath(result["run"]) not in [os.path.normpath(r.dir) for r in runs]:
             continue
+        schedule = (config["epochs_prune"], config["epochs_retrain"], config["frequency"],
+                    config.get("interpolation", "geometric"))
         for variant, v in result["variants"].items():
-            key = f"pruned K={config['inputs_per_neuron']}, prune {config['epochs_prune']} + retrain " \
-                  f"{config['epochs_retrain']} epochs, masks every {config['frequency']} steps, " \
-                  f"{config.get('interpolation', 'geometric')} schedule, {variant} rate"
+            key = _branch_key(config["inputs_per_neuron"], schedule, variant)
+            settings[key] = (config["inputs_per_neuron"], schedule, variant)
             branches.setdefault(key, {})[config["seed"]] = v["test_accuracy"]
             branches.setdefault(key + ", BN re-estimated", {})[config["seed"]] = v["test_accuracy_bn_reestimated"]
     for key, per_seed in branches.items():
         add(key, per_seed)
-    paired = {}
-    for key, per_seed in branches.items():  # each lever against the constant-rate, no-re-estimation branch
-        base = branches.get(key.replace("cosine rate", "constant rate").replace(", BN re-estimated", ""))
-        common = sorted(set(per_seed) & set(base or {}))
-        if base is not per_seed and common:
-            paired[key] = dict(mean_std([per_seed[s] - base[s] for s in common]), seeds=common)
+    base_config = runs[0].config
+    default_schedule = (base_config.epochs_prune, base_config.epochs_retrain, base_config.frequency, "geometric")
+
+    def paired(key, base_key):
+        per_seed, base = branches[key], branches.get(base_key, {})
+        common = sorted(set(per_seed) & set(base))
+        return dict(mean_std([per_seed[s] - base[s] for s in common]), seeds=common) if common and key != base_key else None
+
+    rate_levers = {key: paired(key, key.replace("cosine rate", "constant rate").replace(", BN re-estimated", ""))
+                   for key in branches}
+    schedule_levers = {key: paired(key, _branch_key(k, default_schedule, variant))
+                       for key, (k, schedule, variant) in settings.items() if schedule != default_schedule}
     fp = rows.get("full-precision dense", {}).get("mean")
     for row in rows.values():
         row["gap_to_fp_points"] = None if fp is None else round(row["mean"] - fp, 2)
     wall = {phase: round(statistics.mean(r.phases[phase]["wall_time_s"] for r in runs if phase in r.phases), 1)
             for phase in run_lib.PHASES if any(phase in r.phases for r in runs)}
     return {"seeds": seeds, "runs": [r.dir for r in runs], "config": dataclasses.asdict(runs[0].config),
-            "rows": rows, "lever_minus_constant_points": paired, "mean_wall_time_s": wall}
+            "rows": rows, "lever_minus_constant_points": {k: v for k, v in rate_levers.items() if v},
+            "lever_minus_default_schedule_points": {k: v for k, v in schedule_levers.items() if v},
+            "mean_wall_time_s": wall}
+
+
+def _branch_key(k, schedule, variant):
+    epochs_prune, epochs_retrain, frequency, interpolation = schedule
+    return (f"pruned K={k}, prune {epochs_prune} + retrain {epochs_retrain} epochs, masks every {frequency} steps, "
+            f"{interpolation} schedule, {variant} rate")
 
 
 def format_row(row):
@@ -251,9 +266,11 @@ def main():
     for name, row in result["rows"].items():
         gap = "" if row["gap_to_fp_points"] is None else f"  ({row['gap_to_fp_points']:+.2f} pts vs FP)"
         print(f"{name}: {format_row(row)}{gap}")
-    for name, row in result["lever_minus_constant_points"].items():
-        std = "" if row["std"] is None else f" ± {row['std']:.2f}"
-        print(f"paired, {name} minus constant rate: {row['mean']:+.2f}{std} pts (n={row['n']})")
+    for levers, against in (("lever_minus_constant_points", "constant rate"),
+                            ("lever_minus_default_schedule_points", "the default schedule")):
+        for name, row in result[levers].items():
+            std = "" if row["std"] is None else f" ± {row['std']:.2f}"
+            print(f"paired, {name} minus {against}: {row['mean']:+.2f}{std} pts (n={row['n']})")
     write_result(args.name, result, f"python bench/accuracy_seeds.py table {' '.join(args.run_dirs)} --name {args.name}")
 
 

@@ -11,6 +11,7 @@ from conftest import BINARY, fit_pruned, random_data
 from iprune_tf import export
 from iprune_tf._keras import keras
 from iprune_tf.export.lowered import LoweredNet
+from iprune_tf.workflow import models
 from iprune_tf.export.tflite_sparse import midpoint_thresholds, to_sparse_tflite
 
 BINARY_INPUT = dict(BINARY, input_quantizer="ste_sign")
@@ -35,13 +36,17 @@ def pruned_mlp(binary_input, inputs=64, hidden=(96, 80), classes=6, k=8, seed=0)
     if binary_input:  # ±1 data: int8 quantizes real inputs before their first sign (see the module docstring)
         x = np.where(x >= 0, 1.0, -1.0).astype(np.float32)
     fit_pruned(pruned, x, y, epochs=1, batch_size=64)
-    rng = np.random.default_rng(seed)
-    for layer in pruned.layers:
+    return randomize_batch_norms(pruned, np.random.default_rng(seed)), x
+
+
+def randomize_batch_norms(model, rng, mean_scale=2.0):
+    """Random BN statistics (some gamma = 0, some < 0), so that thresholds are non-trivial; returns ``model``."""
+    for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             n = layer.gamma.shape[0]
-            gamma = rng.normal(size=n) * np.where(rng.random(n) < 0.1, 0.0, 1.0)  # some gamma = 0, some < 0
-            layer.set_weights([gamma, rng.normal(size=n), rng.normal(scale=2.0, size=n), rng.uniform(0.5, 4.0, n)])
-    return pruned, x
+            gamma = rng.normal(size=n) * np.where(rng.random(n) < 0.1, 0.0, 1.0)
+            layer.set_weights([gamma, rng.normal(size=n), rng.normal(scale=mean_scale, size=n), rng.uniform(0.5, 4.0, n)])
+    return model
 
 
 @functools.lru_cache(maxsize=None)
@@ -146,6 +151,24 @@ def test_sparse_int8_of_a_fully_binary_net_outputs_exact_integer_class_scores():
         np.testing.assert_array_equal(scores, expected, err_msg=runtime_name)
     checks = export.verify(model, tflite, x, mode="sparse_int8")
     assert [(c.agreement, c.max_abs_diff) for c in checks] == [(1.0, None), (1.0, None)]
+
+
+def test_sparse_int8_of_the_binary_flavour_on_8_bit_pixels_is_exact():
+    """Real pixels into the first pruned layer: its signs come from a DEPTHWISE_CONV_2D holding the exact level sums."""
+    model = iprune_tf.prune_now(models.mnist_mlp("binary", hidden_units=(64, 48)), 8, skip=["output"])
+    randomize_batch_norms(model, np.random.default_rng(1), mean_scale=0.5)
+    x = (np.random.default_rng(2).integers(0, 256, (300, 28, 28)) / np.float32(255)).astype(np.float32)
+    net = export.lower(model)
+    tflite = to_sparse_tflite(model, "sparse_int8", representative_data=x[:100])
+    assert "DEPTHWISE_CONV_2D" in export.tflite_ops(tflite)
+    hidden = to_sparse_tflite(LoweredNet(net.input_shape, net.steps[:-1]), "sparse_int8", representative_data=x[:100])
+    expected_bits = net.activations(x)[-2]
+    first_bits = np.where(net.activations(x)[-3] >= 0, 1.0, -1.0)
+    assert 0.05 < np.mean(first_bits > 0) < 0.95
+    keras_classes = np.argmax(model.predict(x, verbose=0), axis=1)
+    for runtime_name in ("tflite", "tflm"):
+        np.testing.assert_array_equal(np.sign(_run(hidden, x, runtime_name)), expected_bits, err_msg=runtime_name)
+        np.testing.assert_array_equal(np.argmax(_run(tflite, x, runtime_name), axis=1), keras_classes, err_msg=runtime_name)
 
 
 def test_sparse_int8_encodes_every_8_bit_pixel_exactly():

@@ -28,9 +28,10 @@ encoding compares 8-bit pixels: input and thresholds are pinned to the grid ``k/
 zero point -128) with each threshold moved to the first pixel level passing it, so the int8 compare
 is between integer codes. A last layer reading ±1 bits (the fully binary output layer) gives int32
 class scores (:func:`has_integer_scores`): its sums are exact in int8 and scaled in int32, so the
-argmax is Keras'. A fully binary net with an input encoding is therefore exact end to end (tested
-in TFLite and TFLM). A sign of *real-valued* inputs is not: the first layer of the binary flavour
-without an encoding sums K pixels into one int8 value (step ~0.06 against the pixels' 1/255), and
+argmax is Keras'. The binary flavour's first layer over real 8-bit pixels (no encoding) gets its
+signs from a DEPTHWISE_CONV_2D whose int32 accumulator holds the exact sum of pixel levels
+(:func:`has_exact_signs`; an int8 SUM would round it to ~0.06). A fully binary net, with or without
+an input encoding, is therefore exact end to end on 8-bit pixels (tested in TFLite and TFLM).
 BinaryConnect's real activations are rounded as in any int8 model. Measured in bench/README.md
 ("Sparse TFLite"); the float ``sparse`` mode is exact for all.
 
@@ -67,6 +68,8 @@ def to_sparse_tflite(model, mode="sparse", representative_data=None, int8_io=Fal
     int8 = mode == "sparse_int8"
     function = sparse_function(net, pin_sums=int8, neurons_per_gather=neurons_per_gather)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], function)
+    if int8 and any(has_exact_signs(net, i) for i in range(len(net.steps))):
+        converter._experimental_disable_per_channel = True  # ±W kernels: one scale; per channel triples the file
     if int8:
         samples = representative_samples(representative_data, net.input_shape, "sparse_int8")
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -91,13 +94,15 @@ def sparse_function(net, pin_sums=False, neurons_per_gather=None):
     def sparse_net(x):  # plain Python loops over the steps: nothing for AutoGraph to convert
         if net.input_encoding is not None:
             x = _encode_on_pixel_grid(x, net.input_encoding) if pin_sums else _encode(x, net.input_encoding)
-        for step in net.steps:
+        for i, step in enumerate(net.steps):
             if isinstance(step, Flatten):
                 x = tf.reshape(x, [-1, int(np.prod(x.shape[1:]))])
             elif isinstance(step, MaxPool):
                 x = tf.nn.max_pool2d(x, step.pool_size, step.strides, "VALID")
             elif pin_sums and step is net.steps[-1] and has_integer_scores(step):
                 x = _integer_scores(step, x)
+            elif pin_sums and has_exact_signs(net, i):
+                x = _signs_of_real_sums(step, x, neurons_per_gather)
             else:
                 x = _layer(step, x, pin_sums, neurons_per_gather)
         return x
@@ -217,6 +222,47 @@ def _integer_scores(layer, x):
         count = layer.fan_in
     s = functools.reduce(tf.add, [tf.cast(_pinned(part, INTEGERS_RANGE), tf.int32) for part in parts])
     return s * tf.constant(a.astype(np.int32)) + tf.constant((2 * b + a * count).astype(np.int32))
+
+
+_SIGN_WEIGHT = 64.0  # ±1 weights scaled so that half a pixel level (0.5/255) is 0.125 >> the compare's 1/256
+
+
+def has_exact_signs(net, i):
+    """Does ``sparse_int8`` compute step ``i``'s output signs exactly? Yes for a pruned Dense layer with ±1
+    weights over real inputs whose affine output the next layer reads as signs (the binary flavour's
+    first layer without an input encoding), when its inputs are 8-bit pixels (int8 scale 1/255)."""
+    layer, following = net.steps[i], net.steps[i + 1] if i + 1 < len(net.steps) else None
+    return (isinstance(layer, LoweredLayer) and layer.op == "dense" and layer.kind == "sparse"
+            and layer.signs is not None and not layer.binary_input and layer.output == "affine"
+            and layer.activation == "linear" and isinstance(following, LoweredLayer) and following.binary_input)
+
+
+def _signs_of_real_sums(layer, x, neurons_per_gather):
+    """±1 bits of ``s * scale + offset >= 0`` from int8 inputs, without rounding the sums.
+
+    GATHER (k-major) -> DEPTHWISE_CONV_2D over each neuron's K inputs, weights ``±W`` (per tensor) and
+    bias ``-W * (m - 1/2) / 255``: its int32 accumulator holds the exact sum of the K pixel levels,
+    ``m`` is the smallest level sum on the positive side, so the output is at least ``W / 510`` away
+    from 0 and GREATER_EQUAL resolves it (int8 SUM would round the sum to ~0.06, flipping bits).
+    """
+    t = -layer.offset.astype(np.float64) / np.where(layer.scale == 0, 1.0, layer.scale) * PIXEL_LEVELS
+    flip = layer.scale < 0  # s <= t  <=>  -s >= -t
+    first_positive = np.where(flip, np.ceil(-t), np.ceil(t))
+    constant = np.where(layer.offset >= 0, -1.0, 1.0) * (layer.k * PIXEL_LEVELS + 1)  # scale 0: the offset's sign
+    first_positive = np.where(layer.scale == 0, constant, first_positive)
+    signs = (layer.signs * np.where(flip, -1, 1)[:, None]).astype(np.float32)
+    bias = (-_SIGN_WEIGHT * (first_positive - 0.5) / PIXEL_LEVELS).astype(np.float32)
+    block = neurons_per_gather or layer.units
+    parts = []
+    for start in range(0, layer.units, block):
+        rows = slice(start, start + block)
+        n = len(signs[rows])
+        gathered = tf.gather(x, tf.constant(layer.indices[rows].T.astype(np.int32).ravel()), axis=1)
+        kernel = tf.constant(_SIGN_WEIGHT * signs[rows].T.reshape(1, layer.k, n, 1))
+        out = tf.nn.depthwise_conv2d(tf.reshape(gathered, [-1, 1, layer.k, n]), kernel, [1, 1, 1, 1], "VALID")
+        parts.append(tf.reshape(tf.nn.bias_add(out, tf.constant(bias[rows])), [-1, n]))
+    s = parts[0] if len(parts) == 1 else tf.concat(parts, axis=1)
+    return _sign_select(_pinned(s, (-1.0, 1.0)) >= 0)
 
 
 def midpoint_thresholds(layer):

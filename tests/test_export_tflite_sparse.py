@@ -171,6 +171,23 @@ def test_sparse_int8_of_the_binary_flavour_on_8_bit_pixels_is_exact():
         np.testing.assert_array_equal(np.argmax(_run(tflite, x, runtime_name), axis=1), keras_classes, err_msg=runtime_name)
 
 
+def test_sparse_int8_binaryconnect_layers_are_one_depthwise_each_with_unclipped_scores():
+    model, x = binaryconnect()
+    tflite = sparse_file("binaryconnect", "sparse_int8")
+    ops = export.tflite_ops(tflite)
+    assert "DEPTHWISE_CONV_2D" in ops and not {"NEG", "CONCATENATION", "SUM", "MUL"} & set(ops)
+    calibration = export.lower(model).predict(x[:64])
+    interpreter, _ = export.tflite.tflite_interpreter(tflite)
+    (out,) = interpreter.get_output_details()
+    assert out["dtype"] == np.float32
+    (dequantize,) = [op for op in interpreter._get_ops_details() if op["outputs"][0] == out["index"]]
+    int8_scores = interpreter._get_tensor_details(dequantize["inputs"][0], 0)
+    span = calibration.max() - calibration.min()
+    assert 255 * int8_scores["quantization_parameters"]["scales"][0] == pytest.approx(1.5 * span, rel=0.02)
+    for check in export.verify(model, tflite, x, mode="sparse_int8"):
+        assert check.agreement >= 0.97, check
+
+
 def test_sparse_int8_encodes_every_8_bit_pixel_exactly():
     """Thresholds between, on and next to pixel levels k/255: the int8 encoding's bits are the float32 ones."""
     encoding = iprune_tf.workflow.encoding.ThermometerEncoding(4, thresholds=[0.0, 100 / 255, 0.5, 0.999])

@@ -66,12 +66,13 @@ def to_sparse_tflite(model, mode="sparse", representative_data=None, int8_io=Fal
         raise ValueError(f"Unknown sparse export mode {mode!r}; choose one of {SPARSE_MODES}.")
     net = model if isinstance(model, LoweredNet) else lower(model)
     int8 = mode == "sparse_int8"
-    function = sparse_function(net, pin_sums=int8, neurons_per_gather=neurons_per_gather)
+    samples = representative_samples(representative_data, net.input_shape, "sparse_int8") if int8 else None
+    function = sparse_function(net, pin_sums=int8, neurons_per_gather=neurons_per_gather,
+                               output_range=scores_range(net, samples) if int8 else None)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], function)
-    if int8 and any(has_exact_signs(net, i) for i in range(len(net.steps))):
-        converter._experimental_disable_per_channel = True  # ±W kernels: one scale; per channel triples the file
+    if int8 and _uses_depthwise(net):
+        converter._experimental_disable_per_channel = True  # per-channel parameters would double the file
     if int8:
-        samples = representative_samples(representative_data, net.input_shape, "sparse_int8")
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = lambda: ([sample[None]] for sample in samples)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -81,10 +82,11 @@ def to_sparse_tflite(model, mode="sparse", representative_data=None, int8_io=Fal
         return converter.convert()
 
 
-def sparse_function(net, pin_sums=False, neurons_per_gather=None):
+def sparse_function(net, pin_sums=False, neurons_per_gather=None, output_range=None):
     """A ``tf.function`` (batch of ``net.input_shape`` -> scores) computing ``net`` in TFLM-convertible ops.
 
-    ``pin_sums`` fixes the int8 range of every thresholded sum to ``[-K-1, K+1]`` (FakeQuant).
+    ``pin_sums`` selects the int8 forms (exact sums and compares, see the module docstring);
+    ``output_range`` fixes the int8 range of real-valued outputs (FakeQuant).
     """
     _require_supported(net)
     if neurons_per_gather is not None and (not isinstance(neurons_per_gather, int) or neurons_per_gather < 1):
@@ -103,9 +105,11 @@ def sparse_function(net, pin_sums=False, neurons_per_gather=None):
                 x = _integer_scores(step, x)
             elif pin_sums and has_exact_signs(net, i):
                 x = _signs_of_real_sums(step, x, neurons_per_gather)
+            elif pin_sums and has_depthwise_affine(step):
+                x = _depthwise_affine(step, x, neurons_per_gather)
             else:
                 x = _layer(step, x, pin_sums, neurons_per_gather)
-        return x
+        return x if output_range is None else _pinned(x, output_range)
 
     return sparse_net
 
@@ -224,6 +228,26 @@ def _integer_scores(layer, x):
     return s * tf.constant(a.astype(np.int32)) + tf.constant((2 * b + a * count).astype(np.int32))
 
 
+SCORES_MARGIN = 1.5  # int8 real outputs span 1.5x the calibration range: a clipped top score ties others
+
+
+def scores_range(net, samples):
+    """The int8 range of ``net``'s real-valued outputs: the calibration range widened by ``SCORES_MARGIN``
+    about its centre (None for ±1 bits and int32 class scores). Calibration alone clips unseen larger
+    scores, and two clipped scores tie."""
+    last = net.steps[-1] if net.steps else None
+    if last is None or isinstance(last, LoweredLayer) and (last.output == "threshold" or has_integer_scores(last)):
+        return None
+    scores = net.predict(samples)
+    centre, half = (scores.max() + scores.min()) / 2, (scores.max() - scores.min()) / 2 * SCORES_MARGIN
+    return float(centre - half), float(centre + half)
+
+
+def _uses_depthwise(net):
+    return any(has_exact_signs(net, i) or (isinstance(step, LoweredLayer) and has_depthwise_affine(step))
+               for i, step in enumerate(net.steps))
+
+
 _SIGN_WEIGHT = 64.0  # ±1 weights scaled so that half a pixel level (0.5/255) is 0.125 >> the compare's 1/256
 
 
@@ -252,17 +276,40 @@ def _signs_of_real_sums(layer, x, neurons_per_gather):
     first_positive = np.where(layer.scale == 0, constant, first_positive)
     signs = (layer.signs * np.where(flip, -1, 1)[:, None]).astype(np.float32)
     bias = (-_SIGN_WEIGHT * (first_positive - 0.5) / PIXEL_LEVELS).astype(np.float32)
+    s = _depthwise_sums(layer, x, _SIGN_WEIGHT * signs, bias, neurons_per_gather)
+    return _sign_select(_pinned(s, (-1.0, 1.0)) >= 0)
+
+
+def has_depthwise_affine(layer):
+    """Does ``sparse_int8`` compute this layer as one DEPTHWISE_CONV_2D? Yes for a pruned Dense layer
+    with ±1 weights, real inputs and a real (affine) output: BinaryConnect's hidden layers."""
+    return (layer.op == "dense" and layer.kind == "sparse" and layer.signs is not None
+            and not layer.binary_input and layer.output == "affine")
+
+
+def _depthwise_affine(layer, x, neurons_per_gather):
+    """``act(s * scale + offset)`` with one requantization: kernel ``sign * scale``, bias ``offset``.
+
+    The int8 chain SUM -> MUL -> ADD rounds three times and needs ``[x, -x]`` (half the input's
+    resolution); this reads ``x`` itself and rounds once (bench/README.md, "Sparse TFLite").
+    """
+    kernel = (layer.signs * layer.scale[:, None]).astype(np.float32)
+    y = _depthwise_sums(layer, x, kernel, layer.offset.astype(np.float32), neurons_per_gather)
+    return tf.nn.relu(y) if layer.activation == "relu" else y
+
+
+def _depthwise_sums(layer, x, kernel, bias, neurons_per_gather):
+    """``sum_k kernel[n, k] * x[indices[n, k]] + bias[n]`` as GATHER (k-major) -> DEPTHWISE_CONV_2D over the K inputs."""
     block = neurons_per_gather or layer.units
     parts = []
     for start in range(0, layer.units, block):
         rows = slice(start, start + block)
-        n = len(signs[rows])
+        n = len(kernel[rows])
         gathered = tf.gather(x, tf.constant(layer.indices[rows].T.astype(np.int32).ravel()), axis=1)
-        kernel = tf.constant(_SIGN_WEIGHT * signs[rows].T.reshape(1, layer.k, n, 1))
-        out = tf.nn.depthwise_conv2d(tf.reshape(gathered, [-1, 1, layer.k, n]), kernel, [1, 1, 1, 1], "VALID")
+        filters = tf.constant(kernel[rows].T.reshape(1, layer.k, n, 1))
+        out = tf.nn.depthwise_conv2d(tf.reshape(gathered, [-1, 1, layer.k, n]), filters, [1, 1, 1, 1], "VALID")
         parts.append(tf.reshape(tf.nn.bias_add(out, tf.constant(bias[rows])), [-1, n]))
-    s = parts[0] if len(parts) == 1 else tf.concat(parts, axis=1)
-    return _sign_select(_pinned(s, (-1.0, 1.0)) >= 0)
+    return parts[0] if len(parts) == 1 else tf.concat(parts, axis=1)
 
 
 def midpoint_thresholds(layer):

@@ -9,14 +9,16 @@ one pruned Dense layer with ±1 weights (K kept inputs per neuron)::
         |  MUL(scale) -> ADD(offset) [-> RELU]                 # otherwise (BN folded)
 
 The sign of each kept weight is folded into its index (``i + fan_in`` reads ``-x[i]``), so no
-sign tensor is stored. Alternatives measured (bench/README.md, "Sparse TFLite"): GATHER + MUL by
-a sign tensor (larger: +32 KB per 1024x8 layer in float, +8 KB in int8); one GATHER per block of
-neurons (``neurons_per_gather``: a few KB larger, but the gathered intermediate in the TFLM arena
-shrinks with the block); in int8, a DEPTHWISE_CONV_2D over the K gathered inputs holding
-``sign * scale`` (one requantization instead of three, but per-channel parameters make the file
-~80% larger). ``-x`` is NEG for real-valued ``x`` (float in int8 files too, between DEQUANTIZE and QUANTIZE:
-the converter has no int8 NEG) and a second SELECT_V2 for ±1 inputs, so binary layers stay int8.
-Pruned layers with real weights gather ``x`` and MUL by their values. Unpruned
+sign tensor is stored. ``-x`` is NEG for real-valued ``x`` and a second SELECT_V2 for ±1 inputs.
+Pruned layers with real weights gather ``x`` and MUL by their values. In ``sparse_int8`` a layer
+over real inputs is instead GATHER (k-major) -> DEPTHWISE_CONV_2D over its K inputs, per-tensor
+kernel ``sign * scale`` and bias ``offset`` (one requantization instead of SUM, MUL and ADD, and
+``x`` keeps its own int8 scale instead of ``[x, -x]``'s), or, when the next layer reads its signs,
+kernel ``±64`` and a bias at the half level, so the signs are exact (:func:`has_exact_signs`).
+Alternatives measured (bench/README.md, "Sparse TFLite"): GATHER + MUL by a sign tensor (+32 KB
+per 1024x8 layer in float, +8 KB in int8); one GATHER per block of neurons (``neurons_per_gather``:
+a few KB larger, the gathered intermediate in the TFLM arena shrinks with the block); per-channel
+depthwise kernels (the file ~50% larger). Unpruned
 layers stay FULLY_CONNECTED / CONV_2D (after PADV2 for larq's ``pad_values``); MAX_POOL_2D and
 RESHAPE keep their meaning.
 

@@ -42,6 +42,7 @@ CALIBRATION = 300
 VERIFY = 1000
 FLASH, RAM = 256 * 1024, 64 * 1024
 BLOCK = 128
+CHAIN = {"sparse": "signs folded into the indices, SUM", "sparse_int8": "GATHER -> DEPTHWISE_CONV_2D"}
 
 
 def quick_model(args, x, y, flavour, encoding=None):
@@ -97,7 +98,7 @@ def chain_alternatives(model, x_cal):
     net = export.lower(model)
     first = net.layers[0]
     alone = LoweredNet(net.input_shape, net.steps[: net.steps.index(first) + 1])
-    sizes = {f"signs folded into indices, {mode}": len(to_sparse_tflite(alone, mode, representative_data=x_cal))
+    sizes = {f"the module's chain ({CHAIN[mode]}), {mode}": len(to_sparse_tflite(alone, mode, representative_data=x_cal))
              for mode in ("sparse", "sparse_int8")}
     for int8 in (False, True):
         sizes[f"GATHER + MUL by signs, {'sparse_int8' if int8 else 'sparse'}"] = len(_mul_signs_chain(first, x_cal, int8))

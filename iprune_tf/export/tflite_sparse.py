@@ -183,7 +183,7 @@ def _layer(layer, x, pin_sums, neurons_per_gather):
     if layer.output == "threshold":
         if pin_sums:
             bound = float(layer.k + 1)
-            s = tf.quantization.fake_quant_with_min_max_args(s, min=-bound, max=bound, num_bits=8)
+            s = _pinned(s, (-bound, bound))
         return _sign_select(s >= tf.constant(midpoint_thresholds(layer)))
     if layer.has_affine:
         s = s * tf.constant(layer.scale) + tf.constant(layer.offset)
@@ -219,9 +219,7 @@ def _integer_scores(layer, x):
     bits = _pinned(_sign_select(positive), BITS_RANGE)
     if layer.kind == "sparse":
         negated = _pinned(tf.where(positive, tf.constant(-1.0), tf.constant(1.0)), BITS_RANGE)
-        indices = layer.indices + np.where(layer.signs < 0, layer.fan_in, 0)
-        gathered = tf.gather(tf.concat([bits, negated], axis=1), tf.constant(indices.astype(np.int32).ravel()), axis=1)
-        parts, count = [tf.reduce_sum(tf.reshape(gathered, [-1, layer.units, layer.k]), axis=2)], layer.k
+        parts, count = [_sum(layer, bits, None, negated)], layer.k
     else:
         signs = layer.signs.T.astype(np.float32)
         parts = [tf.matmul(bits[:, i:i + _CHUNK], tf.constant(signs[i:i + _CHUNK])) for i in range(0, layer.fan_in, _CHUNK)]

@@ -17,7 +17,6 @@ with Yosys (LUTs, flip-flops, depth). Every configuration tried is kept in
 import argparse
 import fcntl
 import json
-import math
 import os
 import sys
 import time
@@ -86,22 +85,15 @@ def save_entry(name, entry, key=None):
         os.replace(tmp, RESULT)
 
 
-class CosineRetrain(keras.callbacks.Callback):
-    """Constant learning rate for the pruning epochs, then a per-step cosine decay to 1%."""
+def retraining_rate(cfg, steps_per_epoch):
+    """The pruned phase's rate callbacks: the pipeline's cosine decay over the retraining epochs, or none.
 
-    def __init__(self, cfg, steps_per_epoch):
-        super().__init__()
-        self.cfg, self.start = cfg, cfg["epochs_prune"] * steps_per_epoch
-        self.length = max(1, cfg["epochs_retrain"] * steps_per_epoch)
-        self.step = 0
-
-    def on_train_batch_begin(self, batch, logs=None):
-        frac = min(1.0, max(0, self.step - self.start) / self.length)
-        rate = self.cfg["lr"]
-        if self.cfg["lr_decay"] == "cosine" and self.step >= self.start:
-            rate *= 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * frac))
-        self.model.optimizer.learning_rate.assign(rate)
-        self.step += 1
+    (Runs recorded before 2026-11-26 13:00 decayed to 1% of the rate instead of 0, with a copy of it.)
+    """
+    if cfg["lr_decay"] != "cosine":
+        return []
+    start = cfg["epochs_prune"] * steps_per_epoch
+    return [recipes.CosineRetraining(cfg["lr"], start, max(1, cfg["epochs_retrain"] * steps_per_epoch))]
 
 
 def _dense(name, cfg, data):
@@ -137,7 +129,7 @@ def train(name, ks=None):
         recipes.compile_model(pruned, cfg["lr"], WEIGHT_DECAY)
         pruned.fit(x, y, batch_size=BATCH, epochs=cfg["epochs_prune"] + cfg["epochs_retrain"],
                    validation_data=(x_test, y_test), verbose=2,
-                   callbacks=[iprune_tf.UpdatePruningStep(), CosineRetrain(cfg, steps)])
+                   callbacks=[iprune_tf.UpdatePruningStep(), *retraining_rate(cfg, steps)])
         stripped = iprune_tf.strip_pruning(pruned)
         stripped.save(model_path(name, f"k{k}"), include_optimizer=False)
         save_entry(name, {f"k{k}": {"keras_test_accuracy": recipes.top1_accuracy(stripped, x_test, labels),

@@ -106,16 +106,14 @@ def _state(model):
     return list(model.weights) + list(variables)
 
 
-def prune(run_dir, inputs, variants, epochs_prune=None, frequency=None, interpolation="geometric",
-          connectivity="magnitude", verbose=2):
+def prune(run_dir, inputs, variants, epochs_prune=None, frequency=None, interpolation="geometric", verbose=2):
     """Prune ``run_dir``'s dense binary net to ``inputs`` and retrain it once per variant; returns the result dict."""
     run = Run(run_dir)
     base = run.config
     epochs_prune = base.epochs_prune if epochs_prune is None else epochs_prune
     total = base.epochs_prune + base.epochs_retrain
     config = dataclasses.replace(base, inputs_per_neuron=inputs, epochs_prune=epochs_prune,
-                                 epochs_retrain=total - epochs_prune, frequency=frequency or base.frequency,
-                                 connectivity=connectivity)
+                                 epochs_retrain=total - epochs_prune, frequency=frequency or base.frequency)
     keras.utils.set_random_seed(config.seed)
     data, _ = recipes.prepare_data(config, run.dir)
     y_train = to_hinge_targets(data.y_train, data.num_classes)
@@ -123,8 +121,7 @@ def prune(run_dir, inputs, variants, epochs_prune=None, frequency=None, interpol
     start = time.time()
     schedule = recipes.pruning_schedule(config, len(data.x_train))
     schedule = FanInSchedule(schedule.begin_step, schedule.end_step, schedule.frequency, interpolation)
-    model = prune_fan_in(run.load_model("dense_binary"), inputs, schedule, skip=recipes.skip_list(config),
-                         connectivity=connectivity)
+    model = prune_fan_in(run.load_model("dense_binary"), inputs, schedule, skip=recipes.skip_list(config))
     recipes.compile_model(model, config.learning_rate, recipes.decoupled_decay(config))
     curve = TestCurve(data.x_test, data.y_test)
     model.fit(data.x_train, y_train, epochs=epochs_prune, callbacks=[iprune_tf.UpdatePruningStep(), curve], **fit)
@@ -133,7 +130,6 @@ def prune(run_dir, inputs, variants, epochs_prune=None, frequency=None, interpol
                                 "curve": curve.curve, "wall_time_s": round(time.time() - start, 1)},
               "variants": {}}
     saved = [v.numpy() for v in _state(model)]
-    masks = _masks(model)
     for variant in variants:
         start = time.time()
         for variable, value in zip(_state(model), saved):
@@ -149,29 +145,16 @@ def prune(run_dir, inputs, variants, epochs_prune=None, frequency=None, interpol
         result["variants"][variant] = {
             "test_accuracy": accuracy,
             "test_accuracy_bn_reestimated": recipes.top1_accuracy(final, data.x_test, data.y_test),
-            "curve": curve.curve, "wall_time_s": round(time.time() - start, 1),
-            "kept_connections_changed_in_retraining": _changed_fraction(masks, _masks(model))}
+            "curve": curve.curve, "wall_time_s": round(time.time() - start, 1)}
         _save_branches(result)
         print(variant, result["variants"][variant], flush=True)
     return result
 
 
-def _masks(model):
-    return {layer.name: layer.mask.numpy().copy() for layer in model.layers if isinstance(layer, iprune_tf.PruneFanIn)}
-
-
-def _changed_fraction(before, after):
-    """Per pruned layer, the fraction of kept connections that differ between two masks (regrow moves them)."""
-    return {name: round(float(((before[name] > 0) & (after[name] == 0)).sum() / (before[name] > 0).sum()), 4)
-            for name in before}
-
-
 def _branch_name(config):
     subset = f"_n{config['limit_train']}" if config["limit_train"] else ""
     linear = "_linear" if config.get("interpolation", "geometric") == "linear" else ""
-    regrow = "_regrow" if config.get("connectivity", "magnitude") == "regrow" else ""
-    return (f"s{config['seed']}{subset}_k{config['inputs_per_neuron']}_p{config['epochs_prune']}_f{config['frequency']}"
-            f"{linear}{regrow}")
+    return f"s{config['seed']}{subset}_k{config['inputs_per_neuron']}_p{config['epochs_prune']}_f{config['frequency']}{linear}"
 
 
 def _save_branches(result):
@@ -213,7 +196,7 @@ def table(run_dirs):
         if os.path.normpath(result["run"]) not in [os.path.normpath(r.dir) for r in runs]:
             continue
         schedule = (config["epochs_prune"], config["epochs_retrain"], config["frequency"],
-                    config.get("interpolation", "geometric"), config.get("connectivity", "magnitude"))
+                    config.get("interpolation", "geometric"))
         for variant, v in result["variants"].items():
             key = _branch_key(config["inputs_per_neuron"], schedule, variant)
             settings[key] = (config["inputs_per_neuron"], schedule, variant)
@@ -222,8 +205,7 @@ def table(run_dirs):
     for key, per_seed in branches.items():
         add(key, per_seed)
     base_config = runs[0].config
-    default_schedule = (base_config.epochs_prune, base_config.epochs_retrain, base_config.frequency, "geometric",
-                        base_config.connectivity)
+    default_schedule = (base_config.epochs_prune, base_config.epochs_retrain, base_config.frequency, "geometric")
     # The runs' own pruned phase is the default-schedule branch of their K and rate.
     pipeline_key = _branch_key(base_config.inputs_per_neuron, default_schedule, base_config.retrain_lr)
     pipeline = {r.config.seed: r.phases.get("pruned", {}).get("test_accuracy") for r in runs}
@@ -251,10 +233,9 @@ def table(run_dirs):
 
 
 def _branch_key(k, schedule, variant):
-    epochs_prune, epochs_retrain, frequency, interpolation, connectivity = schedule
-    regrow = ", regrow connectivity" if connectivity == "regrow" else ""
+    epochs_prune, epochs_retrain, frequency, interpolation = schedule
     return (f"pruned K={k}, prune {epochs_prune} + retrain {epochs_retrain} epochs, masks every {frequency} steps, "
-            f"{interpolation} schedule, {variant} rate{regrow}")
+            f"{interpolation} schedule, {variant} rate")
 
 
 def format_row(row):
@@ -271,8 +252,6 @@ def main():
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     p.add_argument("--epochs-prune", type=int, default=None, help="default: the run's; the total budget is kept")
     p.add_argument("--frequency", type=int, default=None, help="steps between mask updates; default: the run's")
-    p.add_argument("--connectivity", default="magnitude", choices=("magnitude", "regrow"),
-                   help="regrow: pruned connections keep learning and may come back (learned connectivity)")
     p.add_argument("--interpolation", default="geometric", choices=("geometric", "linear"),
                    help="how the fan-in schedule moves from fan-in to K (FanInSchedule)")
     d = sub.add_parser("dense", help="create a run (default recipe) and train its dense binary phase first")
@@ -286,8 +265,7 @@ def main():
         dense_binary_first(args.run_dir, args.seed)
         return
     if args.command == "prune":
-        prune(args.run_dir, args.inputs, args.variants, args.epochs_prune, args.frequency, args.interpolation,
-              args.connectivity)
+        prune(args.run_dir, args.inputs, args.variants, args.epochs_prune, args.frequency, args.interpolation)
         return
     result = table(args.run_dirs)
     for name, row in result["rows"].items():

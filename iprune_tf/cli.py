@@ -13,7 +13,6 @@ import os
 import sys
 
 from iprune_tf import _keras
-from iprune_tf.pruning import masking
 from iprune_tf.workflow import pipeline
 from iprune_tf.workflow import recipes
 from iprune_tf.workflow import runs as run_lib
@@ -68,9 +67,6 @@ def _train_parser(sub):
                    help="decoupled (AdamW-style, default) or l2 (loss term; measured to hurt binary nets)")
     p.add_argument("--retrain-lr", default=DEFAULTS.retrain_lr, choices=list(recipes.RETRAIN_LR),
                    help="constant (the paper's) or cosine: the rate decays to 0 over the retraining epochs")
-    p.add_argument("--connectivity", default=DEFAULTS.connectivity, choices=list(masking.CONNECTIVITY),
-                   help="magnitude (the paper's: pruned stays pruned) or regrow: pruned connections keep learning "
-                        "and replace kept ones that fall behind, until training ends")
     p.add_argument("--seed", type=int, default=DEFAULTS.seed)
     p.add_argument("--strategy", default="default", choices=list(strategies.STRATEGIES),
                    help="default: one device; mirrored: all local GPUs; multiworker: the cluster in TF_CONFIG "
@@ -119,7 +115,7 @@ def _run_config(args):
         epochs_prune=args.epochs_prune, epochs_retrain=args.epochs_retrain, schedule=args.schedule,
         frequency=args.frequency, batch_size=args.batch_size, learning_rate=args.lr,
         weight_decay=args.weight_decay, weight_decay_mode=args.weight_decay_mode, seed=args.seed,
-        retrain_lr=args.retrain_lr, connectivity=args.connectivity,
+        retrain_lr=args.retrain_lr,
         hidden_units=args.hidden_units, skip=args.skip, input_encoding=args.input_encoding,
     )
 

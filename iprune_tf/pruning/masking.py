@@ -22,16 +22,6 @@ def validate_inputs_per_neuron(k, what="inputs_per_neuron"):
     return k
 
 
-CONNECTIVITY = ("magnitude", "regrow")
-
-
-def validate_connectivity(connectivity):
-    """Return ``connectivity`` if it is one of :data:`CONNECTIVITY`, else raise a ValueError naming them."""
-    if connectivity not in CONNECTIVITY:
-        raise ValueError(f"connectivity must be one of {CONNECTIVITY}, got {connectivity!r}.")
-    return connectivity
-
-
 def fan_in(kernel_shape):
     """Number of inputs of one neuron for a Dense ``(c_in, units)`` or Conv2D ``(kh, kw, c_in, filters)`` kernel."""
     shape = tuple(int(d) for d in kernel_shape)

@@ -28,8 +28,7 @@ def prune_scope():
     return keras.utils.custom_object_scope(custom_objects())
 
 
-def prune_fan_in(to_prune, inputs_per_neuron=8, pruning_schedule=None, skip=None, inputs_per_layer=None,
-                 connectivity="magnitude"):
+def prune_fan_in(to_prune, inputs_per_neuron=8, pruning_schedule=None, skip=None, inputs_per_layer=None):
     """Prune every supported layer of a model (or one layer) to K inputs per neuron.
 
     Args:
@@ -40,21 +39,18 @@ def prune_fan_in(to_prune, inputs_per_neuron=8, pruning_schedule=None, skip=None
       skip: layers to leave dense: names, ``model.layers`` indices, predicates, or
         ``iprune_tf.paper_skip('mnist' | 'cifar10')``.
       inputs_per_layer: ``{layer_name: K}`` overrides of ``inputs_per_neuron``.
-      connectivity: ``"magnitude"`` (the paper's policy) or ``"regrow"`` (pruned connections keep
-        learning and may replace kept ones: :class:`PruneFanIn`).
 
     Returns:
       A new model whose pruned layers are :class:`PruneFanIn` wrappers, with the original
       weights copied in; train it with ``iprune_tf.UpdatePruningStep()`` among the callbacks.
     """
     masking.validate_inputs_per_neuron(inputs_per_neuron)
-    masking.validate_connectivity(connectivity)
     require_keras2(to_prune, "The object to prune")
     if pruning_schedule is not None:
         sched.require_schedule(pruning_schedule)
     if not isinstance(to_prune, keras.Model):
         k = (inputs_per_layer or {}).get(to_prune.name, inputs_per_neuron)
-        return PruneFanIn(to_prune, inputs_per_neuron=k, pruning_schedule=pruning_schedule, connectivity=connectivity)
+        return PruneFanIn(to_prune, inputs_per_neuron=k, pruning_schedule=pruning_schedule)
     model = _require_clonable(to_prune)
     skipped = resolve_skip(model, skip)
     overrides = _validated_overrides(model, inputs_per_layer)
@@ -65,7 +61,7 @@ def prune_fan_in(to_prune, inputs_per_neuron=8, pruning_schedule=None, skip=None
         if layer.name in skipped or not is_supported(layer):
             return fresh
         k = overrides.get(layer.name, inputs_per_neuron)
-        return PruneFanIn(fresh, inputs_per_neuron=k, pruning_schedule=pruning_schedule, connectivity=connectivity)
+        return PruneFanIn(fresh, inputs_per_neuron=k, pruning_schedule=pruning_schedule)
 
     return _clone_with_weights(model, wrap)
 

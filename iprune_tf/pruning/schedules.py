@@ -99,20 +99,6 @@ def _should_update(step, begin_step, end_step, frequency):
     return tf.logical_and(in_range, on_turn)
 
 
-def refresh_after_end(schedule, step):
-    """True every ``frequency`` steps (counted from ``begin_step``) after the schedule's ``end_step``.
-
-    The extra mask updates of ``connectivity="regrow"``, which keeps choosing the K inputs while
-    training goes on. A tfmot schedule with ``end_step=-1`` already updates until training ends.
-    """
-    end_step = getattr(schedule, "end_step", -1)
-    if end_step is None or end_step < 0:
-        return tf.constant(False)
-    step = tf.cast(step, tf.int64)
-    on_turn = tf.math.floormod(step - schedule.begin_step, schedule.frequency) == 0
-    return tf.logical_and(step > end_step, on_turn)
-
-
 def inputs_for_sparsity(sparsity, fan_in, inputs_per_neuron):
     """Inputs per neuron for a tfmot sparsity: ``max(K, ceil((1 - s) * fan_in))``, at most fan_in.
 

@@ -8,12 +8,6 @@ alone would turn a pruned connection into a +1; the wrapper instead feeds the in
 effective kernel ``quantize(latent) * mask``, ternary {-1, 0, +1} with exactly the kept inputs
 non-zero. Pruned connections also get no gradient through it, and their latent weights are
 zeroed whenever the mask changes and at every epoch end, as tfmot does.
-
-``connectivity="regrow"`` is the learned-connectivity alternative (prune and regrow): the forward
-pass is the same, but the gradient reaches every latent weight as if its connection were kept,
-latent weights are never zeroed, and every mask update ranks all inputs again, so a pruned
-connection whose latent weight outgrows a kept one takes its place. At K the mask keeps being
-refreshed every ``frequency`` steps until training ends.
 """
 import contextlib
 import inspect
@@ -38,16 +32,13 @@ class PruneFanIn(pruning_wrapper.PruneLowMagnitude):
         above the layer's fan-in leaves the layer dense.
       pruning_schedule: an :class:`iprune_tf.FanInSchedule` or a tfmot ``PruningSchedule``;
         defaults to one-shot pruning to K at the first training step.
-      connectivity: ``"magnitude"`` (the paper: a pruned connection stays pruned) or ``"regrow"``
-        (pruned connections keep learning and may come back; see the module docstring).
     """
 
     _PRUNE_CALLBACK_ERROR_MSG = pruning_wrapper.PruneLowMagnitude._PRUNE_CALLBACK_ERROR_MSG
 
-    def __init__(self, layer, inputs_per_neuron=8, pruning_schedule=None, connectivity="magnitude", **kwargs):
+    def __init__(self, layer, inputs_per_neuron=8, pruning_schedule=None, **kwargs):
         require_supported_layer(layer)
         self.inputs_per_neuron = masking.validate_inputs_per_neuron(inputs_per_neuron)
-        self.connectivity = masking.validate_connectivity(connectivity)
         self.pruning_schedule = pruning_schedule if pruning_schedule is not None else sched.FanInSchedule()
         sched.require_schedule(self.pruning_schedule)
         self.pruning_obj = None
@@ -98,21 +89,11 @@ class PruneFanIn(pruning_wrapper.PruneLowMagnitude):
         return min(self.inputs_per_neuron, self.fan_in)
 
     def effective_kernel(self):
-        """The kernel the layer computes with: ``quantize(latent) * mask``.
-
-        Under ``regrow`` its gradient is passed to every entry, pruned ones included (straight through).
-        """
+        """The kernel the layer computes with: ``quantize(latent) * mask``."""
         quantizer = getattr(self.layer, "kernel_quantizer", None)
         latent = tf.convert_to_tensor(latent_kernel(self.layer))
         values = quantizer(latent) if quantizer is not None else latent
-        masked = values * tf.cast(self.mask, values.dtype)
-        if self.regrows:
-            return values + tf.stop_gradient(masked - values)
-        return masked
-
-    @property
-    def regrows(self):
-        return self.connectivity == "regrow"
+        return values * tf.cast(self.mask, values.dtype)
 
     def call(self, inputs, training=None, **kwargs):
         if training is None:
@@ -136,7 +117,6 @@ class PruneFanIn(pruning_wrapper.PruneLowMagnitude):
         config = keras.layers.Wrapper.get_config(self)
         config["inputs_per_neuron"] = self.inputs_per_neuron
         config["pruning_schedule"] = sched.serialize(self.pruning_schedule)
-        config["connectivity"] = self.connectivity
         return config
 
     @classmethod
@@ -188,12 +168,10 @@ class FanInPruning:
     def _conditional_mask_update(self, strategy):
         w = self.wrapper
         update, keep = sched.schedule_step(w.pruning_schedule, w.pruning_step, w.fan_in, w.inputs_per_neuron)
-        if w.regrows:
-            update = tf.logical_or(update, sched.refresh_after_end(w.pruning_schedule, w.pruning_step))
 
         def recompute():
             latent = latent_kernel(w.layer)
-            mask = masking.per_neuron_topk_mask(latent, keep, previous_mask=None if w.regrows else w.mask)
+            mask = masking.per_neuron_topk_mask(latent, keep, previous_mask=w.mask)
             return _assign(
                 strategy,
                 [(w.mask, mask), (latent, latent * mask), (w.kept_inputs, tf.cast(keep, w.kept_inputs.dtype))],

@@ -67,13 +67,11 @@ class RunConfig:
     skip: tuple | None = None  # layer names left dense (None: the preset's paper skip list)
     input_encoding: str | None = None  # e.g. "thermometer:3" (iprune_tf.workflow.encoding.from_spec); None: raw inputs
     retrain_lr: str = "constant"  # "cosine": the rate decays to 0 over the retraining epochs (bench/accuracy_seeds.py)
-    connectivity: str = "magnitude"  # "regrow": learned connectivity (iprune_tf.PruneFanIn)
 
     def __post_init__(self):
         models.get_preset(self.preset)
         masking.validate_inputs_per_neuron(self.inputs_per_neuron)
         encoding.from_spec(self.input_encoding)  # ValueError for a bad spec, before any training
-        masking.validate_connectivity(self.connectivity)
         for name in ("hidden_units", "skip"):  # tuples, also when read back from run.json's lists
             if getattr(self, name) is not None:
                 setattr(self, name, tuple(getattr(self, name)))
@@ -207,8 +205,7 @@ def skip_list(config):
 
 def prune(config, model, n_train):
     """``model`` wrapped for pruning with the run's K, schedule and skip list."""
-    return prune_fan_in(model, config.inputs_per_neuron, pruning_schedule(config, n_train), skip=skip_list(config),
-                        connectivity=config.connectivity)
+    return prune_fan_in(model, config.inputs_per_neuron, pruning_schedule(config, n_train), skip=skip_list(config))
 
 
 def check_config(config, dataset):

@@ -32,7 +32,8 @@ from iprune_tf.workflow import models  # noqa: E402
 from iprune_tf._keras import keras, tf  # noqa: E402
 from iprune_tf.workflow.encoding import ThresholdEncoding  # noqa: E402
 from iprune_tf.export.lowered import LoweredNet  # noqa: E402
-from iprune_tf.export.tflite_sparse import SPARSE_MODES, quiet_converter, to_sparse_tflite  # noqa: E402
+from iprune_tf.export.tflite_common import quiet_converter  # noqa: E402
+from iprune_tf.export.tflite_sparse import SPARSE_MODES, to_sparse_tflite  # noqa: E402
 from iprune_tf.export.tflite import tflite_interpreter  # noqa: E402
 from iprune_tf.workflow.runs import Run  # noqa: E402
 

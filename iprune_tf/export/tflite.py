@@ -9,7 +9,8 @@ runtime, not TFLite Micro.
 
 from iprune_tf._keras import tf
 from iprune_tf.export.finalize import finalize_for_lce, finalize_for_tflm
-from iprune_tf.export.tflite_sparse import SPARSE_MODES, quiet_converter, representative_samples, to_sparse_tflite
+from iprune_tf.export.tflite_common import quiet_converter, representative_samples
+from iprune_tf.export.tflite_sparse import SPARSE_MODES, to_sparse_tflite
 
 MODES = ("float", "int8", "lce", *SPARSE_MODES)
 _PER_TENSOR_DENSE_FLAG = "_experimental_disable_per_channel_quantization_for_dense_layers"

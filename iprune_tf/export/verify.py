@@ -14,7 +14,7 @@ import tempfile
 import numpy as np
 
 from iprune_tf.export.tflite import MODES, _lce, _require_mode, _tflm_runtime, tflite_interpreter, tflite_ops
-from iprune_tf.export.tflite_sparse import quiet_converter
+from iprune_tf.export.tflite_common import quiet_converter
 
 _ARENA_TOTAL = re.compile(r"Arena allocation total (\d+) bytes")
 _TFLM_PROBE_ARENA = 8 << 20

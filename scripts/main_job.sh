@@ -12,7 +12,7 @@ if [ "${QUICK:-0}" = 1 ]; then
   RUN_DIR="${RUN_DIR}_quick"
   EPOCHS=(--epochs-dense 1 --epochs-prune 1 --epochs-retrain 1 --frequency 50)
 else
-  EPOCHS=(--epochs-dense 10 --epochs-prune 10 --epochs-retrain 15)
+  EPOCHS=(--epochs-dense 10 --epochs-prune 15 --epochs-retrain 10)
 fi
 RESUME=()
 [ -f "$RUN_DIR/run.json" ] && RESUME=(--resume)

@@ -52,13 +52,13 @@ CONFIGS = {
                          epochs_retrain=15, lr=3e-3, lr_decay="cosine", ks=(6, 8)),
     "w1024_t3": dict(hidden=1024, encoding="thermometer:3", epochs_dense=4, epochs_prune=3,
                      epochs_retrain=5, lr=3e-3, lr_decay="cosine", ks=(8, 6)),
-    # The MNIST preset's width with a longer dense phase: pruning costs the 1024-wide net little (K=8 0.24
-    # points under its dense net), so the dense net is the ceiling. The 512-wide long run lengthened
-    # pruning and retraining too, and lost K=6 accuracy; here only the dense phase grows.
     # w1024_t3's dense net (copied, the same 4 epochs) pruned over 6 epochs instead of 3: a slower schedule
     # gained BinaryConnect K=8 0.2 points (bench/README.md, issue 13).
     "w1024_t3_p6": dict(hidden=1024, encoding="thermometer:3", epochs_dense=4, epochs_prune=6,
                         epochs_retrain=5, lr=3e-3, lr_decay="cosine", ks=(8, 6)),
+    # The MNIST preset's width with a longer dense phase: pruning costs the 1024-wide net little (K=8 0.24
+    # points under its dense net), so the dense net is the ceiling. The 512-wide long run lengthened
+    # pruning and retraining too, and lost K=6 accuracy; here only the dense phase grows.
     "w1024_t3_d10": dict(hidden=1024, encoding="thermometer:3", epochs_dense=10, epochs_prune=3,
                          epochs_retrain=5, lr=3e-3, lr_decay="cosine", ks=(8, 6)),
 }
@@ -94,15 +94,12 @@ def save_entry(name, entry, key=None):
         os.replace(tmp, RESULT)
 
 
-def retraining_rate(cfg, steps_per_epoch):
-    """The pruned phase's rate callbacks: the pipeline's cosine decay over the retraining epochs, or none.
-
-    (Runs recorded before 2026-11-26 13:00 decayed to 1% of the rate instead of 0, with a copy of it.)
-    """
-    if cfg["lr_decay"] != "cosine":
-        return []
-    start = cfg["epochs_prune"] * steps_per_epoch
-    return [recipes.CosineRetraining(cfg["lr"], start, max(1, cfg["epochs_retrain"] * steps_per_epoch))]
+def pruning_recipe(cfg):
+    """The pipeline's config of ``cfg``'s pruned phase (``lr_decay`` is its ``retrain_lr``), whose schedule and
+    rate callbacks :func:`train` uses as ``iprune train`` does."""
+    return recipes.RunConfig(epochs_prune=cfg["epochs_prune"], epochs_retrain=cfg["epochs_retrain"],
+                             frequency=FREQUENCY, batch_size=BATCH, learning_rate=cfg["lr"],
+                             retrain_lr=cfg["lr_decay"])
 
 
 def _dense(name, cfg, data):
@@ -130,15 +127,15 @@ def train(name, ks=None):
     data = fashion_mnist()
     x, y, x_test, y_test, labels = data
     dense = _dense(name, cfg, data)
-    steps = -(-len(x) // BATCH)
+    recipe = pruning_recipe(cfg)
     for k in ks or cfg["ks"]:
         start = time.time()
-        schedule = iprune_tf.FanInSchedule(begin_step=1, end_step=cfg["epochs_prune"] * steps, frequency=FREQUENCY)
+        schedule = recipes.pruning_schedule(recipe, len(x))
         pruned = iprune_tf.prune_fan_in(dense, k, schedule, skip=iprune_tf.paper_skip("mnist"))
         recipes.compile_model(pruned, cfg["lr"], WEIGHT_DECAY)
         pruned.fit(x, y, batch_size=BATCH, epochs=cfg["epochs_prune"] + cfg["epochs_retrain"],
                    validation_data=(x_test, y_test), verbose=2,
-                   callbacks=[iprune_tf.UpdatePruningStep(), *retraining_rate(cfg, steps)])
+                   callbacks=[iprune_tf.UpdatePruningStep(), *recipes.retraining_callbacks(recipe, len(x))])
         stripped = iprune_tf.strip_pruning(pruned)
         stripped.save(model_path(name, f"k{k}"), include_optimizer=False)
         save_entry(name, {f"k{k}": {"keras_test_accuracy": recipes.top1_accuracy(stripped, x_test, labels),

@@ -14,6 +14,12 @@ def sign_select(condition):
     return tf.where(condition, tf.constant(1.0), tf.constant(-1.0))
 
 
+def signs_and_negations(x):
+    """``(+1 where x >= 0 else -1, its negation)``, both SELECT_V2: int8 has no NEG."""
+    positive = x >= 0
+    return sign_select(positive), tf.where(positive, tf.constant(-1.0), tf.constant(1.0))
+
+
 def pinned(x, value_range):
     """``x`` with its int8 range fixed to ``value_range`` (FakeQuant): the converter keeps that scale."""
     return tf.quantization.fake_quant_with_min_max_args(x, min=value_range[0], max=value_range[1], num_bits=8)

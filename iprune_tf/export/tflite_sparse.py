@@ -34,7 +34,8 @@ from iprune_tf._keras import tf
 from iprune_tf.export import tflite_sparse_int8 as int8_forms
 from iprune_tf.export.lowered import Flatten, LoweredLayer, LoweredNet, MaxPool
 from iprune_tf.export.lowering import lower
-from iprune_tf.export.tflite_common import gather_sums, pinned, quiet_converter, representative_samples, sign_select
+from iprune_tf.export.tflite_common import (gather_sums, pinned, quiet_converter, representative_samples, sign_select,
+                                            signs_and_negations)
 
 SPARSE_MODES = ("sparse", "sparse_int8")
 
@@ -44,7 +45,8 @@ def to_sparse_tflite(model, mode="sparse", representative_data=None, int8_io=Fal
 
     ``mode`` is ``"sparse"`` (float32) or ``"sparse_int8"`` (full-integer, calibrated on
     ``representative_data``, inputs of shape ``(N, *input_shape)``). ``int8_io`` makes the int8
-    model's input and output int8 (int32 class scores stay int32, see :func:`has_integer_scores`).
+    model's input and output int8 (int32 class scores stay int32, see
+    :func:`iprune_tf.export.tflite_sparse_int8.has_integer_scores`).
     ``neurons_per_gather`` splits each pruned layer's GATHER into
     blocks of that many neurons (smaller TFLM arena, slightly larger file); None: one per layer.
     """
@@ -119,9 +121,8 @@ def _encode(x, encoding):
 
 def _layer(layer, x, pin_sums, neurons_per_gather):
     negated = None
-    if layer.binary_input:  # -x of ±1 as a second SELECT_V2: int8 throughout (int8 NEG does not exist)
-        positive = x >= 0
-        x, negated = sign_select(positive), tf.where(positive, tf.constant(-1.0), tf.constant(1.0))
+    if layer.binary_input:  # -x of ±1 as a second SELECT_V2: int8 throughout
+        x, negated = signs_and_negations(x)
     s = gather_sums(layer, x, neurons_per_gather, negated)
     if layer.output == "threshold":
         if pin_sums:

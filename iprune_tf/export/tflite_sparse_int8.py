@@ -21,7 +21,7 @@ import numpy as np
 
 from iprune_tf._keras import tf
 from iprune_tf.export.lowered import LoweredLayer
-from iprune_tf.export.tflite_common import gather_sums, pinned, sign_select
+from iprune_tf.export.tflite_common import gather_sums, pinned, sign_select, signs_and_negations
 
 
 def exact_form(net, i):
@@ -93,10 +93,8 @@ def integer_scores(layer, x):
     """
     a, b, _, _ = layer.integer_scores(max_magnitude=2**30 - 1)
     a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
-    positive = x >= 0
-    bits = pinned(sign_select(positive), BITS_RANGE)
+    bits, negated = (pinned(v, BITS_RANGE) for v in signs_and_negations(x))
     if layer.kind == "sparse":
-        negated = pinned(tf.where(positive, tf.constant(-1.0), tf.constant(1.0)), BITS_RANGE)
         parts, count = [gather_sums(layer, bits, None, negated)], layer.k
     else:
         signs = layer.signs.T.astype(np.float32)

@@ -41,7 +41,7 @@ from iprune_tf.workflow import runs as run_lib
 from iprune_tf._keras import keras
 from iprune_tf.workflow.data import to_hinge_targets
 from iprune_tf.pruning.prune import prune_fan_in, strip_pruning
-from iprune_tf.pruning.schedules import FanInSchedule
+from iprune_tf.pruning.schedules import FanInSchedule, PolynomialDecay
 from iprune_tf.workflow.runs import Run
 
 RUNS_RESULTS = os.path.join(RESULTS, "accuracy_seeds_runs")
@@ -119,9 +119,9 @@ def prune(run_dir, inputs, variants, epochs_prune=None, frequency=None, interpol
     y_train = to_hinge_targets(data.y_train, data.num_classes)
     fit = dict(batch_size=config.batch_size, verbose=verbose)
     start = time.time()
-    schedule = recipes.pruning_schedule(config, len(data.x_train))
-    schedule = FanInSchedule(schedule.begin_step, schedule.end_step, schedule.frequency, interpolation)
-    model = prune_fan_in(run.load_model("dense_binary"), inputs, schedule, skip=recipes.skip_list(config))
+    dense = run.load_model("dense_binary")
+    schedule = _schedule(recipes.pruning_schedule(config, len(data.x_train)), interpolation, inputs, dense)
+    model = prune_fan_in(dense, inputs, schedule, skip=recipes.skip_list(config))
     recipes.compile_model(model, config.learning_rate, recipes.decoupled_decay(config))
     curve = TestCurve(data.x_test, data.y_test)
     model.fit(data.x_train, y_train, epochs=epochs_prune, callbacks=[iprune_tf.UpdatePruningStep(), curve], **fit)
@@ -151,10 +151,21 @@ def prune(run_dir, inputs, variants, epochs_prune=None, frequency=None, interpol
     return result
 
 
+def _schedule(default, interpolation, inputs, model):
+    """The run's schedule with another interpolation; ``polynomial`` is tfmot's cubic PolynomialDecay
+    (Zhu & Gupta) to the sparsity that leaves K of the widest fan-in, over the same steps."""
+    if interpolation != "polynomial":
+        return FanInSchedule(default.begin_step, default.end_step, default.frequency, interpolation)
+    widest = max(int(np.prod(w.shape[:-1])) for w in model.trainable_weights if w.name.endswith("kernel:0"))
+    return PolynomialDecay(0.0, 1.0 - inputs / widest, default.begin_step, default.end_step, power=3,
+                           frequency=default.frequency)
+
+
 def _branch_name(config):
     subset = f"_n{config['limit_train']}" if config["limit_train"] else ""
-    linear = "_linear" if config.get("interpolation", "geometric") == "linear" else ""
-    return f"s{config['seed']}{subset}_k{config['inputs_per_neuron']}_p{config['epochs_prune']}_f{config['frequency']}{linear}"
+    interpolation = config.get("interpolation", "geometric")
+    suffix = "" if interpolation == "geometric" else f"_{interpolation}"
+    return f"s{config['seed']}{subset}_k{config['inputs_per_neuron']}_p{config['epochs_prune']}_f{config['frequency']}{suffix}"
 
 
 def _save_branches(result):
@@ -252,8 +263,8 @@ def main():
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     p.add_argument("--epochs-prune", type=int, default=None, help="default: the run's; the total budget is kept")
     p.add_argument("--frequency", type=int, default=None, help="steps between mask updates; default: the run's")
-    p.add_argument("--interpolation", default="geometric", choices=("geometric", "linear"),
-                   help="how the fan-in schedule moves from fan-in to K (FanInSchedule)")
+    p.add_argument("--interpolation", default="geometric", choices=("geometric", "linear", "polynomial"),
+                   help="how the fan-in moves to K: FanInSchedule's geometric or linear, or tfmot's cubic PolynomialDecay")
     d = sub.add_parser("dense", help="create a run (default recipe) and train its dense binary phase first")
     d.add_argument("run_dir")
     d.add_argument("--seed", type=int, required=True)

@@ -38,7 +38,7 @@ import iprune_tf  # noqa: F401  (pins Keras 2 before tensorflow is imported)
 from common import RESULTS, write_result
 from iprune_tf.workflow import recipes
 from iprune_tf.workflow import runs as run_lib
-from iprune_tf._keras import keras
+from iprune_tf._keras import keras, tf
 from iprune_tf.workflow.data import to_hinge_targets
 from iprune_tf.pruning.prune import prune_fan_in, strip_pruning
 from iprune_tf.pruning.schedules import FanInSchedule, PolynomialDecay
@@ -151,9 +151,38 @@ def prune(run_dir, inputs, variants, epochs_prune=None, frequency=None, interpol
     return result
 
 
+class SlowEndSchedule(FanInSchedule):
+    """A user schedule (FanInSchedule subclass): geometric from the fan-in to 2K over the first ``knee``
+    of the steps, then geometric from 2K to K over the rest, so the last, costliest halving gets
+    most of the pruning phase instead of 1/log2(fan_in / K) of it."""
+
+    def __init__(self, begin_step=1, end_step=1, frequency=100, knee=0.4):
+        super().__init__(begin_step, end_step, frequency)
+        self.knee = knee
+
+    def __call__(self, step, fan_in, inputs_per_neuron):
+        update, _ = super().__call__(step, fan_in, inputs_per_neuron)
+        progress = self._progress(step)
+        target = float(min(inputs_per_neuron, fan_in))
+        middle = min(2 * target, float(fan_in))
+        first = fan_in * tf.pow(middle / fan_in, tf.minimum(progress / self.knee, 1.0))
+        second = middle * tf.pow(target / middle, tf.maximum((progress - self.knee) / (1 - self.knee), 0.0))
+        count = tf.where(progress < self.knee, first, second)
+        return update, tf.cast(tf.round(count), tf.int32)
+
+    def get_config(self):
+        config = super().get_config()
+        config["config"] = dict(config["config"], knee=self.knee)
+        del config["config"]["interpolation"]
+        return config
+
+
 def _schedule(default, interpolation, inputs, model):
-    """The run's schedule with another interpolation; ``polynomial`` is tfmot's cubic PolynomialDecay
-    (Zhu & Gupta) to the sparsity that leaves K of the widest fan-in, over the same steps."""
+    """The run's schedule over the same steps with another interpolation: FanInSchedule's geometric or
+    linear, tfmot's cubic PolynomialDecay (Zhu & Gupta) to the sparsity that leaves K of the widest
+    fan-in, or :class:`SlowEndSchedule`."""
+    if interpolation == "slow_end":
+        return SlowEndSchedule(default.begin_step, default.end_step, default.frequency)
     if interpolation != "polynomial":
         return FanInSchedule(default.begin_step, default.end_step, default.frequency, interpolation)
     widest = max(int(np.prod(w.shape[:-1])) for w in model.trainable_weights if w.name.endswith("kernel:0"))
@@ -230,8 +259,14 @@ def table(run_dirs):
 
     rate_levers = {key: paired(key, key.replace("cosine rate", "constant rate").replace(", BN re-estimated", ""))
                    for key in branches}
-    schedule_levers = {key: paired(key, _branch_key(k, default_schedule, variant))
-                       for key, (k, schedule, variant) in settings.items() if schedule != default_schedule}
+    def reference(k, schedule, variant):
+        """The same split of epochs with the run's frequency and geometric schedule, if measured; else the run's schedule."""
+        same_split = _branch_key(k, (*schedule[:2], base_config.frequency, "geometric"), variant)
+        return same_split if same_split in branches and same_split != _branch_key(k, schedule, variant) else \
+            _branch_key(k, default_schedule, variant)
+
+    schedule_levers = {f"{key} minus {reference(*setting)}": paired(key, reference(*setting))
+                       for key, setting in settings.items() if setting[1] != default_schedule}
     fp = rows.get("full-precision dense", {}).get("mean")
     for row in rows.values():
         row["gap_to_fp_points"] = None if fp is None else round(row["mean"] - fp, 2)
@@ -263,8 +298,8 @@ def main():
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     p.add_argument("--epochs-prune", type=int, default=None, help="default: the run's; the total budget is kept")
     p.add_argument("--frequency", type=int, default=None, help="steps between mask updates; default: the run's")
-    p.add_argument("--interpolation", default="geometric", choices=("geometric", "linear", "polynomial"),
-                   help="how the fan-in moves to K: FanInSchedule's geometric or linear, or tfmot's cubic PolynomialDecay")
+    p.add_argument("--interpolation", default="geometric", choices=("geometric", "linear", "polynomial", "slow_end"),
+                   help="how the fan-in moves to K: FanInSchedule's geometric or linear, tfmot's cubic PolynomialDecay, or SlowEndSchedule")
     d = sub.add_parser("dense", help="create a run (default recipe) and train its dense binary phase first")
     d.add_argument("run_dir")
     d.add_argument("--seed", type=int, required=True)
@@ -282,11 +317,11 @@ def main():
     for name, row in result["rows"].items():
         gap = "" if row["gap_to_fp_points"] is None else f"  ({row['gap_to_fp_points']:+.2f} pts vs FP)"
         print(f"{name}: {format_row(row)}{gap}")
-    for levers, against in (("lever_minus_constant_points", "constant rate"),
-                            ("lever_minus_default_schedule_points", "the default schedule")):
+    for levers, against in (("lever_minus_constant_points", " minus constant rate"),
+                            ("lever_minus_default_schedule_points", "")):
         for name, row in result[levers].items():
             std = "" if row["std"] is None else f" ± {row['std']:.2f}"
-            print(f"paired, {name} minus {against}: {row['mean']:+.2f}{std} pts (n={row['n']})")
+            print(f"paired, {name}{against}: {row['mean']:+.2f}{std} pts (n={row['n']})")
     write_result(args.name, result, f"python bench/accuracy_seeds.py table {' '.join(args.run_dirs)} --name {args.name}")
 
 

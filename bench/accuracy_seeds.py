@@ -165,8 +165,9 @@ class SlowEndSchedule(FanInSchedule):
         progress = self._progress(step)
         target = float(min(inputs_per_neuron, fan_in))
         middle = min(2 * target, float(fan_in))
-        first = fan_in * tf.pow(middle / fan_in, tf.minimum(progress / self.knee, 1.0))
-        second = middle * tf.pow(target / middle, tf.maximum((progress - self.knee) / (1 - self.knee), 0.0))
+        first = fan_in * tf.pow(tf.constant(middle / fan_in, tf.float64), tf.minimum(progress / self.knee, 1.0))
+        second = middle * tf.pow(tf.constant(target / middle, tf.float64),
+                                 tf.maximum((progress - self.knee) / (1 - self.knee), 0.0))
         count = tf.where(progress < self.knee, first, second)
         return update, tf.cast(tf.round(count), tf.int32)
 

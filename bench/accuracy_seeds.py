@@ -12,7 +12,8 @@ its own random numbers, so it is a sample of the seed's recipe, not ``iprune tra
 
 ``prune`` reuses a run's dense binary net (its seed's dense phases are shared between K=8 and
 K=6), prunes it to ``--inputs`` over the run's ``epochs_prune`` epochs (or ``--epochs-prune``,
-keeping the total budget) and then retrains once per variant, every variant from the same
+keeping the total budget; ``--frequency`` and ``--interpolation`` change how the masks move) and
+then retrains once per variant, every variant from the same
 after-pruning state (weights, masks and Adam state restored), so the levers are compared paired:
 
 * ``constant``: the paper's recipe, Adam at a constant rate (what ``iprune train`` does);

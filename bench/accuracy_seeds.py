@@ -12,7 +12,7 @@ its own random numbers, so it is a sample of the seed's recipe, not ``iprune tra
 
 ``prune`` reuses a run's dense binary net (its seed's dense phases are shared between K=8 and
 K=6), prunes it to ``--inputs`` over the run's ``epochs_prune`` epochs (or ``--epochs-prune``,
-keeping the total budget; ``--frequency`` and ``--interpolation`` change how the masks move) and
+keeping the total budget; ``--frequency``, ``--last-halving`` and ``--interpolation`` change how the masks move) and
 then retrains once per variant, every variant from the same
 after-pruning state (weights, masks and Adam state restored), so the levers are compared paired:
 
@@ -39,7 +39,7 @@ import iprune_tf  # noqa: F401  (pins Keras 2 before tensorflow is imported)
 from common import RESULTS, write_result
 from iprune_tf.workflow import recipes
 from iprune_tf.workflow import runs as run_lib
-from iprune_tf._keras import keras, tf
+from iprune_tf._keras import keras
 from iprune_tf.workflow.data import to_hinge_targets
 from iprune_tf.pruning.prune import prune_fan_in, strip_pruning
 from iprune_tf.pruning.schedules import FanInSchedule, PolynomialDecay
@@ -107,14 +107,16 @@ def _state(model):
     return list(model.weights) + list(variables)
 
 
-def prune(run_dir, inputs, variants, epochs_prune=None, frequency=None, interpolation="geometric", verbose=2):
+def prune(run_dir, inputs, variants, epochs_prune=None, frequency=None, interpolation="geometric", last_halving=None,
+          verbose=2):
     """Prune ``run_dir``'s dense binary net to ``inputs`` and retrain it once per variant; returns the result dict."""
     run = Run(run_dir)
     base = run.config
     epochs_prune = base.epochs_prune if epochs_prune is None else epochs_prune
     total = base.epochs_prune + base.epochs_retrain
     config = dataclasses.replace(base, inputs_per_neuron=inputs, epochs_prune=epochs_prune,
-                                 epochs_retrain=total - epochs_prune, frequency=frequency or base.frequency)
+                                 epochs_retrain=total - epochs_prune, frequency=frequency or base.frequency,
+                                 last_halving=last_halving)
     keras.utils.set_random_seed(config.seed)
     data, _ = recipes.prepare_data(config, run.dir)
     y_train = to_hinge_targets(data.y_train, data.num_classes)
@@ -152,40 +154,12 @@ def prune(run_dir, inputs, variants, epochs_prune=None, frequency=None, interpol
     return result
 
 
-class SlowEndSchedule(FanInSchedule):
-    """A user schedule (FanInSchedule subclass): geometric from the fan-in to 2K over the first ``knee``
-    of the steps, then geometric from 2K to K over the rest, so the last, costliest halving gets
-    most of the pruning phase instead of 1/log2(fan_in / K) of it."""
-
-    def __init__(self, begin_step=1, end_step=1, frequency=100, knee=0.4):
-        super().__init__(begin_step, end_step, frequency)
-        self.knee = knee
-
-    def __call__(self, step, fan_in, inputs_per_neuron):
-        update, _ = super().__call__(step, fan_in, inputs_per_neuron)
-        progress = self._progress(step)
-        target = float(min(inputs_per_neuron, fan_in))
-        middle = min(2 * target, float(fan_in))
-        first = fan_in * tf.pow(tf.constant(middle / fan_in, tf.float64), tf.minimum(progress / self.knee, 1.0))
-        second = middle * tf.pow(tf.constant(target / middle, tf.float64),
-                                 tf.maximum((progress - self.knee) / (1 - self.knee), 0.0))
-        count = tf.where(progress < self.knee, first, second)
-        return update, tf.cast(tf.round(count), tf.int32)
-
-    def get_config(self):
-        config = super().get_config()
-        config["config"] = dict(config["config"], knee=self.knee)
-        del config["config"]["interpolation"]
-        return config
-
-
 def _schedule(default, interpolation, inputs, model):
-    """The run's schedule over the same steps with another interpolation: FanInSchedule's geometric or
-    linear, tfmot's cubic PolynomialDecay (Zhu & Gupta) to the sparsity that leaves K of the widest
-    fan-in, or :class:`SlowEndSchedule`."""
-    if interpolation == "slow_end":
-        return SlowEndSchedule(default.begin_step, default.end_step, default.frequency)
-    if interpolation != "polynomial":
+    """The run's schedule (geometric) over the same steps, or FanInSchedule's linear interpolation, or
+    tfmot's cubic PolynomialDecay (Zhu & Gupta) to the sparsity that leaves K of the widest fan-in."""
+    if interpolation == "geometric":
+        return default
+    if interpolation == "linear":
         return FanInSchedule(default.begin_step, default.end_step, default.frequency, interpolation)
     widest = max(int(np.prod(w.shape[:-1])) for w in model.trainable_weights if w.name.endswith("kernel:0"))
     return PolynomialDecay(0.0, 1.0 - inputs / widest, default.begin_step, default.end_step, power=3,
@@ -196,6 +170,7 @@ def _branch_name(config):
     subset = f"_n{config['limit_train']}" if config["limit_train"] else ""
     interpolation = config.get("interpolation", "geometric")
     suffix = "" if interpolation == "geometric" else f"_{interpolation}"
+    suffix += f"_lh{config['last_halving']}" if config.get("last_halving") else ""
     return f"s{config['seed']}{subset}_k{config['inputs_per_neuron']}_p{config['epochs_prune']}_f{config['frequency']}{suffix}"
 
 
@@ -238,7 +213,7 @@ def table(run_dirs):
         if os.path.normpath(result["run"]) not in [os.path.normpath(r.dir) for r in runs]:
             continue
         schedule = (config["epochs_prune"], config["epochs_retrain"], config["frequency"],
-                    config.get("interpolation", "geometric"))
+                    config.get("interpolation", "geometric"), config.get("last_halving"))
         for variant, v in result["variants"].items():
             key = _branch_key(config["inputs_per_neuron"], schedule, variant)
             settings[key] = (config["inputs_per_neuron"], schedule, variant)
@@ -247,7 +222,8 @@ def table(run_dirs):
     for key, per_seed in branches.items():
         add(key, per_seed)
     base_config = runs[0].config
-    default_schedule = (base_config.epochs_prune, base_config.epochs_retrain, base_config.frequency, "geometric")
+    default_schedule = (base_config.epochs_prune, base_config.epochs_retrain, base_config.frequency, "geometric",
+                        base_config.last_halving)
     # The runs' own pruned phase is the default-schedule branch of their K and rate.
     pipeline_key = _branch_key(base_config.inputs_per_neuron, default_schedule, base_config.retrain_lr)
     pipeline = {r.config.seed: r.phases.get("pruned", {}).get("test_accuracy") for r in runs}
@@ -263,7 +239,7 @@ def table(run_dirs):
                    for key in branches}
     def reference(k, schedule, variant):
         """The same split of epochs with the run's frequency and geometric schedule, if measured; else the run's schedule."""
-        same_split = _branch_key(k, (*schedule[:2], base_config.frequency, "geometric"), variant)
+        same_split = _branch_key(k, (*schedule[:2], base_config.frequency, "geometric", None), variant)
         return same_split if same_split in branches and same_split != _branch_key(k, schedule, variant) else \
             _branch_key(k, default_schedule, variant)
 
@@ -281,7 +257,9 @@ def table(run_dirs):
 
 
 def _branch_key(k, schedule, variant):
-    epochs_prune, epochs_retrain, frequency, interpolation = schedule
+    epochs_prune, epochs_retrain, frequency, interpolation, last_halving = schedule
+    if last_halving:
+        interpolation = f"{interpolation} (last halving over {last_halving:.0%} of pruning)"
     return (f"pruned K={k}, prune {epochs_prune} + retrain {epochs_retrain} epochs, masks every {frequency} steps, "
             f"{interpolation} schedule, {variant} rate")
 
@@ -300,8 +278,10 @@ def main():
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     p.add_argument("--epochs-prune", type=int, default=None, help="default: the run's; the total budget is kept")
     p.add_argument("--frequency", type=int, default=None, help="steps between mask updates; default: the run's")
-    p.add_argument("--interpolation", default="geometric", choices=("geometric", "linear", "polynomial", "slow_end"),
-                   help="how the fan-in moves to K: FanInSchedule's geometric or linear, tfmot's cubic PolynomialDecay, or SlowEndSchedule")
+    p.add_argument("--interpolation", default="geometric", choices=("geometric", "linear", "polynomial"),
+                   help="how the fan-in moves to K: FanInSchedule's geometric or linear, or tfmot's cubic PolynomialDecay")
+    p.add_argument("--last-halving", type=float, default=None,
+                   help="FanInSchedule's last_halving: fraction of the pruning steps spent on 2K -> K")
     d = sub.add_parser("dense", help="create a run (default recipe) and train its dense binary phase first")
     d.add_argument("run_dir")
     d.add_argument("--seed", type=int, required=True)
@@ -313,7 +293,8 @@ def main():
         dense_binary_first(args.run_dir, args.seed)
         return
     if args.command == "prune":
-        prune(args.run_dir, args.inputs, args.variants, args.epochs_prune, args.frequency, args.interpolation)
+        prune(args.run_dir, args.inputs, args.variants, args.epochs_prune, args.frequency, args.interpolation,
+              args.last_halving)
         return
     result = table(args.run_dirs)
     for name, row in result["rows"].items():

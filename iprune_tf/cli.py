@@ -60,6 +60,9 @@ def _train_parser(sub):
     p.add_argument("--epochs-retrain", type=int, default=DEFAULTS.epochs_retrain, help="epochs with fixed masks")
     p.add_argument("--schedule", default=DEFAULTS.schedule, choices=list(recipes.SCHEDULES))
     p.add_argument("--frequency", type=int, default=DEFAULTS.frequency, help="steps between mask updates")
+    p.add_argument("--last-halving", type=float, default=DEFAULTS.last_halving,
+                   help="fraction of the pruning epochs spent halving 2K -> K (default: geometric, every halving "
+                        "the same time; the main job uses 0.6)")
     p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="global batch (over all replicas)")
     p.add_argument("--lr", type=float, default=DEFAULTS.learning_rate)
     p.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay, help="on the last dense layer only")
@@ -113,7 +116,7 @@ def _run_config(args):
         preset=args.preset, flavour=args.flavour, inputs_per_neuron=args.inputs, data=args.data,
         limit_train=args.limit_train, limit_test=args.limit_test, epochs_dense=args.epochs_dense,
         epochs_prune=args.epochs_prune, epochs_retrain=args.epochs_retrain, schedule=args.schedule,
-        frequency=args.frequency, batch_size=args.batch_size, learning_rate=args.lr,
+        frequency=args.frequency, last_halving=args.last_halving, batch_size=args.batch_size, learning_rate=args.lr,
         weight_decay=args.weight_decay, weight_decay_mode=args.weight_decay_mode, seed=args.seed,
         retrain_lr=args.retrain_lr,
         hidden_units=args.hidden_units, skip=args.skip, input_encoding=args.input_encoding,

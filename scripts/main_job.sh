@@ -17,6 +17,6 @@ fi
 RESUME=()
 [ -f "$RUN_DIR/run.json" ] && RESUME=(--resume)
 .venv/bin/iprune train --preset mnist --flavour binaryconnect_det --inputs 8 --data fashion_mnist \
-  --retrain-lr cosine "${EPOCHS[@]}" --out "$RUN_DIR" "${RESUME[@]}" "$@"
+  --retrain-lr cosine --last-halving 0.6 "${EPOCHS[@]}" --out "$RUN_DIR" "${RESUME[@]}" "$@"
 .venv/bin/iprune report "$RUN_DIR"
 .venv/bin/iprune export "$RUN_DIR" --mode float --mode int8 --mode lce --mode sparse --mode sparse_int8 --mode c --c-array --overwrite

@@ -3,7 +3,9 @@ import numpy as np
 import pytest
 
 import iprune_tf
+from iprune_tf import cli
 from iprune_tf.pruning import schedules as sched
+from iprune_tf.workflow import recipes
 from iprune_tf._keras import tf
 
 
@@ -24,6 +26,26 @@ def test_linear_fan_in_schedule_and_frequency():
     assert kept == [100, 100, 90, 80, 70, 60, 50, 40, 30, 20, 10, 10]
     # Every 3rd step from begin_step, plus end_step itself.
     assert [s for s, u in zip(range(9, 21), updates) if u] == [10, 13, 16, 19]
+
+
+def test_last_halving_gets_its_fraction_of_the_steps():
+    # 1024 -> 16 geometrically over the first 40% of the steps, then 16 -> 8 over the last 60%.
+    _, kept = counts(iprune_tf.FanInSchedule(0, 10, frequency=1, last_halving=0.6), range(12), 1024, 8)
+    assert kept == [1024, 362, 128, 45, 16, 14, 13, 11, 10, 9, 8, 8]
+    # A fan-in below 2K holds until the knee, then shrinks to K.
+    _, kept = counts(iprune_tf.FanInSchedule(0, 10, frequency=1, last_halving=0.5), [0, 4, 5, 10], 12, 8)
+    assert kept == [12, 12, 12, 8]
+
+
+def test_last_halving_reaches_the_run_config_and_the_command_line():
+    config = recipes.RunConfig(epochs_prune=2, last_halving=0.6)
+    schedule = recipes.pruning_schedule(config, n_train=1000)
+    assert schedule == iprune_tf.FanInSchedule(1, 20, frequency=100, last_halving=0.6)
+    with pytest.raises(ValueError, match="last_halving must be a fraction"):
+        recipes.RunConfig(last_halving=1.0)
+    args = cli.parser().parse_args(["train", "--out", "runs/x", "--last-halving", "0.6"])
+    assert cli._run_config(args).last_halving == 0.6
+    assert cli._run_config(cli.parser().parse_args(["train", "--out", "runs/x"])).last_halving is None
 
 
 def test_one_shot_schedule_prunes_to_k_at_its_step():
@@ -55,6 +77,7 @@ def test_schedule_that_stops_above_k_is_an_error():
     "schedule",
     [
         iprune_tf.FanInSchedule(3, 300, frequency=7, interpolation="linear"),
+        iprune_tf.FanInSchedule(1, 900, frequency=10, last_halving=0.6),
         iprune_tf.ConstantSparsity(0.995, 10),
         iprune_tf.PolynomialDecay(0.5, 0.999, 0, 100),
     ],
@@ -71,6 +94,9 @@ def test_schedule_config_round_trip(schedule):
         (dict(frequency=0), "frequency must be >= 1"),
         (dict(interpolation="cubic"), "interpolation must be one of"),
         (dict(begin_step=1.5), "begin_step must be an int"),
+        (dict(last_halving=1.0), "last_halving must be a fraction in"),
+        (dict(last_halving=True), "last_halving must be a fraction in"),
+        (dict(last_halving=0.5, interpolation="linear"), "last_halving needs interpolation='geometric'"),
     ],
 )
 def test_fan_in_schedule_rejects_bad_arguments(kwargs, message):

@@ -32,12 +32,14 @@ class FanInSchedule:
     The count at step ``t`` follows ``p = (t - begin_step) / (end_step - begin_step)``:
     ``geometric`` (default) interpolates in log space, ``fan_in * (K / fan_in) ** p``, which
     spends equal time halving 1024 -> 512 as 16 -> 8, so the last, hardest cuts get as
-    much retraining as the first; ``linear`` interpolates the count itself. Masks are
-    recomputed every ``frequency`` steps and at ``end_step``. ``begin_step == end_step``
-    prunes to K in one shot.
+    much retraining as the first; ``linear`` interpolates the count itself. ``last_halving``
+    (geometric only) gives the last halving, 2K -> K, that fraction of the steps, the earlier
+    halvings sharing the rest geometrically: the last cut costs the most accuracy, and a slow one
+    lets the kept weights adapt as inputs leave one by one. Masks are recomputed every
+    ``frequency`` steps and at ``end_step``. ``begin_step == end_step`` prunes to K in one shot.
     """
 
-    def __init__(self, begin_step=1, end_step=1, frequency=100, interpolation="geometric"):
+    def __init__(self, begin_step=1, end_step=1, frequency=100, interpolation="geometric", last_halving=None):
         for name, value in (("begin_step", begin_step), ("end_step", end_step), ("frequency", frequency)):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"FanInSchedule {name} must be an int, got {value!r}.")
@@ -49,10 +51,17 @@ class FanInSchedule:
             raise ValueError(f"FanInSchedule frequency must be >= 1, got {frequency}.")
         if interpolation not in _INTERPOLATIONS:
             raise ValueError(f"FanInSchedule interpolation must be one of {_INTERPOLATIONS}, got {interpolation!r}.")
+        if last_halving is not None:
+            if isinstance(last_halving, bool) or not isinstance(last_halving, (int, float)) or not 0 < last_halving < 1:
+                raise ValueError(f"FanInSchedule last_halving must be a fraction in (0, 1) or None, got {last_halving!r}.")
+            if interpolation != "geometric":
+                raise ValueError(f"FanInSchedule last_halving needs interpolation='geometric', got {interpolation!r}.")
+            last_halving = float(last_halving)
         self.begin_step = begin_step
         self.end_step = end_step
         self.frequency = frequency
         self.interpolation = interpolation
+        self.last_halving = last_halving
 
     def __call__(self, step, fan_in, inputs_per_neuron):
         """Return ``(update_mask, inputs_to_keep)`` tensors for ``step``."""
@@ -60,11 +69,22 @@ class FanInSchedule:
         update = _should_update(step, self.begin_step, self.end_step, self.frequency)
         progress = self._progress(step)
         target = float(min(inputs_per_neuron, fan_in))
-        if self.interpolation == "geometric":
+        if self.last_halving is not None:
+            count = self._slow_last_halving(progress, fan_in, target)
+        elif self.interpolation == "geometric":
             count = fan_in * tf.pow(tf.constant(target / fan_in, tf.float64), progress)
         else:
             count = fan_in + progress * (target - fan_in)
         return update, tf.cast(tf.round(count), tf.int32)
+
+    def _slow_last_halving(self, progress, fan_in, target):
+        """Geometric from fan_in to 2K over the first ``1 - last_halving`` of the progress, then 2K to K."""
+        knee = 1.0 - self.last_halving
+        middle = min(2 * target, float(fan_in))
+        first = fan_in * tf.pow(tf.constant(middle / fan_in, tf.float64), tf.minimum(progress / knee, 1.0))
+        second = middle * tf.pow(tf.constant(target / middle, tf.float64),
+                                 tf.maximum((progress - knee) / self.last_halving, 0.0))
+        return tf.where(progress < knee, first, second)
 
     def _progress(self, step):
         """0 before ``begin_step``, 1 from ``end_step`` on, linear in between."""
@@ -74,15 +94,16 @@ class FanInSchedule:
         return tf.clip_by_value(tf.cast(step - self.begin_step, tf.float64) / span, 0.0, 1.0)
 
     def get_config(self):
-        return {
-            "class_name": type(self).__name__,
-            "config": {
-                "begin_step": self.begin_step,
-                "end_step": self.end_step,
-                "frequency": self.frequency,
-                "interpolation": self.interpolation,
-            },
+        """tfmot's format; ``last_halving`` only when set, so subclasses written without it still load."""
+        config = {
+            "begin_step": self.begin_step,
+            "end_step": self.end_step,
+            "frequency": self.frequency,
+            "interpolation": self.interpolation,
         }
+        if self.last_halving is not None:
+            config["last_halving"] = self.last_halving
+        return {"class_name": type(self).__name__, "config": config}
 
     @classmethod
     def from_config(cls, config):

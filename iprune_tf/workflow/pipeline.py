@@ -6,8 +6,9 @@ Phases, each saved to the run directory (:mod:`iprune_tf.workflow.runs`) as soon
    epochs as the binary pipeline (the "same budget").
 2. ``dense_binary``: the binary flavour, dense, ``epochs_dense`` epochs.
 3. ``pruned``: the binary net pruned from full fan-in to K inputs per neuron over the first
-   ``epochs_prune`` epochs (geometric :class:`~iprune_tf.FanInSchedule`, masks recomputed every
-   ``frequency`` steps; ``schedule="oneshot"`` prunes to K at the first step instead), then
+   ``epochs_prune`` epochs (geometric :class:`~iprune_tf.FanInSchedule`, its last halving slowed
+   by ``last_halving``, masks recomputed every ``frequency`` steps; ``schedule="oneshot"`` prunes
+   to K at the first step instead), then
    retrained with fixed masks for ``epochs_retrain`` epochs; stripped to ``pruned_stripped``.
 
 Every epoch ends with a checkpoint: all model weights (masks, pruning steps and batch-norm

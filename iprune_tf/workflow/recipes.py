@@ -58,6 +58,7 @@ class RunConfig:
     epochs_retrain: int = 10
     schedule: str = "gradual"
     frequency: int = 100
+    last_halving: float | None = None  # FanInSchedule: fraction of the pruning steps spent on 2K -> K (None: geometric)
     batch_size: int = 100
     learning_rate: float = LEARNING_RATE
     weight_decay: float = WEIGHT_DECAY
@@ -86,6 +87,8 @@ class RunConfig:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}.")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}; got '{self.schedule}'.")
+        if self.last_halving is not None and not 0 < self.last_halving < 1:
+            raise ValueError(f"last_halving must be a fraction in (0, 1) or None, got {self.last_halving}.")
         if self.retrain_lr not in RETRAIN_LR:
             raise ValueError(f"retrain_lr must be one of {RETRAIN_LR}; got '{self.retrain_lr}'.")
         for name in ("epochs_dense", "epochs_prune", "epochs_retrain"):
@@ -158,7 +161,7 @@ def pruning_schedule(config, n_train):
     if config.schedule == "oneshot" or config.epochs_prune == 0:
         return FanInSchedule()
     end = config.epochs_prune * steps_per_epoch(config, n_train)
-    return FanInSchedule(begin_step=1, end_step=end, frequency=config.frequency)
+    return FanInSchedule(begin_step=1, end_step=end, frequency=config.frequency, last_halving=config.last_halving)
 
 
 class CosineRetraining(keras.callbacks.Callback):

@@ -51,12 +51,9 @@ class FanInSchedule:
             raise ValueError(f"FanInSchedule frequency must be >= 1, got {frequency}.")
         if interpolation not in _INTERPOLATIONS:
             raise ValueError(f"FanInSchedule interpolation must be one of {_INTERPOLATIONS}, got {interpolation!r}.")
-        if last_halving is not None:
-            if isinstance(last_halving, bool) or not isinstance(last_halving, (int, float)) or not 0 < last_halving < 1:
-                raise ValueError(f"FanInSchedule last_halving must be a fraction in (0, 1) or None, got {last_halving!r}.")
-            if interpolation != "geometric":
-                raise ValueError(f"FanInSchedule last_halving needs interpolation='geometric', got {interpolation!r}.")
-            last_halving = float(last_halving)
+        last_halving = validate_last_halving(last_halving)
+        if last_halving is not None and interpolation != "geometric":
+            raise ValueError(f"FanInSchedule last_halving needs interpolation='geometric', got {interpolation!r}.")
         self.begin_step = begin_step
         self.end_step = end_step
         self.frequency = frequency
@@ -111,6 +108,15 @@ class FanInSchedule:
 
     def __eq__(self, other):
         return type(self) is type(other) and self.get_config() == other.get_config()
+
+
+def validate_last_halving(last_halving):
+    """``last_halving`` as a float in (0, 1), or None; ValueError otherwise."""
+    if last_halving is None:
+        return None
+    if isinstance(last_halving, bool) or not isinstance(last_halving, (int, float)) or not 0 < last_halving < 1:
+        raise ValueError(f"last_halving must be a fraction in (0, 1) or None, got {last_halving!r}.")
+    return float(last_halving)
 
 
 def _should_update(step, begin_step, end_step, frequency):

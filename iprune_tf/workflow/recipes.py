@@ -30,7 +30,7 @@ from iprune_tf._keras import keras, tf
 from iprune_tf.workflow.checkpoints import atomic_write
 from iprune_tf.pruning.layers import is_supported, latent_kernel
 from iprune_tf.pruning.prune import prune_fan_in
-from iprune_tf.pruning.schedules import FanInSchedule
+from iprune_tf.pruning.schedules import FanInSchedule, validate_last_halving
 from iprune_tf.pruning.wrapper import PruneFanIn
 
 LOSS = "squared_hinge"
@@ -87,8 +87,7 @@ class RunConfig:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}.")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}; got '{self.schedule}'.")
-        if self.last_halving is not None and not 0 < self.last_halving < 1:
-            raise ValueError(f"last_halving must be a fraction in (0, 1) or None, got {self.last_halving}.")
+        validate_last_halving(self.last_halving)
         if self.retrain_lr not in RETRAIN_LR:
             raise ValueError(f"retrain_lr must be one of {RETRAIN_LR}; got '{self.retrain_lr}'.")
         for name in ("epochs_dense", "epochs_prune", "epochs_retrain"):

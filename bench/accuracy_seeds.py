@@ -41,6 +41,8 @@ from iprune_tf.workflow import recipes
 from iprune_tf.workflow import runs as run_lib
 from iprune_tf._keras import keras
 from iprune_tf.workflow.data import to_hinge_targets
+from iprune_tf.pruning.layers import is_kernel
+from iprune_tf.pruning.masking import fan_in
 from iprune_tf.pruning.prune import prune_fan_in, strip_pruning
 from iprune_tf.pruning.schedules import FanInSchedule, PolynomialDecay
 from iprune_tf.workflow.runs import Run
@@ -134,24 +136,32 @@ def prune(run_dir, inputs, variants, epochs_prune=None, frequency=None, interpol
               "variants": {}}
     saved = [v.numpy() for v in _state(model)]
     for variant in variants:
-        start = time.time()
-        for variable, value in zip(_state(model), saved):
-            variable.assign(value)
-        keras.backend.set_value(model.optimizer.learning_rate, config.learning_rate)
-        curve = TestCurve(data.x_test, data.y_test)
-        callbacks = [iprune_tf.UpdatePruningStep(), curve,
-                     *recipes.retraining_callbacks(dataclasses.replace(config, retrain_lr=variant), len(data.x_train))]
-        model.fit(data.x_train, y_train, epochs=total, initial_epoch=epochs_prune, callbacks=callbacks, **fit)
-        final = strip_pruning(model)
-        accuracy = recipes.top1_accuracy(final, data.x_test, data.y_test)
-        reestimate_batchnorm(final, data.x_train)
-        result["variants"][variant] = {
-            "test_accuracy": accuracy,
-            "test_accuracy_bn_reestimated": recipes.top1_accuracy(final, data.x_test, data.y_test),
-            "curve": curve.curve, "wall_time_s": round(time.time() - start, 1)}
+        result["variants"][variant] = retrain_branch(model, saved, dataclasses.replace(config, retrain_lr=variant),
+                                                     data, y_train, verbose=verbose)
         _save_branches(result)
         print(variant, result["variants"][variant], flush=True)
     return result
+
+
+def retrain_branch(model, saved, config, data, y_train, prepare=None, verbose=2):
+    """Restore the after-pruning state ``saved`` (see :func:`_state`), call ``prepare()`` if given, and
+    retrain to the end of ``config``'s budget at its rate; returns the branch's test accuracy, also
+    with BN statistics re-estimated, its per-epoch curve and wall time."""
+    start = time.time()
+    for variable, value in zip(_state(model), saved):
+        variable.assign(value)
+    if prepare is not None:
+        prepare()
+    keras.backend.set_value(model.optimizer.learning_rate, config.learning_rate)
+    curve = TestCurve(data.x_test, data.y_test)
+    callbacks = [iprune_tf.UpdatePruningStep(), curve, *recipes.retraining_callbacks(config, len(data.x_train))]
+    model.fit(data.x_train, y_train, epochs=config.epochs_prune + config.epochs_retrain,
+              initial_epoch=config.epochs_prune, callbacks=callbacks, batch_size=config.batch_size, verbose=verbose)
+    final = strip_pruning(model)
+    accuracy = recipes.top1_accuracy(final, data.x_test, data.y_test)
+    reestimate_batchnorm(final, data.x_train)
+    return {"test_accuracy": accuracy, "test_accuracy_bn_reestimated": recipes.top1_accuracy(final, data.x_test, data.y_test),
+            "curve": curve.curve, "wall_time_s": round(time.time() - start, 1)}
 
 
 def _schedule(default, interpolation, inputs, model):
@@ -161,7 +171,7 @@ def _schedule(default, interpolation, inputs, model):
         return default
     if interpolation == "linear":
         return FanInSchedule(default.begin_step, default.end_step, default.frequency, interpolation)
-    widest = max(int(np.prod(w.shape[:-1])) for w in model.trainable_weights if w.name.endswith("kernel:0"))
+    widest = max(fan_in(w.shape) for w in model.trainable_weights if is_kernel(w))
     return PolynomialDecay(0.0, 1.0 - inputs / widest, default.begin_step, default.end_step, power=3,
                            frequency=default.frequency)
 

@@ -11,16 +11,15 @@ Each alpha retrains from the same after-pruning state (weights, masks, Adam stat
 import argparse
 import dataclasses
 import sys
-import time
 
 import numpy as np
 
 import iprune_tf
-from accuracy_seeds import TestCurve, _state, reestimate_batchnorm
+from accuracy_seeds import _state, retrain_branch
 from common import write_result
 from iprune_tf._keras import keras
 from iprune_tf.pruning.layers import latent_kernel
-from iprune_tf.pruning.prune import prune_fan_in, strip_pruning
+from iprune_tf.pruning.prune import prune_fan_in
 from iprune_tf.workflow import recipes
 from iprune_tf.workflow.data import to_hinge_targets
 from iprune_tf.workflow.runs import Run
@@ -39,33 +38,25 @@ def screen(run_dir, alphas, inputs=8):
     keras.utils.set_random_seed(config.seed)
     data, _ = recipes.prepare_data(config, run.dir)
     y = to_hinge_targets(data.y_train, data.num_classes)
-    fit = dict(batch_size=config.batch_size, verbose=2)
     model = prune_fan_in(run.load_model("dense_binary"), inputs, recipes.pruning_schedule(config, len(data.x_train)),
                          skip=recipes.skip_list(config))
     recipes.compile_model(model, config.learning_rate, recipes.decoupled_decay(config))
-    model.fit(data.x_train, y, epochs=config.epochs_prune, callbacks=[iprune_tf.UpdatePruningStep()], **fit)
+    model.fit(data.x_train, y, epochs=config.epochs_prune, callbacks=[iprune_tf.UpdatePruningStep()],
+              batch_size=config.batch_size, verbose=2)
     result = {"run": run_dir, "seed": config.seed, "config": dataclasses.asdict(config),
               "after_pruning": recipes.top1_accuracy(model, data.x_test, data.y_test), "alphas": {}}
     saved = [v.numpy() for v in _state(model)]
     pruned = [l for l in model.layers if isinstance(l, iprune_tf.PruneFanIn)]
     for alpha in alphas:
-        for variable, value in zip(_state(model), saved):
-            variable.assign(value)
-        signs = {l.name: np.sign(latent_kernel(l.layer).numpy()) for l in pruned}
-        for layer in pruned:
-            latent_kernel(layer.layer).assign(latent_kernel(layer.layer) * alpha)
-        keras.backend.set_value(model.optimizer.learning_rate, config.learning_rate)
-        curve, start = TestCurve(data.x_test, data.y_test), time.time()
-        total = config.epochs_prune + config.epochs_retrain
-        model.fit(data.x_train, y, epochs=total, initial_epoch=config.epochs_prune, **fit,
-                  callbacks=[iprune_tf.UpdatePruningStep(), curve, *recipes.retraining_callbacks(config, len(data.x_train))])
-        flips = sign_flips(pruned, signs)
-        final = strip_pruning(model)
-        accuracy = recipes.top1_accuracy(final, data.x_test, data.y_test)
-        reestimate_batchnorm(final, data.x_train)
-        result["alphas"][str(alpha)] = {
-            "test_accuracy": accuracy, "test_accuracy_bn_reestimated": recipes.top1_accuracy(final, data.x_test, data.y_test),
-            "kept_signs_flipped_in_retraining": flips, "curve": curve.curve, "wall_time_s": round(time.time() - start, 1)}
+        signs = {}
+
+        def shrink(alpha=alpha):
+            for layer in pruned:
+                signs[layer.name] = np.sign(latent_kernel(layer.layer).numpy())
+                latent_kernel(layer.layer).assign(latent_kernel(layer.layer) * alpha)
+
+        branch = retrain_branch(model, saved, config, data, y, prepare=shrink)
+        result["alphas"][str(alpha)] = dict(branch, kept_signs_flipped_in_retraining=sign_flips(pruned, signs))
         print(alpha, result["alphas"][str(alpha)], flush=True)
     return result
 

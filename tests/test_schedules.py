@@ -41,8 +41,9 @@ def test_last_halving_reaches_the_run_config_and_the_command_line():
     config = recipes.RunConfig(epochs_prune=2, last_halving=0.6)
     schedule = recipes.pruning_schedule(config, n_train=1000)
     assert schedule == iprune_tf.FanInSchedule(1, 20, frequency=100, last_halving=0.6)
-    with pytest.raises(ValueError, match="last_halving must be a fraction"):
-        recipes.RunConfig(last_halving=1.0)
+    for bad in (1.0, 0, True, "0.6"):
+        with pytest.raises(ValueError, match="last_halving must be a fraction"):
+            recipes.RunConfig(last_halving=bad)
     args = cli.parser().parse_args(["train", "--out", "runs/x", "--last-halving", "0.6"])
     assert cli._run_config(args).last_halving == 0.6
     assert cli._run_config(cli.parser().parse_args(["train", "--out", "runs/x"])).last_halving is None

@@ -26,6 +26,8 @@ class ExportRow:
     stored content (what the paper's memory counts), None for other files. For the C model
     (mode ``c``): ``payload_bytes`` is its model data, ``arena_bytes`` its static RAM and
     ``flash_bytes`` its data + code on a Cortex-M3 (``arm-none-eabi-size``, QEMU rows).
+    None means the column does not apply (printed ``-``): ``max_abs_diff`` is None for integer
+    class scores and for the Verilog netlist, which outputs only a class.
     """
 
     mode: str
@@ -125,7 +127,7 @@ def _check_file(model, artifact, mode, path, x):
     if mode == "verilog":
         classes = verilog_verify.simulate(artifact, verilog.input_bits(lower(model), x)).classes
         agreement = float(np.mean(classes == np.argmax(expected, axis=1))) if len(x) else 1.0
-        return [ExportRow(mode, path, size, "iverilog", agreement, float("nan"))]
+        return [ExportRow(mode, path, size, "iverilog", agreement, None)]  # the netlist outputs a class only
     if mode == "c":
         return [ExportRow(mode, path, size, r["runtime"], r["agreement"], r["max_abs_diff"], r["ram_bytes"],
                           artifact.data_bytes, r["flash_bytes"]) for r in c_verify.check_export(artifact, x, expected)]
@@ -150,12 +152,15 @@ def format_export_table(rows):
     )
     lines = [header, "-" * len(header)]
     for row in rows:
-        arena = "-" if row.arena_bytes is None else str(row.arena_bytes)
-        payload = "-" if row.payload_bytes is None else str(row.payload_bytes)
-        flash = "-" if row.flash_bytes is None else str(row.flash_bytes)
-        diff = "-" if row.max_abs_diff is None else f"{row.max_abs_diff:.3g}"  # None: integer class scores
+        arena, payload, flash = (_cell(value, "d") for value in (row.arena_bytes, row.payload_bytes, row.flash_bytes))
+        diff = _cell(row.max_abs_diff, ".3g")  # None: integer class scores, or a class only (Verilog)
         lines.append(
             f"{row.mode:<12}{os.path.basename(row.file):<30}{row.bytes:>11}{payload:>10}{row.runtime:>9}"
             f"{row.agreement:>12.2%} {diff:>11} {arena:>8} {flash:>8}"
         )
     return "\n".join(lines)
+
+
+def _cell(value, spec):
+    """``value`` formatted with ``spec``, or ``-`` where the column does not apply (None)."""
+    return "-" if value is None else format(value, spec)

@@ -49,6 +49,11 @@ def _train_parser(sub):
     p.add_argument("--limit-test", type=int, default=None, help="use only the first N test samples")
     p.add_argument("--hidden-units", type=_ints, default=None,
                    help="hidden dense widths, comma-separated (default: the paper's 1024,1024)")
+    p.add_argument("--width", type=float, default=DEFAULTS.width,
+                   help="cifar10 preset: conv filters and hidden units times this (e.g. 0.25; default 1: the paper's)")
+    p.add_argument("--zca", default=None, choices=["on", "off"],
+                   help="ZCA-whiten the inputs (default: the preset's choice, on for cifar10); 'off' is recorded in "
+                        "run.json with the reason")
     p.add_argument("--input-encoding", default=None,
                    help="binarize the inputs in the model: threshold[:T] or thermometer[:LEVELS] (for --flavour "
                         "binary: every layer then reads bits, as the Verilog LUT export needs)")
@@ -118,7 +123,7 @@ def _run_config(args):
         epochs_prune=args.epochs_prune, epochs_retrain=args.epochs_retrain, schedule=args.schedule,
         frequency=args.frequency, last_halving=args.last_halving, batch_size=args.batch_size, learning_rate=args.lr,
         weight_decay=args.weight_decay, weight_decay_mode=args.weight_decay_mode, seed=args.seed,
-        retrain_lr=args.retrain_lr,
+        retrain_lr=args.retrain_lr, width=args.width, zca=None if args.zca is None else args.zca == "on",
         hidden_units=args.hidden_units, skip=args.skip, input_encoding=args.input_encoding,
     )
 

@@ -96,8 +96,9 @@ def test_check_config_refuses_what_would_fail_after_training(tiny_mnist_npz):
     recipes.check_config(recipes.RunConfig(), dataset)
     with pytest.raises(ValueError, match="Skip list names layer 'dense_3'"):
         recipes.check_config(recipes.RunConfig(skip=("dense_3",)), dataset)
-    with pytest.raises(ValueError, match=r"needs images \(N, H, W, C\)"):
-        recipes.check_config(recipes.RunConfig(preset="cifar10"), dataset)
+    flat = dataclasses.replace(dataset, x_train=dataset.x_train.reshape(300, -1), x_test=dataset.x_test.reshape(200, -1))
+    with pytest.raises(ValueError, match=r"needs images \(N, H, W, C\) or \(N, H, W\)"):
+        recipes.check_config(recipes.RunConfig(preset="cifar10"), flat)
     with pytest.raises(ValueError, match="0 training"):
         recipes.check_config(recipes.RunConfig(), dataset.limit(0, 10))
 

@@ -100,9 +100,18 @@ def cifar10_vgg_small(
     input_shape=(32, 32, 3),
     output_l2=None,
     input_encoding=None,
+    width=1.0,
 ):
-    """The paper's VGG-Small variant; ``"M"`` in ``conv_filters`` is a 2x2 max-pool."""
+    """The paper's VGG-Small variant; ``"M"`` in ``conv_filters`` is a 2x2 max-pool.
+
+    ``input_shape`` is any (H, W, C) image shape (28x28x1 too; each pool halves H and W, floored).
+    ``width`` scales every conv filter count and hidden dense width (rounded, at least 1): 0.25
+    keeps a quarter of the filters and units, for what 2 CPU cores can train.
+    """
     _require_flavour(flavour)
+    if len(input_shape) != 3:
+        raise ValueError(f"input_shape must be (H, W, C) for the conv preset, got {tuple(input_shape)}.")
+    conv_filters, dense_units = scale_widths(conv_filters, width), scale_widths(dense_units, width)
     layers, encoded = _input_layers(input_shape, input_encoding)
     n_conv = 0
     for spec in conv_filters:
@@ -124,6 +133,13 @@ def cifar10_vgg_small(
     return keras.Sequential(layers, name=f"cifar10_vgg_small_{flavour}")
 
 
+def scale_widths(widths, width):
+    """``widths`` (ints, ``"M"`` kept) times ``width``, rounded, at least 1; ValueError unless ``width > 0``."""
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0:
+        raise ValueError(f"width must be a number > 0, got {width!r}.")
+    return tuple(spec if spec == "M" else max(1, round(spec * width)) for spec in widths)
+
+
 @dataclass(frozen=True)
 class Preset:
     """An experiment of the paper: its model builder, skip list, data and preprocessing."""
@@ -133,6 +149,7 @@ class Preset:
     skip_experiment: str
     dataset: str
     zca: bool
+    images: bool = False  # the model takes (H, W, C) images; (N, H, W) data gets a channel axis
 
     def skip(self):
         """The paper's skip list for this preset, for ``prune_fan_in(skip=...)``."""
@@ -141,7 +158,7 @@ class Preset:
 
 PRESETS = {
     "mnist": Preset("mnist", mnist_mlp, "mnist", "mnist", zca=False),
-    "cifar10": Preset("cifar10", cifar10_vgg_small, "cifar10", "cifar10", zca=True),
+    "cifar10": Preset("cifar10", cifar10_vgg_small, "cifar10", "cifar10", zca=True, images=True),
 }
 
 

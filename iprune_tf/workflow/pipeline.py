@@ -29,7 +29,6 @@ import time
 import numpy as np
 
 from iprune_tf.workflow import data as data_lib
-from iprune_tf.workflow import models
 from iprune_tf.workflow import recipes
 from iprune_tf.workflow import strategies
 from iprune_tf._keras import keras, tf
@@ -76,7 +75,7 @@ def _train(run, raw, strategy, verbose):
     run.data = {
         "name": dataset.name, "train_samples": len(dataset.x_train), "test_samples": len(dataset.x_test),
         "num_classes": dataset.num_classes, "input_shape": list(dataset.x_train.shape[1:]),
-        "preprocessing": "zca" if models.get_preset(config.preset).zca else "none",
+        "preprocessing": recipes.preprocessing(config),
     }
     for phase in PHASES:
         if run.done(phase):

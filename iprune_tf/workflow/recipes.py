@@ -68,6 +68,8 @@ class RunConfig:
     skip: tuple | None = None  # layer names left dense (None: the preset's paper skip list)
     input_encoding: str | None = None  # e.g. "thermometer:3" (iprune_tf.workflow.encoding.from_spec); None: raw inputs
     retrain_lr: str = "constant"  # "cosine": the rate decays to 0 over the retraining epochs (bench/accuracy_seeds.py)
+    width: float = 1.0  # conv preset: filters and hidden units times this (models.scale_widths)
+    zca: bool | None = None  # ZCA whitening of the inputs (None: the preset's choice); False records why in run.json
 
     def __post_init__(self):
         models.get_preset(self.preset)
@@ -88,6 +90,11 @@ class RunConfig:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}; got '{self.schedule}'.")
         validate_last_halving(self.last_halving)
+        models.scale_widths((1,), self.width)  # ValueError unless width > 0
+        if self.width != 1.0 and not models.get_preset(self.preset).images:
+            raise ValueError(f"width scales the conv preset; preset {self.preset!r} takes hidden_units instead.")
+        if self.zca is not None and not isinstance(self.zca, bool):
+            raise ValueError(f"zca must be True, False or None (the preset's choice), got {self.zca!r}.")
         if self.retrain_lr not in RETRAIN_LR:
             raise ValueError(f"retrain_lr must be one of {RETRAIN_LR}; got '{self.retrain_lr}'.")
         for name in ("epochs_dense", "epochs_prune", "epochs_retrain"):
@@ -136,9 +143,32 @@ def prepare_data(config, run_dir=None):
     return preprocess(config, data_lib.load_dataset(config.data, config.limit_train, config.limit_test), run_dir)
 
 
+def uses_zca(config):
+    """Whether the run whitens its inputs: the config's ``zca``, else the preset's choice."""
+    return models.get_preset(config.preset).zca if config.zca is None else config.zca
+
+
+def preprocessing(config):
+    """What run.json records as the run's preprocessing, with the reason when ZCA is switched off."""
+    if uses_zca(config):
+        return "zca"
+    if models.get_preset(config.preset).zca:
+        return ("none: zca=False in the run's config (the paper whitens CIFAR-10 only, not MNIST-like data; "
+                "a deployed net would also need the H*W*C-square whitening matrix on the device)")
+    return "none"
+
+
+def as_images(config, dataset):
+    """``dataset`` with a channel axis added to (N, H, W) inputs when the preset's model takes images."""
+    if not models.get_preset(config.preset).images or dataset.x_train.ndim != 3:
+        return dataset
+    return dataclasses.replace(dataset, x_train=dataset.x_train[..., None], x_test=dataset.x_test[..., None])
+
+
 def preprocess(config, dataset, run_dir=None):
     """:func:`prepare_data` on a loaded ``dataset``."""
-    if not models.get_preset(config.preset).zca:
+    dataset = as_images(config, dataset)
+    if not uses_zca(config):
         return dataset, None
     zca_path = os.path.join(run_dir, "zca.npz") if run_dir else None
     if zca_path and os.path.exists(zca_path):
@@ -196,6 +226,8 @@ def build_model(config, flavour, input_shape, num_classes):
     preset = models.get_preset(config.preset)
     l2 = config.weight_decay if config.weight_decay_mode == "l2" else None
     widths = {} if config.hidden_units is None else {_WIDTH_ARGUMENT[preset.name]: config.hidden_units}
+    if config.width != 1.0:
+        widths["width"] = config.width
     return preset.build(flavour, num_classes=num_classes, input_shape=tuple(input_shape), output_l2=l2,
                         input_encoding=config.input_encoding, **widths)
 
@@ -219,9 +251,10 @@ def check_config(config, dataset):
     if len(dataset.x_train) == 0 or len(dataset.x_test) == 0:
         raise ValueError(f"data {dataset.name!r} has {len(dataset.x_train)} training and {len(dataset.x_test)} "
                          "test samples after the limits; both must be >= 1.")
-    if models.get_preset(config.preset).zca and dataset.x_train.ndim != 4:
-        raise ValueError(f"preset {config.preset!r} needs images (N, H, W, C); data {dataset.name!r} has shape "
-                         f"{dataset.x_train.shape}.")
+    dataset = as_images(config, dataset)
+    if models.get_preset(config.preset).images and dataset.x_train.ndim != 4:
+        raise ValueError(f"preset {config.preset!r} needs images (N, H, W, C) or (N, H, W); data {dataset.name!r} "
+                         f"has shape {dataset.x_train.shape}.")
     model = build_model(config, config.flavour, dataset.x_train.shape[1:], dataset.num_classes)
     prune(config, model, len(dataset.x_train))
 

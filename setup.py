@@ -1,6 +1,8 @@
 """iprune_tf: iPrune per-neuron fan-in pruning for binary neural networks on Keras/TensorFlow."""
 from setuptools import find_packages, setup
 
+DOCS = ["mkdocs>=1.6,<2", "mkdocs-material>=9.5,<10", "mkdocstrings[python]>=1.0,<2"]
+
 setup(
     name="iprune_tf",
     version="0.1.0",
@@ -20,7 +22,8 @@ setup(
         "matplotlib>=3.8,<4",
     ],
     extras_require={
-        "dev": ["pytest>=8,<10", "tensorboard>=2.21,<2.22"],  # tensorboard: tfmot PruningSummaries
+        "dev": ["pytest>=8,<10", "tensorboard>=2.21,<2.22", *DOCS],  # tensorboard: tfmot PruningSummaries
+        "docs": DOCS,  # the site in docs/ (mkdocs build --strict; the tests build it)
         "export": ["larq-compute-engine>=0.16,<0.17", "tflite-micro>=0.dev20261023182759",
                    "ai-edge-litert>=2.3,<2.4"],  # LiteRT interpreter for verify(); 2.3 works with numpy<2
     },

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job: set up, then train -> prune (K=8) -> retrain -> report -> export the paper's MNIST MLP
 # (BinaryConnect, deterministic) on the real Fashion-MNIST, offline.
-#   bash scripts/main_job.sh            # the full recipe recorded in bench/results/ (~35 min on 2 cores)
+#   bash scripts/main_job.sh            # the full recipe recorded in bench/results/ (11 min 41 s on 2 quiet cores, 2026-12-05)
 #   QUICK=1 bash scripts/main_job.sh    # a 3-epoch smoke run of the same pipeline (~3 min)
 # Extra arguments go to `iprune train` (e.g. --inputs 7). Re-running resumes the run in RUN_DIR.
 set -euo pipefail

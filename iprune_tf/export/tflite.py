@@ -13,6 +13,7 @@ from iprune_tf.export.tflite_common import quiet_converter, representative_sampl
 from iprune_tf.export.tflite_sparse import SPARSE_MODES, to_sparse_tflite
 
 MODES = ("float", "int8", "lce", *SPARSE_MODES)
+"""The modes of :func:`to_tflite`: dense float32, full-integer int8, larq-compute-engine, and the sparse ones."""
 _PER_TENSOR_DENSE_FLAG = "_experimental_disable_per_channel_quantization_for_dense_layers"
 
 

@@ -31,7 +31,9 @@ SUPPORTED = ("Flatten, Dense/QuantDense, Conv2D/QuantConv2D, MaxPooling2D, Batch
 def lower(model):
     """The :class:`LoweredNet` of a Keras 2 model; ValueError naming the first unsupported layer."""
     model = as_stripped(model)
-    encoding, chain = _split_encoding(_layer_chain(model))
+    chain = _layer_chain(model)
+    _require_finite(chain)
+    encoding, chain = _split_encoding(chain)
     steps, pending = [], []
     for layer in chain:
         _add(layer, steps, pending)
@@ -75,6 +77,19 @@ def _layer_chain(model):
         chain.append(layer)
         previous = layer.output
     return chain
+
+
+def _require_finite(chain):
+    """ValueError naming the first weight or batch-norm statistic with a NaN or inf: no backend can export it."""
+    for layer in chain:
+        for weight in layer.weights:
+            bad = np.count_nonzero(~np.isfinite(weight.numpy()))
+            if bad:
+                short = weight.name.rsplit("/", 1)[-1].split(":")[0]
+                raise ValueError(
+                    f"Layer '{layer.name}' has {bad} non-finite value(s) (NaN or inf) in '{short}', which no export "
+                    "accepts; the training diverged or the weights were corrupted: retrain or restore a checkpoint."
+                )
 
 
 def _split_encoding(chain):

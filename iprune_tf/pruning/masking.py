@@ -22,6 +22,25 @@ def validate_inputs_per_neuron(k, what="inputs_per_neuron"):
     return k
 
 
+def require_fewer_inputs(fan_ins, k):
+    """ValueError when K is at or above the fan-in of a layer in ``fan_ins`` (``{name: fan_in}``).
+
+    Pruning such a layer would keep every input: training would prune nothing there, silently.
+    One check for Dense and Conv2D, for the API and for ``iprune train`` (whose config check runs
+    ``prune_fan_in`` before the first epoch). A dense layer stays possible, asked for by name.
+    """
+    dense = [name for name, n in fan_ins.items() if n <= k]
+    if dense:
+        listing = ", ".join(f"'{name}' (fan-in {fan_ins[name]})" for name in dense)
+        overrides = ", ".join(f"'{name}': {fan_ins[name]}" for name in dense)
+        raise ValueError(
+            f"inputs_per_neuron K={k} is at or above the fan-in of {listing}: pruning would keep every input, so "
+            f"nothing would be pruned there. Choose K below {min(fan_ins[name] for name in dense)} "
+            f"(iprune train --inputs), or leave such a layer dense on purpose: skip={dense} "
+            f"(iprune train --skip {','.join(dense)}) or inputs_per_layer={{{overrides}}}."
+        )
+
+
 def fan_in(kernel_shape):
     """Number of inputs of one neuron for a Dense ``(c_in, units)`` or Conv2D ``(kh, kw, c_in, filters)`` kernel."""
     shape = tuple(int(d) for d in kernel_shape)

@@ -8,7 +8,7 @@ import numpy as np
 from iprune_tf.pruning import masking
 from iprune_tf.pruning import schedules as sched
 from iprune_tf._keras import keras
-from iprune_tf.pruning.layers import is_supported, require_keras2, supported_names
+from iprune_tf.pruning.layers import is_supported, latent_kernel, require_keras2, supported_names
 from iprune_tf.workflow.quantizers import StochasticBinary
 from iprune_tf.pruning.skip import prunable_layers, resolve_skip
 from iprune_tf.pruning.wrapper import PruneFanIn
@@ -38,7 +38,11 @@ def prune_fan_in(to_prune, inputs_per_neuron=8, pruning_schedule=None, skip=None
         (default: one-shot to K at the first training step).
       skip: layers to leave dense: names, ``model.layers`` indices, predicates, or
         ``iprune_tf.paper_skip('mnist' | 'cifar10')``.
-      inputs_per_layer: ``{layer_name: K}`` overrides of ``inputs_per_neuron``.
+      inputs_per_layer: ``{layer_name: K}`` overrides of ``inputs_per_neuron``; a K at or above
+        the layer's fan-in leaves it dense on purpose.
+
+    A layer that ``inputs_per_neuron`` would leave dense (fan-in at most K, not skipped, no
+    override) is a ValueError naming it, its fan-in and K: otherwise nothing is pruned there, silently.
 
     Returns:
       A new model whose pruned layers are :class:`PruneFanIn` wrappers, with the original
@@ -50,11 +54,16 @@ def prune_fan_in(to_prune, inputs_per_neuron=8, pruning_schedule=None, skip=None
         sched.require_schedule(pruning_schedule)
     if not isinstance(to_prune, keras.Model):
         k = (inputs_per_layer or {}).get(to_prune.name, inputs_per_neuron)
-        return PruneFanIn(to_prune, inputs_per_neuron=k, pruning_schedule=pruning_schedule)
+        wrapper = PruneFanIn(to_prune, inputs_per_neuron=k, pruning_schedule=pruning_schedule)
+        wrapper.refuse_full_fan_in = to_prune.name not in (inputs_per_layer or {})  # checked when built
+        return wrapper
     model = _require_clonable(to_prune)
     skipped = resolve_skip(model, skip)
     overrides = _validated_overrides(model, inputs_per_layer)
     _require_all_decided(model, skipped)
+    masking.require_fewer_inputs({layer.name: masking.fan_in(latent_kernel(layer).shape) for layer in model.layers
+                                  if is_supported(layer) and layer.name not in skipped | set(overrides)},
+                                 inputs_per_neuron)
 
     def wrap(layer):
         fresh = _fresh_copy(layer)

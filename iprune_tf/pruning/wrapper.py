@@ -29,7 +29,8 @@ class PruneFanIn(pruning_wrapper.PruneLowMagnitude):
     Args:
       layer: a ``Dense``, ``Conv2D``, ``larq.layers.QuantDense`` or ``larq.layers.QuantConv2D``.
       inputs_per_neuron: K, the number of inputs every neuron keeps (a LUT's fan-in). K at or
-        above the layer's fan-in leaves the layer dense.
+        above the layer's fan-in leaves the layer dense (``iprune_tf.prune_fan_in`` refuses that
+        unless asked for by name: ``refuse_full_fan_in`` makes ``build`` check it).
       pruning_schedule: an :class:`iprune_tf.FanInSchedule` or a tfmot ``PruningSchedule``;
         defaults to one-shot pruning to K at the first training step.
     """
@@ -43,6 +44,7 @@ class PruneFanIn(pruning_wrapper.PruneLowMagnitude):
         sched.require_schedule(self.pruning_schedule)
         self.pruning_obj = None
         self.pruning_vars = []
+        self.refuse_full_fan_in = False
         kwargs.setdefault("name", f"prune_fan_in_{layer.name}")
         keras.layers.Wrapper.__init__(self, layer, **kwargs)
         if not hasattr(self, "_batch_input_shape") and hasattr(layer, "_batch_input_shape"):
@@ -52,6 +54,8 @@ class PruneFanIn(pruning_wrapper.PruneLowMagnitude):
         keras.layers.Wrapper.build(self, input_shape)
         latent = latent_kernel(self.layer)
         self.fan_in = masking.fan_in(latent.shape)
+        if self.refuse_full_fan_in:
+            masking.require_fewer_inputs({self.layer.name: self.fan_in}, self.inputs_per_neuron)
         sched.check_schedule_reaches_k(self.pruning_schedule, self.fan_in, self.inputs_per_neuron, self.layer.name)
         self.mask = self.add_weight(
             "mask",

@@ -128,3 +128,14 @@ def test_cifar10_batches_dir_reads_as_keras_reads_it(tmp_path):
     keras_x = np.concatenate([x for x, _ in batches]).transpose(0, 2, 3, 1) / np.float32(255)
     np.testing.assert_array_equal(np.concatenate([ds.x_train, ds.x_test]), keras_x)
     np.testing.assert_array_equal(np.concatenate([ds.y_train, ds.y_test]), np.concatenate([y for _, y in batches]))
+
+
+def test_iprune_train_names_a_conv_layer_whose_fan_in_is_at_most_k(tmp_path, tiny_mnist_npz, capsys):
+    """The one fan-in check (masking.require_fewer_inputs) covers the conv preset's filters: kh*kw*c_in."""
+    out = tmp_path / "run"
+    argv = ["train", "--preset", "cifar10", "--width", "0.0078125", "--zca", "off", "--data", tiny_mnist_npz,
+            "--out", str(out), "--inputs", "9"]  # filters 1, 1, 2, 2, 4, 4: conv_3 sees 3*3*1 = 9 taps
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "K=9 is at or above the fan-in of 'conv_3' (fan-in 9), 'dense_2' (fan-in 8)" in err and "conv_4" not in err
+    assert not out.exists()

@@ -210,6 +210,64 @@ def test_export_run_files_c_mode(tmp_path):
         assert f"#define MLP_DATA_BYTES {row.payload_bytes}" in header
     assert f"#define MLP_RAM_BYTES {rows[0].arena_bytes}" in header and rows[1].arena_bytes == rows[0].arena_bytes
     assert rows[0].flash_bytes is None and rows[1].payload_bytes < rows[1].flash_bytes
-    assert "qemu-m3" in format_export_table(rows)
+    assert rows[0].instructions is None and 784 < rows[1].instructions < 100_000  # the input step reads 784 pixels
+    assert "qemu-m3" in format_export_table(rows) and "instr/inf" in format_export_table(rows)
     with pytest.raises(FileExistsError, match="mlp.c already exists"):
         export_run_files(model, str(tmp_path), "mlp", ["c"], x, x)
+
+
+@needs_arm
+@pytest.mark.parametrize("board", ["lm3s6965evb", "mps2-an385"])
+def test_systick_counts_a_known_loop(tmp_path, board):
+    """Under -icount, SysTick reads a loop of 2n instructions within one tick, the same on every run."""
+    iterations = [1000, 4000, 100_000]
+    ticks = c_verify.calibrate_systick(tmp_path / "a", board, iterations)
+    per_tick = c_verify.BOARDS[board].tick_instructions
+    for n, t in zip(iterations, ticks):
+        assert abs(int(t) * per_tick - 2 * n) <= per_tick, (n, t)
+    assert np.array_equal(ticks, c_verify.calibrate_systick(tmp_path / "b", board, iterations))
+
+
+@needs_gcc
+def test_fixed_point_builds_on_host(tmp_path, bc_mlp):
+    x = np.random.default_rng(7).random((300, 28, 28), dtype=np.float32)
+    calibration = np.random.default_rng(8).random((200, 28, 28), dtype=np.float32)
+    expected = bc_mlp.predict(x, verbose=0)
+    spread = float(np.ptp(expected))
+    for activations, agreement, error in (("int16", 0.99, 1e-3), ("int8", 0.9, 0.02)):
+        fixed = dict(activations=activations, representative_data=calibration)
+        cmodel, classes, scores = host_outputs(bc_mlp, x, tmp_path / activations, **fixed)
+        _, _, natural = host_outputs(bc_mlp, x, tmp_path / f"{activations}_n", index_format="natural", **fixed)
+        assert [f["path"] for f in cmodel.layers] == [f"fixed {activations}"] * 3
+        assert [f["index_format"] for f in cmodel.layers] == ["packed", "uint8", "uint8 list"]  # into q and -q
+        assert np.array_equal(scores, natural)  # integer sums: the index layout changes nothing
+        assert np.mean(classes == expected.argmax(1)) >= agreement
+        assert np.mean(np.abs(scores - expected)) <= error * spread  # a few clamp where calibration saw less
+        assert cmodel.ram_bytes == 2 * (1 if activations == "int8" else 2) * (784 + 64) + 4 * 10
+
+
+def test_fixed_point_build_refuses_what_it_cannot_run(tmp_path, bc_mlp, tiny_net):
+    x = np.zeros((4, 28, 28), np.float32)
+    with pytest.raises(ValueError, match="needs representative_data"):
+        to_c(bc_mlp, "net", tmp_path, activations="int16")
+    with pytest.raises(ValueError, match="activations must be 'float' or one of \\('int8', 'int16'\\), got 'int4'"):
+        to_c(bc_mlp, "net", tmp_path, activations="int4", representative_data=x)
+    with pytest.raises(ValueError, match="layer 'output' has kind binary, binary input True"):
+        to_c(tiny_net, "net", tmp_path, activations="int8", representative_data=x)
+    assert not list(tmp_path.iterdir())
+
+
+@needs_gcc
+@needs_arm
+def test_fixed_point_build_in_qemu_counts_fewer_instructions(tmp_path, bc_mlp):
+    """The same scores as on the host; on the FPU-less Cortex-M3 a fraction of the float build's instructions."""
+    x = np.random.default_rng(9).random((3, 28, 28), dtype=np.float32)
+    fixed = to_c(bc_mlp, "fixed", tmp_path / "fixed", activations="int16", representative_data=x, index_format="natural")
+    fw_classes, fw_scores = c_verify.run_firmware(fixed, x, tmp_path / "fw")
+    _, host_scores, _ = c_verify.run_host(c_verify.build_host(fixed, tmp_path / "host"), x, fixed.num_classes)
+    assert np.array_equal(fw_scores, host_scores)
+    classes, counts = c_verify.count_instructions(fixed, x, tmp_path / "count", "lm3s6965evb")
+    assert np.array_equal(classes, fw_classes) and counts.min() > 3 * fixed.operations
+    _, float_counts = c_verify.count_instructions(to_c(bc_mlp, "flt", tmp_path / "flt"), x, tmp_path / "count_f",
+                                                  "lm3s6965evb")
+    assert float_counts.min() > 2 * counts.max()  # here mostly the 784-pixel input step: see bench/mcu_instructions.py

@@ -45,12 +45,13 @@ def layer_function(fn, step, data, tag, index_format):
 
 
 def _block(layer, int_path):
-    """Neurons summed together on the float path of an unpruned layer (1: one at a time).
+    """Neurons summed together on the float path (1: one at a time; the popcount path stays at 1).
 
-    A float sum over a long row is a chain of dependent adds; summing several neurons at once
-    keeps the adder busy (each neuron still adds in input order, so the results do not change).
+    A float sum is a chain of dependent adds (K of them for a pruned neuron, a whole row for an
+    unpruned one); summing several neurons at once keeps the adder busy (each neuron still adds
+    in its own order, so the results do not change).
     """
-    if int_path or layer.kind == "sparse":
+    if int_path:
         return 1
     candidates = (layer.units,) if layer.units <= _MAX_BLOCK else (8, 4, 2)
     return next((b for b in candidates if layer.units % b == 0), 1)
@@ -67,18 +68,20 @@ def _geometry(layer, tin):
 
 
 def _sparse(layer, step, g, data, tag, int_path, index_format):
+    k, block = layer.k, g["block"]
     offsets = _offsets(layer, g)
-    setup, idx, facts = _indices(offsets, data, tag, layer.k, index_format)
-    k = layer.k
+    if block > 1:  # K-major within each block of neurons: the block's k-th indices are adjacent
+        offsets = offsets.reshape(-1, block, k).transpose(0, 2, 1).reshape(layer.units, k)
+        return _sparse_block(layer, step, data, tag, index_format, offsets, block)
+    setup, idx, facts = _indices(offsets, data, tag, k, index_format)
+    idx = idx.format(k="k")
     if layer.signs is None:
         values = data.array(f"{tag}_val", "float", layer.values)
         return "\n".join([
             setup, "float s = 0.0f;", f"for (uint32_t k = 0; k < {k}u; ++k)",
             f"    s += {read_in(step, 'base + ' + idx)} * {values}[n * {k}u + k];",
         ]), facts
-    bw = 8 if k <= 8 else 16 if k <= 16 else 32
-    nw = math.ceil(k / bw)
-    sg = data.array(f"{tag}_sg", f"uint{bw}_t", _pack_rows(layer.signs > 0, bw))
+    bw, nw, sg = _signs(layer, data, tag)
     if int_path:
         return "\n".join([
             setup, "int32_t c = 0;", f"for (uint32_t k0 = 0; k0 < {k}u; k0 += {bw}u) {{",
@@ -94,6 +97,28 @@ def _sparse(layer, step, g, data, tag, int_path, index_format):
     ]), facts
 
 
+def _signs(layer, data, tag):
+    """(bits per word, words per neuron, array name) of the sign bits of a pruned binary layer."""
+    bw = 8 if layer.k <= 8 else 16 if layer.k <= 16 else 32
+    return bw, math.ceil(layer.k / bw), data.array(f"{tag}_sg", f"uint{bw}_t", _pack_rows(layer.signs > 0, bw))
+
+
+def _sparse_block(layer, step, data, tag, index_format, offsets, block):
+    """Float sums of ``block`` pruned neurons at once, each over k in ascending order."""
+    k = layer.k
+    setup, idx, facts = _indices(offsets, data, tag, k, index_format, row="n0")
+    value = [read_in(step, "base + " + idx.format(k=f"k * {block}u + {b}u")) for b in range(block)]
+    if layer.signs is None:
+        values = data.array(f"{tag}_val", "float", layer.values)
+        update = [f"s{b} += {v} * {values}[(n0 + {b}u) * {k}u + k];" for b, v in enumerate(value)]
+    else:
+        bw, nw, sg = _signs(layer, data, tag)
+        update = [f"s{b} += ipr_signed({v}, {sg}[(n0 + {b}u) * {nw}u + k / {bw}u] >> (k % {bw}u) & 1u);"
+                  for b, v in enumerate(value)]
+    return "\n".join([setup, _accumulators(block), f"for (uint32_t k = 0; k < {k}u; ++k) {{",
+                      *("    " + u for u in update), "}", _collect(block)]), facts
+
+
 def _offsets(layer, g):
     """Sparse indices as offsets from the receptive field's first value (conv: in the padded input)."""
     idx = np.asarray(layer.indices, np.int64)
@@ -102,8 +127,9 @@ def _offsets(layer, g):
     return idx // g["row"] * g["rowstep"] + idx % g["row"]
 
 
-def _indices(offsets, data, tag, k, index_format):
-    """(setup line, C expression of index k, facts): natural unsigned width or a bit-packed stream.
+def _indices(offsets, data, tag, k, index_format, row="n"):
+    """(setup line, C expression of index ``{k}`` (a format string), facts): natural unsigned width or a
+    bit-packed stream.
 
     ``auto`` packs when that saves at least a quarter of the index bytes (e.g. 10 of 16 bits for
     fan-in 784 or 1024): measured on the MNIST preset (bench/c_export.py) it costs a few shifts
@@ -116,10 +142,10 @@ def _indices(offsets, data, tag, k, index_format):
     if packed and bits <= _MAX_PACKED_BITS:
         stream = _bitstream(offsets.ravel(), bits)
         arr = data.array(f"{tag}_idx", "uint8_t", stream)
-        return (f"const uint32_t bp = n * {k * bits}u;", f"ipr_unpack({arr}, bp + k * {bits}u, {(1 << bits) - 1}u)",
+        return (f"const uint32_t bp = {row} * {k * bits}u;", f"ipr_unpack({arr}, bp + ({{k}}) * {bits}u, {(1 << bits) - 1}u)",
                 dict(index_format="packed", index_bits=bits))
     arr = data.array(f"{tag}_idx", f"uint{natural}_t", offsets)
-    return (f"const uint{natural}_t *ix = {arr} + n * {k}u;", "ix[k]",
+    return (f"const uint{natural}_t *ix = {arr} + {row} * {k}u;", "ix[{k}]",
             dict(index_format=f"uint{natural}", index_bits=natural))
 
 

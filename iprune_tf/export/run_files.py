@@ -25,7 +25,9 @@ class ExportRow:
     ``bytes`` is the file size; ``payload_bytes`` is, for the sparse format, the exact size of its
     stored content (what the paper's memory counts), None for other files. For the C model
     (mode ``c``): ``payload_bytes`` is its model data, ``arena_bytes`` its static RAM and
-    ``flash_bytes`` its data + code on a Cortex-M3 (``arm-none-eabi-size``, QEMU rows).
+    ``flash_bytes`` its data + code on a Cortex-M3 (``arm-none-eabi-size``, QEMU rows) and
+    ``instructions`` the Cortex-M instructions of one inference (QEMU rows, median of a short
+    SysTick-timed run under ``-icount``: :func:`~iprune_tf.export.c_verify.count_instructions`).
     None means the column does not apply (printed ``-``): ``max_abs_diff`` is None for integer
     class scores and for the Verilog netlist, which outputs only a class.
     """
@@ -39,6 +41,7 @@ class ExportRow:
     arena_bytes: int | None = None
     payload_bytes: int | None = None
     flash_bytes: int | None = None
+    instructions: int | None = None
 
     def as_dict(self):
         return dataclasses.asdict(self)
@@ -130,7 +133,8 @@ def _check_file(model, artifact, mode, path, x):
         return [ExportRow(mode, path, size, "iverilog", agreement, None)]  # the netlist outputs a class only
     if mode == "c":
         return [ExportRow(mode, path, size, r["runtime"], r["agreement"], r["max_abs_diff"], r["ram_bytes"],
-                          artifact.data_bytes, r["flash_bytes"]) for r in c_verify.check_export(artifact, x, expected)]
+                          artifact.data_bytes, r["flash_bytes"], r["instructions"])
+                for r in c_verify.check_export(artifact, x, expected)]
     check = _compare("numpy", expected, npz.load_sparse(path).predict(x))
     return [ExportRow(mode, path, size, check.runtime, check.agreement, check.max_abs_diff, None, artifact.payload_bytes())]
 
@@ -148,15 +152,16 @@ def format_export_table(rows):
     """A fixed-width text table of :func:`export_run_files` rows."""
     header = (
         f"{'mode':<12}{'file':<30}{'bytes':>11}{'payload':>10}{'runtime':>9}"
-        f"{'top-1 agree':>13}{'max |diff|':>12}{'arena':>9}{'flash':>9}"
+        f"{'top-1 agree':>13}{'max |diff|':>12}{'arena':>9}{'flash':>9}{'instr/inf':>11}"
     )
     lines = [header, "-" * len(header)]
     for row in rows:
         arena, payload, flash = (_cell(value, "d") for value in (row.arena_bytes, row.payload_bytes, row.flash_bytes))
+        instructions = _cell(row.instructions, "d")
         diff = _cell(row.max_abs_diff, ".3g")  # None: integer class scores, or a class only (Verilog)
         lines.append(
             f"{row.mode:<12}{os.path.basename(row.file):<30}{row.bytes:>11}{payload:>10}{row.runtime:>9}"
-            f"{row.agreement:>12.2%} {diff:>11} {arena:>8} {flash:>8}"
+            f"{row.agreement:>12.2%} {diff:>11} {arena:>8} {flash:>8} {instructions:>10}"
         )
     return "\n".join(lines)
 

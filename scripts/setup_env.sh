@@ -16,4 +16,4 @@ fi
 PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[dev,docs,export]"
+.venv/bin/python -m pip install -q -e ".[dev,docs,export,fpga]"

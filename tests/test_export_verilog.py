@@ -134,3 +134,82 @@ def test_cli_trains_with_input_encoding_and_exports_verilog(tmp_path, tiny_mnist
     assert "verilog" in table and "iverilog" in table and "100.00%" in table
     design = verilog.VerilogDesign.load(os.path.join(out, "export", "verilog"))
     assert design.input_bits == 28 * 28 * 2 and [layer["units"] for layer in design.layers] == [16, 8, 10]
+
+
+def _hand_net(rng, head_k=5, scale=None, offset=None, units=16, classes=5, fan_in=30):
+    """A K=3 hidden layer and a pruned (sparse) output layer built by hand: the generic output path."""
+    indices = np.sort(np.stack([rng.choice(fan_in, 3, replace=False) for _ in range(units)]), axis=1)
+    hidden = LoweredLayer("dense_1", "dense", "sparse", fan_in=fan_in, units=units, k=3, binary_input=True,
+                          output="threshold", indices=indices, signs=rng.choice([-1, 1], (units, 3)).astype(np.int8),
+                          threshold=rng.integers(-1, 2, units).astype(np.int32))
+    head = np.sort(np.stack([rng.choice(units, head_k, replace=False) for _ in range(classes)]), axis=1)
+    signs = rng.choice([-1, 1], (classes, head_k)).astype(np.int8)
+    scores = LoweredLayer("output", "dense", "sparse", fan_in=units, units=classes, k=head_k, binary_input=True,
+                          indices=head, signs=signs,
+                          scale=rng.normal(0, 1, classes).astype(np.float32) if scale is None else scale,
+                          offset=rng.normal(0, 2, classes).astype(np.float32) if offset is None else offset)
+    return LoweredNet((fan_in,), [hidden, scores])
+
+
+@pytest.mark.parametrize("tree_levels, io", [(1, "parallel"), (2, "stream"), (None, "stream")])
+def test_sparse_head_with_negative_scales_equals_lowered_argmax(tmp_path, tree_levels, io):
+    _need("iverilog")
+    rng = np.random.default_rng(1)
+    net = _hand_net(rng, scale=np.array([0.71, -0.93, 0.52, -0.37, 1.09], np.float32),
+                    offset=np.array([0.05, 0.33, -0.21, 0.12, -0.47], np.float32))
+    design = verilog.to_verilog(net, tmp_path, tree_levels=tree_levels, io=io, bus_width=7)
+    assert design.score_order_conflicts == 0
+    x = rng.normal(size=(300, 30)).astype(np.float32)
+    expected = np.argmax(net.predict(x), axis=1)
+    assert len(set(expected.tolist())) > 2
+    classes = vv.simulate(design, verilog.input_bits(net, x)).classes
+    np.testing.assert_array_equal(classes, expected)
+    assert design.latency == 2 + design.head_registers
+    if io == "stream":
+        assert design.words == 5 and design.stream_latency == 5 + design.latency  # ceil(30 / 7) words
+
+
+def test_group_sum_head_compares_popcounts_without_a_score_adder(tmp_path):
+    _need("iverilog")
+    rng = np.random.default_rng(2)
+    ones = np.ones(5, np.float32)
+    net = _hand_net(rng, head_k=3, scale=0.5 * ones, offset=0.25 * ones)  # one scale > 0 and offset: score = popcount
+    net.layers[-1].signs[:] = 1
+    net.layers[-1].indices = np.arange(15).reshape(5, 3)  # class c reads hidden units 3c..3c+2
+    design = verilog.to_verilog(net, tmp_path, tree_levels=1)
+    text = (tmp_path / "net.v").read_text()
+    assert " s0_" not in text and "m0_" in text  # no score tree, an argmax tree
+    x = rng.normal(size=(300, 30)).astype(np.float32)
+    expected = np.argmax(net.predict(x), axis=1)
+    assert len(set(expected.tolist())) > 2  # ties included: the lowest class wins, as numpy's argmax
+    np.testing.assert_array_equal(vv.simulate(design, verilog.input_bits(net, x)).classes, expected)
+
+
+def test_pipelined_dense_head_keeps_keras_classes_and_hidden_bits(trained, tmp_path):
+    _need("iverilog")
+    model, x = trained
+    design = verilog.to_verilog(model, tmp_path, tree_levels=1)
+    # 12 inputs per class: level 0 two 6-bit sums, level 1 their sum; score terms; a 4-way argmax (2 levels)
+    assert design.head_registers >= 3 and design.latency == 3 + design.head_registers
+    result = vv.verify(model, design, x)
+    assert result["class_agreement"] == 200 and result["hidden_bit_mismatches"] == [0, 0]
+
+
+def test_stream_top_with_one_word_per_image(trained, tmp_path):
+    _need("iverilog")
+    model, x = trained
+    design = verilog.to_verilog(model, tmp_path, io="stream", bus_width=72, tree_levels=2)
+    assert design.words == 1 and design.top == "lut_stream"
+    result = vv.verify(model, design, x[:50])
+    assert result["class_agreement"] == 50
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(tree_levels=0), "tree_levels must be a positive int"),
+    (dict(io="serial"), "io must be one of"),
+    (dict(io="stream"), "needs bus_width"),
+    (dict(io="stream", bus_width=8, pipeline=False), "need pipeline=True"),
+])
+def test_bad_pipeline_and_stream_options_are_refused(trained, tmp_path, options, message):
+    with pytest.raises(ValueError, match=message):
+        verilog.to_verilog(trained[0], tmp_path, **options)

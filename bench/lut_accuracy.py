@@ -7,8 +7,12 @@ Stages, each its own process (they can run in parallel on a shared machine):
   nice -n 15 python bench/lut_accuracy.py lut6 --config w512_t3            # Yosys synth -lut 6
   nice -n 15 python bench/lut_accuracy.py ice40 --config w512_t3           # Yosys synth_ice40
 
-``train`` trains the binary dense net once, prunes it to each K (gradual geometric schedule) and
-retrains; the stripped models go to ``runs/lut_accuracy/<config>_k<K>.h5``. The other stages write
+``train`` trains the binary dense net once, prunes it to each K (gradual geometric schedule, or the
+configuration's ``last_halving``) with the configuration's output ``head`` (iprune_tf.workflow.heads;
+default the paper's dense one) and retrains; the stripped models go to
+``runs/lut_accuracy/<config>[_s<seed>]_k<K>.h5``. ``--seed`` trains another seed of a configuration;
+``--validation`` trains on the first 55,000 training images and evaluates on the last 5,000 (for
+choosing levers without the test set; results under ``<config>_val``). The other stages write
 each model's Verilog netlist once (``runs/lut_accuracy/verilog/``), simulate it on all 10,000 test
 images (classes must equal Keras' on every one, hidden bits the lowered model's) and synthesize it
 with Yosys (LUTs, flip-flops, depth). Every configuration tried is kept in
@@ -61,7 +65,19 @@ CONFIGS = {
     # pruning and retraining too, and lost K=6 accuracy; here only the dense phase grows.
     "w1024_t3_d10": dict(hidden=1024, encoding="thermometer:3", epochs_dense=10, epochs_prune=3,
                          epochs_retrain=5, lr=3e-3, lr_decay="cosine", ks=(8, 6)),
+    # Issue 19, LUT-sized heads at 1024-500 (the last width a multiple of the 10 classes; 50 voters per class
+    # for groupsum), the main job's last halving, cosine retraining. The dense and pruned:32 heads are pruned
+    # from the same dense net (one output layer; only the pruning differs), groupsum has its own (no output layer).
+    "h1024x500_dense": dict(hidden=(1024, 500), encoding="thermometer:3", epochs_dense=4, epochs_prune=3,
+                            epochs_retrain=3, lr=3e-3, lr_decay="cosine", last_halving=0.6, ks=(6,), head="dense"),
+    "h1024x500_pruned32": dict(hidden=(1024, 500), encoding="thermometer:3", epochs_dense=4, epochs_prune=3,
+                               epochs_retrain=3, lr=3e-3, lr_decay="cosine", last_halving=0.6, ks=(6,),
+                               head="pruned:32", dense_from="h1024x500_dense"),
+    "h1024x500_groupsum": dict(hidden=(1024, 500), encoding="thermometer:3", epochs_dense=4, epochs_prune=3,
+                               epochs_retrain=3, lr=3e-3, lr_decay="cosine", last_halving=0.6, ks=(6, 8),
+                               head="groupsum"),
 }
+VALIDATION = 5000  # --validation: the last 5,000 training images, never trained on
 BATCH = 100
 FREQUENCY = 100
 WEIGHT_DECAY = 5e-2
@@ -94,22 +110,43 @@ def save_entry(name, entry, key=None):
         os.replace(tmp, RESULT)
 
 
-def pruning_recipe(cfg):
-    """The pipeline's config of ``cfg``'s pruned phase (``lr_decay`` is its ``retrain_lr``), whose schedule and
-    rate callbacks :func:`train` uses as ``iprune train`` does."""
-    return recipes.RunConfig(epochs_prune=cfg["epochs_prune"], epochs_retrain=cfg["epochs_retrain"],
-                             frequency=FREQUENCY, batch_size=BATCH, learning_rate=cfg["lr"],
-                             retrain_lr=cfg["lr_decay"])
+def pruning_recipe(cfg, k):
+    """The pipeline's config of ``cfg``'s pruned phase at ``k`` (``lr_decay`` is its ``retrain_lr``), whose
+    schedule, skip list, K_OUT and rate callbacks :func:`train` uses as ``iprune train`` does."""
+    return recipes.RunConfig(flavour="binary", inputs_per_neuron=k, epochs_prune=cfg["epochs_prune"],
+                             epochs_retrain=cfg["epochs_retrain"], frequency=FREQUENCY, batch_size=BATCH,
+                             learning_rate=cfg["lr"], retrain_lr=cfg["lr_decay"], head=cfg.get("head", "dense"),
+                             last_halving=cfg.get("last_halving"))
+
+
+def hidden_units(cfg):
+    return tuple(cfg["hidden"]) if isinstance(cfg["hidden"], (tuple, list)) else (cfg["hidden"],) * 2
+
+
+def run_name(config, seed=0, validation=False):
+    """Where a configuration's run is stored: ``config``, ``config_s<seed>``, with ``_val`` on the validation split."""
+    return config + (f"_s{seed}" if seed else "") + ("_val" if validation else "")
+
+
+def split_data(validation):
+    """``fashion_mnist()``, or with ``validation`` its first 55,000 training images against the last 5,000."""
+    data = fashion_mnist()
+    if not validation:
+        return data
+    x, y = data[0], data[1]
+    n = len(x) - VALIDATION
+    return x[:n], y[:n], x[n:], y[n:], np.argmax(y[n:], axis=1)
 
 
 def _dense(name, cfg, data):
-    """The binary dense net of configuration ``name``: loaded if already trained, else trained and saved."""
+    """The binary dense net of run ``name``: loaded if already trained, else trained and saved."""
     path = model_path(name, "dense")
     if os.path.exists(path):
         return keras.models.load_model(path, compile=False)
     x, y, x_test, y_test, labels = data
-    dense = recipes.compile_model(models.mnist_mlp("binary", hidden_units=(cfg["hidden"],) * 2,
-                                                   input_encoding=cfg["encoding"]), cfg["lr"], WEIGHT_DECAY)
+    dense = recipes.compile_model(models.mnist_mlp("binary", hidden_units=hidden_units(cfg),
+                                                   input_encoding=cfg["encoding"], head=cfg.get("head", "dense")),
+                                  cfg["lr"], WEIGHT_DECAY)
     start = time.time()
     dense.fit(x, y, batch_size=BATCH, epochs=cfg["epochs_dense"], validation_data=(x_test, y_test), verbose=2)
     save_entry(name, {"config": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
@@ -119,27 +156,33 @@ def _dense(name, cfg, data):
     return dense
 
 
-def train(name, ks=None):
-    """Train (or load) the dense net of ``name``, then prune and retrain it to each K of ``ks``."""
-    cfg = CONFIGS[name]
+def train(config, ks=None, seed=0, validation=False):
+    """Train (or load) the dense net of ``config`` (its ``dense_from`` configuration's if any), then prune and
+    retrain it to each K of ``ks`` that has no saved model yet (a killed run resumes at the next model)."""
+    cfg = CONFIGS[config]
+    name = run_name(config, seed, validation)
     os.makedirs(WORK, exist_ok=True)
-    keras.utils.set_random_seed(0)
-    data = fashion_mnist()
+    keras.utils.set_random_seed(seed)
+    data = split_data(validation)
     x, y, x_test, y_test, labels = data
-    dense = _dense(name, cfg, data)
-    recipe = pruning_recipe(cfg)
+    dense_config = cfg.get("dense_from", config)
+    dense = _dense(run_name(dense_config, seed, validation), CONFIGS[dense_config], data)
     for k in ks or cfg["ks"]:
+        if os.path.exists(model_path(name, f"k{k}")):
+            continue
         start = time.time()
-        schedule = recipes.pruning_schedule(recipe, len(x))
-        pruned = iprune_tf.prune_fan_in(dense, k, schedule, skip=iprune_tf.paper_skip("mnist"))
+        recipe = pruning_recipe(cfg, k)
+        pruned = recipes.prune(recipe, dense, len(x))
         recipes.compile_model(pruned, cfg["lr"], WEIGHT_DECAY)
         pruned.fit(x, y, batch_size=BATCH, epochs=cfg["epochs_prune"] + cfg["epochs_retrain"],
                    validation_data=(x_test, y_test), verbose=2,
                    callbacks=[iprune_tf.UpdatePruningStep(), *recipes.retraining_callbacks(recipe, len(x))])
         stripped = iprune_tf.strip_pruning(pruned)
         stripped.save(model_path(name, f"k{k}"), include_optimizer=False)
-        save_entry(name, {f"k{k}": {"keras_test_accuracy": recipes.top1_accuracy(stripped, x_test, labels),
-                                    "wall_time_s": round(time.time() - start, 1)}})
+        evaluated = "validation" if validation else "test"
+        save_entry(name, {f"k{k}": {f"keras_{evaluated}_accuracy": recipes.top1_accuracy(stripped, x_test, labels),
+                                    "wall_time_s": round(time.time() - start, 1), "seed": seed},
+                          "config": {key: list(v) if isinstance(v, tuple) else v for key, v in cfg.items()}})
         print(f"{name} K={k}: {load_results()['configs'][name][f'k{k}']}", flush=True)
 
 
@@ -198,17 +241,21 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("stage", choices=["train", "simulate", "lut6", "ice40"])
     p.add_argument("--config", required=True, choices=sorted(CONFIGS))
+    p.add_argument("--seed", type=int, default=0, help="train: the seed (other than 0: a run of its own)")
+    p.add_argument("--validation", action="store_true",
+                   help=f"train: hold out the last {VALIDATION:,} training images and evaluate on them")
     p.add_argument("--k", type=int, action="append", help="only these K (default: the configuration's)")
     p.add_argument("--simulator", default="verilator", choices=["verilator", "iverilog"])
     p.add_argument("--granularity-study", action="store_true", help="lut6: also synthesize one module per neuron")
     args = p.parse_args(argv)
     if args.stage == "train":
-        return train(args.config, args.k)
+        return train(args.config, args.k, args.seed, args.validation)
+    name = run_name(args.config, args.seed)
     for k in args.k or CONFIGS[args.config]["ks"]:
         if args.stage == "simulate":
-            simulate(args.config, k, args.simulator)
+            simulate(name, k, args.simulator)
         else:
-            synthesize(args.config, k, args.stage, args.granularity_study)
+            synthesize(name, k, args.stage, args.granularity_study)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,10 @@ def _train_parser(sub):
     p.add_argument("--input-encoding", default=None,
                    help="binarize the inputs in the model: threshold[:T] or thermometer[:LEVELS] (for --flavour "
                         "binary: every layer then reads bits, as the Verilog LUT export needs)")
+    p.add_argument("--head", default=DEFAULTS.head,
+                   help="output head: dense (the paper's dense output layer), pruned:K_OUT (the output layer pruned "
+                        "to K_OUT inputs per class) or groupsum (no output layer: class score = popcount of its group "
+                        "of the last hidden layer's bits; --flavour binary, last width a multiple of the classes)")
     p.add_argument("--skip", type=_names, default=None,
                    help="layers left dense, comma-separated names (default: the paper's skip list; '' prunes all)")
     p.add_argument("--epochs-dense", type=int, default=DEFAULTS.epochs_dense)
@@ -124,7 +128,7 @@ def _run_config(args):
         frequency=args.frequency, last_halving=args.last_halving, batch_size=args.batch_size, learning_rate=args.lr,
         weight_decay=args.weight_decay, weight_decay_mode=args.weight_decay_mode, seed=args.seed,
         retrain_lr=args.retrain_lr, width=args.width, zca=None if args.zca is None else args.zca == "on",
-        hidden_units=args.hidden_units, skip=args.skip, input_encoding=args.input_encoding,
+        hidden_units=args.hidden_units, skip=args.skip, input_encoding=args.input_encoding, head=args.head,
     )
 
 

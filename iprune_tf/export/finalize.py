@@ -10,12 +10,14 @@ gets an explicit :class:`ConstantPadding2D` (``PADV2``) and a ``"valid"`` convol
 :func:`finalize_for_lce` keeps binary-input larq layers (folded kernels) for larq-compute-engine.
 """
 import larq as lq
+import numpy as np
 
 from iprune_tf._keras import keras, tf
 from iprune_tf.export.lowering import has_sign_input
 from iprune_tf.pruning.inspection import effective_kernel
 from iprune_tf.pruning.layers import is_kernel, require_keras2
 from iprune_tf.pruning.prune import as_stripped
+from iprune_tf.workflow.heads import GroupSum
 
 _LARQ_TO_KERAS = {lq.layers.QuantDense: keras.layers.Dense, lq.layers.QuantConv2D: keras.layers.Conv2D}
 _LARQ_ONLY_KEYS = ("input_quantizer", "kernel_quantizer", "metrics", "pad_values")
@@ -118,6 +120,8 @@ def _convert_layer(layer, keep_binary_input_larq):
     """``[(new_layer, weights), ...]`` replacing ``layer`` (unbuilt layers; set weights once built)."""
     if type(layer) in _LARQ_TO_KERAS:
         return _convert_larq(layer, keep_binary_input_larq)
+    if isinstance(layer, GroupSum):
+        return _convert_group_sum(layer)
     if isinstance(layer, keras.Model):
         raise ValueError(f"Layer '{layer.name}' is a nested model; flatten it into the outer model before export.")
     module = type(layer).__module__
@@ -145,6 +149,16 @@ def _convert_larq(layer, keep_binary_input_larq):
     for key in _LARQ_ONLY_KEYS:
         config.pop(key, None)
     return blocks + [(_LARQ_TO_KERAS[type(layer)].from_config(config), values)]
+
+
+def _convert_group_sum(layer):
+    """A GroupSum as Keras built-ins: the signs, a Dense with a block of ones per class (exact integer sums),
+    then its scale (``Rescaling``: ``sum * scale`` as GroupSum computes it)."""
+    units = layer.groups * layer.group_size
+    ones = (np.arange(units)[:, None] // layer.group_size == np.arange(layer.groups)[None, :]).astype(np.float32)
+    return [(BinarySign(name=f"{layer.name}_sign"), []),
+            (keras.layers.Dense(layer.groups, use_bias=False, name=f"{layer.name}_sum"), [ones]),
+            (keras.layers.Rescaling(layer.score_scale, name=f"{layer.name}_scale"), [])]
 
 
 def _same_padding(layer):

@@ -63,6 +63,7 @@ class LoweredLayer:
     padding: tuple | None = None
     pad_value: float = 0.0
     output_hwc: tuple | None = None
+    fixed_signs: bool = False  # a group-sum head: every sign +1 by construction, no weight learned or stored
 
     @property
     def weight_bits(self):
@@ -98,7 +99,7 @@ class LoweredLayer:
             "name": self.name, "op": self.op, "kind": self.kind, "fan_in": self.fan_in, "neurons": self.units,
             "k": self.k, "connections": self.connections, "weight_bits": self.weight_bits, "pruned": self.pruned,
             "positions": self.positions, "index_bits": indices,
-            "paper_bits": self.connections * self.weight_bits,
+            "paper_bits": 0 if self.fixed_signs else self.connections * self.weight_bits,
             "file_bits": self.connections * (self.weight_bits + indices) + post * self.units,
             "operations": self.connections * self.positions,
         }

@@ -3,7 +3,9 @@
 Supported chains (Sequential or functional, one path): ``Flatten``, ``Dense``/``QuantDense``,
 ``Conv2D``/``QuantConv2D`` (stride, padding, larq ``pad_values``), ``MaxPooling2D`` (valid),
 ``BatchNormalization`` right after a Dense/Conv2D, ReLU/linear activations, larq sign input
-quantizers, and the input encodings of :mod:`iprune_tf.workflow.encoding`.
+quantizers, the input encodings of :mod:`iprune_tf.workflow.encoding` and the group-sum head
+(:class:`~iprune_tf.workflow.heads.GroupSum`: a sparse layer over the signs of its input, class c's
+indices its group, every sign +1, scaled by its positive factor).
 
 A layer whose inputs and weights are ±1 computes an integer sum ``s`` in ``[-k, k]``. When the
 next thing that reads its output is a sign, ``sign(BN(s + bias))`` is replaced by ``s >= T``: T is
@@ -19,13 +21,14 @@ from iprune_tf.export.lowered import Flatten, LoweredLayer, LoweredNet, MaxPool
 from iprune_tf.pruning.inspection import effective_kernel
 from iprune_tf.pruning.layers import kernel_precision, require_keras2
 from iprune_tf.pruning.prune import as_stripped
+from iprune_tf.workflow.heads import GroupSum
 
 _DENSE = (keras.layers.Dense, lq.layers.QuantDense)
 _CONV = (keras.layers.Conv2D, lq.layers.QuantConv2D)
 _SIGN_QUANTIZERS = (lq.quantizers.SteSign, lq.quantizers.ApproxSign, lq.quantizers.SwishSign)
 _SIGN_FUNCTIONS = (lq.quantizers.ste_sign, lq.quantizers.approx_sign, lq.quantizers.swish_sign, lq.math.sign)
 SUPPORTED = ("Flatten, Dense/QuantDense, Conv2D/QuantConv2D, MaxPooling2D, BatchNormalization, "
-             "ReLU/linear activations, larq sign input quantizers, iprune_tf input encodings")
+             "ReLU/linear activations, larq sign input quantizers, iprune_tf input encodings, GroupSum")
 
 
 def lower(model):
@@ -111,7 +114,7 @@ class _Pending:
 
 
 def _add(layer, steps, pending):
-    if type(layer) in _DENSE + _CONV:
+    if type(layer) in _DENSE + _CONV or isinstance(layer, GroupSum):
         steps.append(_Pending(layer))
     elif type(layer) is keras.layers.Flatten:
         steps.append(Flatten())
@@ -134,6 +137,8 @@ def _last_pending(steps, layer):
 
 
 def _checked_batch_norm(pending, bn):
+    if isinstance(pending.layer, GroupSum):
+        raise unsupported(bn, f"a batch norm after the group sum '{pending.layer.name}' could reorder the classes")
     if pending.activation != "linear":
         raise unsupported(bn, f"a batch norm after the activation of '{pending.layer.name}' cannot be folded")
     if pending.batch_norm is not None:
@@ -178,6 +183,10 @@ def _finish(steps, encoding):
     for i, step in enumerate(steps):
         if not isinstance(step, _Pending):
             lowered.append(step)
+            continue
+        if isinstance(step.layer, GroupSum):
+            lowered.append(_group_sum_layer(step))
+            inputs_binary = False
             continue
         layer = _lowered_layer(step.layer, inputs_binary or has_sign_input(step.layer))
         if _sign_reads_output(steps[i + 1 :], step) and layer.kind != "float" and layer.binary_input:
@@ -224,6 +233,17 @@ def _lowered_layer(layer, binary_input):
     else:
         lowered.kernel = flat
     return lowered
+
+
+def _group_sum_layer(step):
+    """A GroupSum as a sparse layer over its input's signs: class c keeps units ``c*G .. c*G+G-1``, signs +1,
+    then the float32 scale (offset 0), so ``s * scale`` is Keras' ``scale * sum(sign(x))`` bit for bit."""
+    layer = step.layer
+    fan_in, groups, size = int(layer.input_shape[-1]), layer.groups, layer.group_size
+    return LoweredLayer(layer.name, "dense", "sparse", fan_in, groups, size, True, output="affine",
+                        indices=np.arange(fan_in, dtype=np.int32).reshape(groups, size),
+                        signs=np.ones((groups, size), np.int8), scale=np.full(groups, layer.score_scale, np.float32),
+                        offset=np.zeros(groups, np.float32), activation=step.activation, fixed_signs=True)
 
 
 def _set_conv_geometry(lowered, layer):

@@ -28,7 +28,7 @@ from iprune_tf.export.lowered import Flatten, LoweredLayer, LoweredNet, MaxPool,
 FORMAT = "iprune_tf.sparse"
 VERSION = 2
 _SCALARS = ("name", "op", "kind", "fan_in", "units", "k", "binary_input", "output", "activation",
-            "input_hwc", "kernel_size", "strides", "padding", "pad_value", "output_hwc")
+            "input_hwc", "kernel_size", "strides", "padding", "pad_value", "output_hwc", "fixed_signs")
 _FLOAT_ARRAYS = ("values", "kernel", "scale", "offset")
 
 

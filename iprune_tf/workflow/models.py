@@ -12,19 +12,24 @@ Flavours:
   after the first), so each pruned neuron is a K-input boolean function: a LUT.
 
 Batch normalization follows every Dense/Conv layer, the output layer included, where BinaryConnect
-puts it. Real-valued flavours use ReLU; the binary flavour binarizes at the next layer's input.
-The recipe's weight decay on the last dense layer (named ``output``) is applied by the optimizer
-(:func:`iprune_tf.workflow.recipes.compile_model`, decoupled). ``output_l2`` instead adds a classic L2 loss
-term (``kernel_regularizer``) to that layer; see the recipe module for why it is off by default.
+puts it. ``head`` (:mod:`iprune_tf.workflow.heads`) chooses the output layer: ``"dense"`` (the paper's),
+``"pruned:K_OUT"`` (the same layer, pruned to its own K) or ``"groupsum"`` (no output layer: class
+scores are popcounts of groups of the last hidden layer's bits; fully binary flavour only).
+Real-valued flavours use ReLU; the binary flavour binarizes at the next layer's input.
+The recipe's weight decay on the last dense layer (named ``output``; with the groupsum head, which has
+none, the last hidden layer) is applied by the optimizer (:func:`iprune_tf.workflow.recipes.compile_model`,
+decoupled). ``output_l2`` instead adds a classic L2 loss term (``kernel_regularizer``) to that layer; see
+the recipe module for why it is off by default.
 """
 from dataclasses import dataclass
 
 import larq as lq
 
 from iprune_tf.workflow import encoding
+from iprune_tf.workflow import heads
 from iprune_tf._keras import keras
 from iprune_tf.workflow.quantizers import StochasticBinary
-from iprune_tf.pruning.skip import paper_skip
+from iprune_tf.pruning.skip import PrunablePositions, paper_skip
 
 FLAVOURS = ("full_precision", "binaryconnect_det", "binaryconnect_stoch", "binary")
 
@@ -76,20 +81,37 @@ def _input_layers(input_shape, input_encoding):
 
 
 def mnist_mlp(flavour="binaryconnect_det", hidden_units=(1024, 1024), num_classes=10, input_shape=(28, 28), output_l2=None,
-              input_encoding=None):
+              input_encoding=None, head="dense"):
     """The paper's MNIST MLP (default 1024D-1024D-10D); ``input_encoding`` binarizes the pixels first."""
     _require_flavour(flavour)
+    head = _checked_head(head, hidden_units, num_classes, flavour)
     layers, encoded = _input_layers(input_shape, input_encoding)
     layers.append(keras.layers.Flatten(name="flatten"))
-    for i, units in enumerate(hidden_units, start=1):
-        layers += [_dense(units, flavour, binary_inputs=i > 1 or encoded, name=f"dense_{i}"), _bn(f"bn_{i}")]
-        layers += _activation(flavour, f"act_{i}")
     regularizer = keras.regularizers.l2(output_l2) if output_l2 else None
-    layers += [
-        _dense(num_classes, flavour, binary_inputs=bool(hidden_units), name="output", kernel_regularizer=regularizer),
-        _bn("bn_output"),
-    ]
+    for i, units in enumerate(hidden_units, start=1):
+        decayed = {} if head.has_output_layer or i < len(hidden_units) else {"kernel_regularizer": regularizer}
+        layers += [_dense(units, flavour, binary_inputs=i > 1 or encoded, name=f"dense_{i}", **decayed), _bn(f"bn_{i}")]
+        layers += _activation(flavour, f"act_{i}")
+    layers += _head_layers(head, num_classes, flavour, bool(hidden_units), regularizer)
     return keras.Sequential(layers, name=f"mnist_mlp_{flavour}")
+
+
+def _checked_head(head, hidden_units, num_classes, flavour):
+    """The parsed ``head``; ValueError when it does not fit the last hidden width (or there is none)."""
+    head = heads.parse_head(head)
+    if head.kind == "dense":
+        return head
+    if not hidden_units:
+        raise ValueError(f"Head {head.spec!r} needs a hidden layer before the output; hidden_units is empty.")
+    return heads.check_head(head, hidden_units[-1], num_classes, flavour)
+
+
+def _head_layers(head, num_classes, flavour, binary_inputs, regularizer):
+    """The output layer and its batch norm, or the GroupSum of the groupsum head."""
+    if not head.has_output_layer:
+        return [heads.GroupSum(num_classes, name="group_sum")]
+    return [_dense(num_classes, flavour, binary_inputs=binary_inputs, name="output", kernel_regularizer=regularizer),
+            _bn("bn_output")]
 
 
 def cifar10_vgg_small(
@@ -101,6 +123,7 @@ def cifar10_vgg_small(
     output_l2=None,
     input_encoding=None,
     width=1.0,
+    head="dense",
 ):
     """The paper's VGG-Small variant; ``"M"`` in ``conv_filters`` is a 2x2 max-pool.
 
@@ -112,6 +135,7 @@ def cifar10_vgg_small(
     if len(input_shape) != 3:
         raise ValueError(f"input_shape must be (H, W, C) for the conv preset, got {tuple(input_shape)}.")
     conv_filters, dense_units = scale_widths(conv_filters, width), scale_widths(dense_units, width)
+    head = _checked_head(head, dense_units, num_classes, flavour)
     layers, encoded = _input_layers(input_shape, input_encoding)
     n_conv = 0
     for spec in conv_filters:
@@ -122,14 +146,13 @@ def cifar10_vgg_small(
         layers += [_conv(spec, flavour, binary_inputs=n_conv > 1 or encoded, name=f"conv_{n_conv}"), _bn(f"conv_bn_{n_conv}")]
         layers += _activation(flavour, f"conv_act_{n_conv}")
     layers.append(keras.layers.Flatten(name="flatten"))
-    for i, units in enumerate(dense_units, start=1):
-        layers += [_dense(units, flavour, binary_inputs=n_conv > 0 or i > 1, name=f"dense_{i}"), _bn(f"bn_{i}")]
-        layers += _activation(flavour, f"act_{i}")
     regularizer = keras.regularizers.l2(output_l2) if output_l2 else None
-    layers += [
-        _dense(num_classes, flavour, binary_inputs=True, name="output", kernel_regularizer=regularizer),
-        _bn("bn_output"),
-    ]
+    for i, units in enumerate(dense_units, start=1):
+        decayed = {} if head.has_output_layer or i < len(dense_units) else {"kernel_regularizer": regularizer}
+        layers += [_dense(units, flavour, binary_inputs=n_conv > 0 or i > 1, name=f"dense_{i}", **decayed),
+                   _bn(f"bn_{i}")]
+        layers += _activation(flavour, f"act_{i}")
+    layers += _head_layers(head, num_classes, flavour, True, regularizer)
     return keras.Sequential(layers, name=f"cifar10_vgg_small_{flavour}")
 
 
@@ -151,9 +174,17 @@ class Preset:
     zca: bool
     images: bool = False  # the model takes (H, W, C) images; (N, H, W) data gets a channel axis
 
-    def skip(self):
-        """The paper's skip list for this preset, for ``prune_fan_in(skip=...)``."""
-        return paper_skip(self.skip_experiment)
+    def skip(self, head="dense"):
+        """The paper's skip list for this preset, for ``prune_fan_in(skip=...)``.
+
+        With a ``pruned:K_OUT`` or ``groupsum`` head the last prunable layer is no longer skipped: it
+        is the output layer pruned to K_OUT, or the last hidden layer whose bits the groups count.
+        """
+        skips = paper_skip(self.skip_experiment)
+        if heads.parse_head(head).kind == "dense":
+            return skips
+        return [PrunablePositions(*(p for p in s.positions if p != -1), description=f"{s.description}, "
+                                  "except the last prunable layer (LUT-sized head)") for s in skips]
 
 
 PRESETS = {

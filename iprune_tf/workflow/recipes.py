@@ -24,6 +24,7 @@ import numpy as np
 
 from iprune_tf.workflow import data as data_lib
 from iprune_tf.workflow import encoding
+from iprune_tf.workflow import heads
 from iprune_tf.pruning import masking
 from iprune_tf.workflow import models
 from iprune_tf._keras import keras, tf
@@ -68,6 +69,7 @@ class RunConfig:
     skip: tuple | None = None  # layer names left dense (None: the preset's paper skip list)
     input_encoding: str | None = None  # e.g. "thermometer:3" (iprune_tf.workflow.encoding.from_spec); None: raw inputs
     retrain_lr: str = "constant"  # "cosine": the rate decays to 0 over the retraining epochs (bench/accuracy_seeds.py)
+    head: str = "dense"  # output head of the binary nets: dense | pruned:K_OUT | groupsum (iprune_tf.workflow.heads)
     width: float = 1.0  # conv preset: filters and hidden units times this (models.scale_widths)
     zca: bool | None = None  # ZCA whitening of the inputs (None: the preset's choice); False records why in run.json
 
@@ -75,6 +77,7 @@ class RunConfig:
         models.get_preset(self.preset)
         masking.validate_inputs_per_neuron(self.inputs_per_neuron)
         encoding.from_spec(self.input_encoding)  # ValueError for a bad spec, before any training
+        self.head = heads.parse_head(self.head).spec  # ValueError for a malformed head; its width fit: check_config
         for name in ("hidden_units", "skip"):  # tuples, also when read back from run.json's lists
             if getattr(self, name) is not None:
                 setattr(self, name, tuple(getattr(self, name)))
@@ -111,11 +114,12 @@ class RunConfig:
         return self.epochs_dense + self.epochs_prune + self.epochs_retrain
 
 
-def compile_model(model, learning_rate=LEARNING_RATE, weight_decay=0.0, decay_layer=DECAY_LAYER):
+def compile_model(model, learning_rate=LEARNING_RATE, weight_decay=0.0, decay_layer=None):
     """Compile with the recipe: Adam at a constant rate, square hinge loss, top-1 accuracy.
 
     ``weight_decay > 0`` adds decoupled weight decay (``w -= lr * weight_decay * w`` each step) to
-    the kernel of the layer named ``decay_layer`` only, every other variable excluded.
+    the kernel of the layer named ``decay_layer`` only (default: :func:`decay_layer_name`), every
+    other variable excluded.
     """
     optimizer = keras.optimizers.Adam(learning_rate, weight_decay=weight_decay or None)
     if weight_decay:
@@ -125,12 +129,29 @@ def compile_model(model, learning_rate=LEARNING_RATE, weight_decay=0.0, decay_la
     return model
 
 
-def decay_kernel(model, name=DECAY_LAYER):
-    """The latent kernel variable of layer ``name``: the one variable the recipe's weight decay touches."""
-    names = [layer.name for layer in model.layers]
-    if name not in names:
-        raise ValueError(f"Weight decay goes to the layer named '{name}', which this model lacks; layers: {names}.")
-    return latent_kernel(model.get_layer(name))
+def decay_layer_name(model):
+    """Where the recipe's weight decay goes: the output layer (``output``), whose hinge-loss scores make
+    it BinaryConnect's L2-SVM; with a group-sum head, which has no weights, the last hidden layer, whose
+    bits the groups count (the layer right before :class:`~iprune_tf.workflow.heads.GroupSum`)."""
+    inner = [getattr(layer, "layer", layer) for layer in model.layers]  # pruning wrappers by their layer's name
+    sums = [i for i, layer in enumerate(inner) if isinstance(layer, heads.GroupSum)]
+    if not sums:
+        return DECAY_LAYER
+    kernels = [layer.name for layer in inner[: sums[0]] if is_supported(layer)]
+    if not kernels:
+        raise ValueError(f"Model '{model.name}' has a GroupSum but no Dense/Conv2D layer before it.")
+    return kernels[-1]
+
+
+def decay_kernel(model, name=None):
+    """The latent kernel variable of layer ``name`` (default :func:`decay_layer_name`), pruned or not: the
+    one variable the recipe's weight decay touches."""
+    name = name or decay_layer_name(model)
+    inner = {getattr(layer, "layer", layer).name: getattr(layer, "layer", layer) for layer in model.layers}
+    if name not in inner:
+        raise ValueError(f"Weight decay goes to the layer named '{name}', which this model lacks; layers: "
+                         f"{list(inner)}.")
+    return latent_kernel(inner[name])
 
 
 def prepare_data(config, run_dir=None):
@@ -228,18 +249,22 @@ def build_model(config, flavour, input_shape, num_classes):
     widths = {} if config.hidden_units is None else {_WIDTH_ARGUMENT[preset.name]: config.hidden_units}
     if config.width != 1.0:
         widths["width"] = config.width
+    head = "dense" if flavour == "full_precision" else config.head  # the FP baseline is the paper's dense net
     return preset.build(flavour, num_classes=num_classes, input_shape=tuple(input_shape), output_l2=l2,
-                        input_encoding=config.input_encoding, **widths)
+                        input_encoding=config.input_encoding, head=head, **widths)
 
 
 def skip_list(config):
-    """What ``prune_fan_in`` leaves dense: the config's layer names, or the preset's paper skip list."""
-    return models.get_preset(config.preset).skip() if config.skip is None else list(config.skip)
+    """What ``prune_fan_in`` leaves dense: the config's layer names, or the preset's paper skip list for its head."""
+    return models.get_preset(config.preset).skip(config.head) if config.skip is None else list(config.skip)
 
 
 def prune(config, model, n_train):
-    """``model`` wrapped for pruning with the run's K, schedule and skip list."""
-    return prune_fan_in(model, config.inputs_per_neuron, pruning_schedule(config, n_train), skip=skip_list(config))
+    """``model`` wrapped for pruning with the run's K (K_OUT for a pruned head's output layer), schedule and skip list."""
+    head = heads.parse_head(config.head)
+    overrides = {"output": head.k_out} if head.kind == "pruned" else None
+    return prune_fan_in(model, config.inputs_per_neuron, pruning_schedule(config, n_train), skip=skip_list(config),
+                        inputs_per_layer=overrides)
 
 
 def check_config(config, dataset):

@@ -15,6 +15,11 @@ Computation counts one operation per connection evaluated in an inference (a mul
 for float weights, an XNOR/add for binary ones, as the paper does): a Dense layer costs its kept
 connections, a Conv2D layer its kept connections times its output positions.
 
+Output heads (:mod:`iprune_tf.workflow.heads`): a ``pruned:K_OUT`` output layer counts like any pruned
+layer (K_OUT bits per class, K_OUT operations); a ``groupsum`` head's connections carry no weight (all
++1, wired): 0 paper bits, one operation (an add) per last-hidden unit, and in the file counting the
+index and sign bits its sparse layer stores, as for any other.
+
 Gains are ratios against the *full-precision dense* net of the same architecture.
 Worked check against the paper (MNIST, 784-1024-1024-10, K=8, last layer dense binary):
 dense FP = (784*1024 + 1024*1024 + 1024*10) * 32 bits = 59,572,224 bits; pruned =
@@ -27,6 +32,7 @@ import os
 import statistics
 
 from iprune_tf.pruning import inspection
+from iprune_tf.workflow import heads
 from iprune_tf.export.lowering import lower
 
 ROWS = (
@@ -126,7 +132,7 @@ def seeds_report(run_dirs):
     title = (f"Table 1: {config.preset} preset, {config.flavour}, K={config.inputs_per_neuron}, "
              f"data {runs[0].data.get('name', config.data)}" + (f" ({samples:,} training images)" if samples else "")
              + f", seeds {sorted(seeds)}")
-    return rows, format_markdown(rows, title)
+    return rows, format_markdown(rows, title) + "\n\n" + heads.describe(config.head)
 
 
 def write_report(run_dir, plots=True):
@@ -146,7 +152,7 @@ def write_report(run_dir, plots=True):
     config = run.config
     title = (f"Table 1: {config.preset} preset, {config.flavour}, K={config.inputs_per_neuron}, "
              f"data {run.data.get('name', config.data)}")
-    markdown = format_markdown(rows, title)
+    markdown = format_markdown(rows, title) + "\n\n" + heads.describe(config.head)
     with open(os.path.join(run.dir, "report.md"), "w") as f:
         f.write(markdown + "\n")
     with open(os.path.join(run.dir, "report.json"), "w") as f:

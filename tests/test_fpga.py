@@ -1,10 +1,12 @@
 """FPGA flow (iprune_tf.export.fpga): a tiny binary net streamed, placed and routed on an iCE40 UP5K, and its
 technology-mapped netlist simulated against Keras; the bad-input errors."""
+import json
+
 import numpy as np
 import pytest
 
 import iprune_tf
-from iprune_tf.export import fpga, tools, verilog
+from iprune_tf.export import export_run_files, fpga, tools, verilog
 from iprune_tf.workflow import models
 
 
@@ -34,20 +36,20 @@ def _need_flow():
 def test_stream_top_placed_routed_packed_and_simulated_after_synthesis(tmp_path):
     _need_flow()
     model, x = _tiny_trained()
-    design = verilog.to_verilog(model, tmp_path / "v", io="stream", bus_width=8, tree_levels=1)
-    report = fpga.place_and_route(design, "ice40-up5k", clock_mhz=50)
+    options = fpga.FpgaOptions("ice40-up5k", clock_mhz=50, bus_width=8, tree_levels=1)
+    (row,) = export_run_files(model, tmp_path, "tiny", ["fpga"], None, x, fpga_options=options)
+    design = verilog.VerilogDesign.load(tmp_path / "fpga")
+    report = fpga.FpgaReport(**json.loads((tmp_path / "fpga/ice40-up5k/fpga.json").read_text()))
+    assert design.top == "lut_stream" and design.words == 9  # ceil(72 / 8)
     assert report.top == "lut_stream" and 0 < report.luts < 5280 and report.flip_flops > 72
     assert report.cells["SB_LUT4"] > 0 and 0 < report.logic_percent < 100
     assert 10 < report.fmax_mhz < 1000 and report.critical_path["layers"]
-    assert report.bitstream.endswith("net.bin") and report.bitstream_bytes == (tmp_path / "v/fpga/ice40-up5k/net.bin").stat().st_size
-    assert report.bitstream_bytes > 100_000  # the UP5K's full configuration image
-    assert report.latency_clocks == 9 + design.latency  # ceil(72 / 8) words, then the pipeline
+    assert row.file == report.bitstream == str(tmp_path / "fpga/ice40-up5k/net.bin")
+    assert row.bytes == report.bitstream_bytes > 100_000  # the UP5K's full configuration image
+    assert report.latency_clocks == 9 + design.latency
     assert report.images_per_s == round(report.fmax_mhz * 1e6 / 9)
-    check = fpga.verify_netlist(model, design, report, x, simulator="iverilog")
-    keras_classes = np.argmax(model.predict(x, verbose=0), axis=1)
-    assert len(set(keras_classes.tolist())) > 1
-    assert check["class_agreement"] == 100
-    np.testing.assert_array_equal(check["classes"], keras_classes)
+    assert row.runtime == "iverilog" and row.agreement == 1.0  # 100 inputs through the synthesized netlist
+    assert len(set(np.argmax(model.predict(x, verbose=0), axis=1).tolist())) > 1  # not one constant class
 
 
 def test_unknown_device_lists_the_supported_ones():

@@ -8,9 +8,11 @@
 * :mod:`~iprune_tf.export.c`, :mod:`~iprune_tf.export.c_verify`: dependency-free C99 inference, run by gcc and in QEMU.
 * :mod:`~iprune_tf.export.run_files`: all of it for a run, verified, as a table.
 * :mod:`~iprune_tf.export.verilog`, :mod:`~iprune_tf.export.verilog_verify`: a LUT netlist, simulated and synthesized.
+* :mod:`~iprune_tf.export.fpga`: that netlist placed and routed on an ECP5 or iCE40 part, with its bitstream.
 """
 from iprune_tf.export.c import CModel, to_c
 from iprune_tf.export.c_array import to_c_array
+from iprune_tf.export.fpga import FpgaOptions, FpgaReport, place_and_route
 from iprune_tf.export.finalize import BinarySign, ConstantPadding2D, custom_objects, finalize_for_lce, finalize_for_tflm
 from iprune_tf.export.lowered import Flatten, LoweredLayer, LoweredNet, MaxPool
 from iprune_tf.export.lowering import lower
@@ -21,8 +23,8 @@ from iprune_tf.export.verify import RuntimeCheck, verify
 from iprune_tf.export.verilog import to_verilog
 
 __all__ = [
-    "BinarySign", "CModel", "ConstantPadding2D", "ExportRow", "Flatten", "LoweredLayer", "LoweredNet", "MaxPool", "MODES",
+    "BinarySign", "CModel", "ConstantPadding2D", "ExportRow", "Flatten", "FpgaOptions", "FpgaReport", "LoweredLayer", "LoweredNet", "MaxPool", "MODES",
     "RuntimeCheck", "SparseFormatError", "custom_objects", "export_run_files", "finalize_for_lce",
-    "finalize_for_tflm", "format_export_table", "load_sparse", "lower", "save_sparse", "tflite_ops", "to_c", "to_c_array",
+    "finalize_for_tflm", "format_export_table", "load_sparse", "lower", "place_and_route", "save_sparse", "tflite_ops", "to_c", "to_c_array",
     "to_tflite", "to_verilog", "verify",
 ]

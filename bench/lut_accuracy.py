@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import RESULTS, fashion_mnist  # noqa: E402
 
 import iprune_tf  # noqa: E402
-from iprune_tf.workflow import models  # noqa: E402
+from iprune_tf.workflow import encoding, models  # noqa: E402
 from iprune_tf.workflow import recipes
 from iprune_tf._keras import keras  # noqa: E402
 from iprune_tf.export import to_verilog  # noqa: E402
@@ -82,6 +82,22 @@ CONFIGS = {
                               epochs_retrain=2, lr=3e-3, lr_decay="cosine", last_halving=0.6, ks=(6, 8),
                               head="groupsum"),
 }
+# Lever screens on the validation split (--validation: trained on 55,000, evaluated on the last 5,000 training
+# images), seed 0, each against its baseline: the groupsum head at 512-500, 3 + 2 + 2 epochs.
+_SCREEN = dict(hidden=(512, 500), encoding="thermometer:3", epochs_dense=3, epochs_prune=2, epochs_retrain=2, lr=3e-3,
+               lr_decay="cosine", last_halving=0.6, ks=(6,), head="groupsum")
+CONFIGS.update({
+    "s_gs": _SCREEN,
+    "s_gs_quantile": {**_SCREEN, "encoding": "quantile:3"},  # input thresholds fitted to the data
+    "s_gs_t7": {**_SCREEN, "encoding": "thermometer:7"},  # more thermometer levels
+    "s_gs_1024": {**_SCREEN, "hidden": (1024, 500)},  # a wider first hidden layer
+    "s_gs_1000": {**_SCREEN, "hidden": (512, 1000)},  # 100 voters per class
+    "s_gs_long": {**_SCREEN, "epochs_dense": 6, "epochs_prune": 4, "epochs_retrain": 4},  # twice the budget
+    # the heads paired on one dense net (the dense head's): dense vs pruned to K_OUT
+    "s_dense": {**_SCREEN, "head": "dense"},
+    "s_p32": {**_SCREEN, "head": "pruned:32", "dense_from": "s_dense"},
+    "s_p6": {**_SCREEN, "head": "pruned:6", "dense_from": "s_dense"},
+})
 VALIDATION = 5000  # --validation: the last 5,000 training images, never trained on
 BATCH = 100
 FREQUENCY = 100
@@ -143,6 +159,15 @@ def split_data(validation):
     return x[:n], y[:n], x[n:], y[n:], np.argmax(y[n:], axis=1)
 
 
+def input_encoding(cfg, x):
+    """``cfg``'s encoding spec, or for ``quantile:T`` a T-level thermometer at quantiles of the training pixels ``x``."""
+    kind, _, levels = cfg["encoding"].partition(":")
+    if kind != "quantile":
+        return cfg["encoding"]
+    thresholds = encoding.quantile_thresholds(x, int(levels))
+    return encoding.ThermometerEncoding(int(levels), thresholds=thresholds, name="input_encoding")
+
+
 def _dense(name, cfg, data):
     """The binary dense net of run ``name``: loaded if already trained, else trained and saved."""
     path = model_path(name, "dense")
@@ -150,7 +175,7 @@ def _dense(name, cfg, data):
         return keras.models.load_model(path, compile=False)
     x, y, x_test, y_test, labels = data
     dense = recipes.compile_model(models.mnist_mlp("binary", hidden_units=hidden_units(cfg),
-                                                   input_encoding=cfg["encoding"], head=cfg.get("head", "dense")),
+                                                   input_encoding=input_encoding(cfg, x), head=cfg.get("head", "dense")),
                                   cfg["lr"], WEIGHT_DECAY)
     start = time.time()
     dense.fit(x, y, batch_size=BATCH, epochs=cfg["epochs_dense"], validation_data=(x_test, y_test), verbose=2)

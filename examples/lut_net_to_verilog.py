@@ -29,9 +29,9 @@ def lut_mlp(hidden=(256, 256)):
         # The first layer reads the encoding's ±1 bits; the next ones binarize the previous batch norm.
         quantizer = {} if i == 1 else {"input_quantizer": "ste_sign"}
         layers += [lq.layers.QuantDense(units, name=f"dense_{i}", **quantizer, **binary),
-                   keras.layers.BatchNormalization(name=f"bn_{i}")]
+                   keras.layers.BatchNormalization(momentum=0.9, name=f"bn_{i}")]
     layers += [lq.layers.QuantDense(10, name="output", input_quantizer="ste_sign", **binary),
-               keras.layers.BatchNormalization(name="bn_output")]
+               keras.layers.BatchNormalization(momentum=0.9, name="bn_output")]
     return keras.Sequential(layers)
 
 

@@ -1,6 +1,6 @@
 """Prune a larq BinaryConnect MLP to 8 inputs per neuron with model.fit, then run it in TensorFlow Lite Micro.
 
-    python examples/prune_binaryconnect_mlp.py [--epochs 3] [--limit-train 20000] [--out out/tflm]
+    python examples/prune_binaryconnect_mlp.py [--epochs 6] [--limit-train 20000] [--out out/tflm]
     python examples/prune_binaryconnect_mlp.py --tiny     # a few seconds of training: checks the path
 
 After training, the stripped model is converted to the *sparse* TFLite format
@@ -28,20 +28,20 @@ def binaryconnect_mlp():
         [
             keras.layers.Flatten(input_shape=(28, 28)),
             lq.layers.QuantDense(256, name="dense_1", **binary),
-            keras.layers.BatchNormalization(),
+            keras.layers.BatchNormalization(momentum=0.9),
             keras.layers.Activation("relu"),
             lq.layers.QuantDense(256, name="dense_2", **binary),
-            keras.layers.BatchNormalization(),
+            keras.layers.BatchNormalization(momentum=0.9),
             keras.layers.Activation("relu"),
             lq.layers.QuantDense(10, name="output", **binary),
-            keras.layers.BatchNormalization(),
+            keras.layers.BatchNormalization(momentum=0.9),
         ]
     )
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--limit-train", type=int, default=20000)
     parser.add_argument("--verify-samples", type=int, default=1000, help="test images run in TFLite and TFLM")
     parser.add_argument("--data", default="fashion_mnist", help="fashion_mnist, or a path load_dataset reads")
@@ -59,10 +59,9 @@ def main():
     y_train, y_test = (to_hinge_targets(y, data.num_classes) for y in (data.y_train, data.y_test))
     steps_per_epoch = -(-len(data.x_train) // 100)
 
-    # Shrink every hidden neuron from its full fan-in to 8 inputs over the first two epochs,
+    # Shrink every hidden neuron from its full fan-in to 8 inputs over the first half of training,
     # recomputing masks every 50 steps; the output layer stays dense as in the paper.
-    schedule = iprune_tf.FanInSchedule(begin_step=1, end_step=max(1, (args.epochs - 1) * steps_per_epoch),
-                                       frequency=50)
+    schedule = iprune_tf.FanInSchedule(begin_step=1, end_step=max(1, args.epochs * steps_per_epoch // 2), frequency=50)
     model = iprune_tf.prune_fan_in(
         binaryconnect_mlp(), inputs_per_neuron=8, pruning_schedule=schedule, skip=iprune_tf.paper_skip("mnist")
     )

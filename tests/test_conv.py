@@ -1,6 +1,7 @@
 """The conv preset at any image shape and width: build, train through ``iprune train``, per-filter masks, data."""
 import os
 import pickle
+import shutil
 
 import numpy as np
 import pytest
@@ -8,6 +9,8 @@ import pytest
 import iprune_tf
 from iprune_tf import cli
 from iprune_tf._keras import keras
+from iprune_tf.export import c_verify, lower, to_c
+from iprune_tf.export.c_plan import plan_steps
 from iprune_tf.workflow import data, models, recipes
 from iprune_tf.workflow import runs as run_lib
 from iprune_tf.workflow.data import ZCAWhitening, load_dataset
@@ -139,3 +142,42 @@ def test_iprune_train_names_a_conv_layer_whose_fan_in_is_at_most_k(tmp_path, tin
     err = capsys.readouterr().err
     assert "K=9 is at or above the fan-in of 'conv_3' (fan-in 9), 'dense_2' (fan-in 8)" in err and "conv_4" not in err
     assert not out.exists()
+
+
+def _stored_values(values, tensor):
+    """numpy copy of what the C runtime stores and reads back for ``tensor`` (c_plan.Tensor)."""
+    values = np.asarray(values, np.float32)
+    if tensor.store == "f16":
+        return values.astype(np.float16).astype(np.float32)
+    q = values * np.float32(1.0 / tensor.scale)  # the C literals: float32 of the scale and of its inverse
+    q = np.trunc(q + np.where(q >= 0, np.float32(0.5), np.float32(-0.5))) if tensor.signed else np.floor(q + np.float32(0.5))
+    q = np.clip(q, -127 if tensor.signed else 0, 127 if tensor.signed else 255).astype(np.float32)
+    return q * np.float32(tensor.scale)
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc (Debian package gcc)")
+@pytest.mark.parametrize("storage", ["f16", "q8"])
+def test_narrow_activation_storage_is_exactly_the_rounded_model(tmp_path, storage):
+    """f16/q8 activation storage: RAM halved/quartered, and the C scores equal (bit for bit) the lowered
+    model with each stored tensor rounded as the runtime rounds it: the format helpers are exact."""
+    model = models.cifar10_vgg_small("binaryconnect_det", conv_filters=(4, "M", 6, "M"), dense_units=(8,),
+                                     input_shape=(8, 8, 1))
+    net = lower(iprune_tf.strip_pruning(iprune_tf.prune_now(model, 4, skip=["conv_1", "output"])))
+    rng = np.random.default_rng(1)
+    x = (rng.normal(size=(40, 8, 8, 1)) * np.logspace(-9, 0, 40)[:, None, None, None]).astype(np.float32)  # subnormal halves too
+    plan = plan_steps(net, storage, x)
+    stored = {i: step.tout for i, step in enumerate(plan) if step.out_buffer is not None and not step.tout.bits}
+    values, k = (_stored_values(x, stored[0]), 1) if plan[0].kind == "prep" else (x, 0)
+    for step in plan[k:-1]:
+        values = step.op.forward(values)
+        if plan.index(step) in stored and step.kind != "flatten":
+            values = _stored_values(values, stored[plan.index(step)])
+    expected = plan[-1].op.forward(values)
+    wide, narrow = (to_c(net, "m", str(tmp_path / s), activation_storage=s, representative_data=x) for s in ("f32", storage))
+    assert (wide.ram_bytes - 40) == {"f16": 2, "q8": 4}[storage] * (narrow.ram_bytes - 40)  # 40: the 10 float scores
+    _, scores, _ = c_verify.run_host(c_verify.build_host(narrow, str(tmp_path / "host")), x, 10)
+    np.testing.assert_array_equal(scores, expected)
+    with pytest.raises(ValueError, match="'q8' needs representative_data"):
+        plan_steps(net, "q8")
+    with pytest.raises(ValueError, match="activation storage must be one of"):
+        plan_steps(net, "bf16")

@@ -55,7 +55,7 @@ def check_identifier(name):
 
 
 def to_c(model_or_lowered, name, out_dir, overwrite=False, index_format="auto", activations="float",
-         representative_data=None):
+         representative_data=None, activation_storage="f32"):
     """Write ``out_dir/NAME.h`` and ``out_dir/NAME.c``; returns a :class:`CModel`.
 
     ``model_or_lowered``: a Keras model (lowered with :func:`iprune_tf.export.lower`) or a
@@ -68,6 +68,9 @@ def to_c(model_or_lowered, name, out_dir, overwrite=False, index_format="auto", 
     the fixed-point build of a BinaryConnect MLP (:mod:`iprune_tf.export.c_fixed`): integer sums,
     no float operation but in the input step and the scores, activation step sizes calibrated on
     ``representative_data`` (model inputs); it approximates the model (check its agreement).
+    ``activation_storage`` (float build): ``f32`` (default), or ``f16``/``q8`` to keep the float
+    activations in 2 or 1 bytes and lower the RAM (:mod:`iprune_tf.export.c_plan`; q8 is calibrated
+    on ``representative_data``); the arithmetic stays float32, the result approximates the model.
     """
     check_identifier(name)
     if index_format not in INDEX_FORMATS:
@@ -75,11 +78,15 @@ def to_c(model_or_lowered, name, out_dir, overwrite=False, index_format="auto", 
     net = _lowered(model_or_lowered)
     if activations != "float":
         check_fixed(net, activations, representative_data)
+        if activation_storage != "f32":
+            raise ValueError(f"activation_storage={activation_storage!r} is for the float build, "
+                             f"not activations={activations!r}.")
     paths = [os.path.join(out_dir, f"{name}.{ext}") for ext in ("h", "c")]
     existing = [p for p in paths if os.path.exists(p)]
     if existing and not overwrite:
         raise FileExistsError(f"{existing[0]} exists; pass overwrite=True to replace it.")
-    source, data_bytes, ram_bytes, layers = _source(net, name, index_format, activations, representative_data)
+    source, data_bytes, ram_bytes, layers = _source(net, name, index_format, activations, representative_data,
+                                                    activation_storage)
     header = _header(net, name, data_bytes, ram_bytes)
     os.makedirs(out_dir, exist_ok=True)
     for path, text in zip(paths, (header, source)):
@@ -123,10 +130,11 @@ def _template(filename):
     return resources.files("iprune_tf.export").joinpath("c_templates", filename).read_text(encoding="ascii")
 
 
-def _source(net, name, index_format, activations, representative_data):
+def _source(net, name, index_format, activations, representative_data, storage="f32"):
     data = _Data(name)
     if activations == "float":
-        decls, functions, calls, ram_bytes, layers = _float_steps(net, name, data, index_format)
+        decls, functions, calls, ram_bytes, layers = _float_steps(net, name, data, index_format, storage,
+                                                                  representative_data)
     else:
         decls, functions, calls, ram_bytes, layers = fixed_steps(net, name, data, index_format, activations,
                                                                  representative_data)
@@ -138,9 +146,9 @@ def _source(net, name, index_format, activations, representative_data):
     return text, data.bytes, ram_bytes, layers
 
 
-def _float_steps(net, name, data, index_format):
+def _float_steps(net, name, data, index_format, storage="f32", representative_data=None):
     """(buffer declarations, step functions, forward's calls, static RAM bytes, per-layer facts)."""
-    plan = plan_steps(net)
+    plan = plan_steps(net, storage, representative_data)
     functions, calls, layers = [], [], []
     buffers = [0, 0]
     for i, step in enumerate(plan):

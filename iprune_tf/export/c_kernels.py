@@ -261,7 +261,7 @@ def read_in(step, pos):
     """C expression of input value ``pos`` as a float (±1 for bits)."""
     if step.in_buffer is None:
         return f"in[{pos}]"
-    return f"ipr_signed(1.0f, IPR_BIT(in, {pos}))" if step.tin.bits else f"ipr_ldf(in, {pos})"
+    return f"ipr_signed(1.0f, IPR_BIT(in, {pos}))" if step.tin.bits else step.tin.load("in", pos)
 
 
 def _word_write(step, pos, cond=None, value=None):
@@ -275,7 +275,7 @@ def write_out(step, pos, cond=None, value=None):
     if step.tout.bits:
         return f"ipr_put(out, {pos}, {cond});"
     value = value if cond is None else f"({cond}) ? 1.0f : -1.0f"
-    return f"out[{pos}] = {value};" if step.out_buffer is None else f"ipr_stf(out, {pos}, {value});"
+    return f"out[{pos}] = {value};" if step.out_buffer is None else step.tout.store_value("out", pos, value)
 
 
 def fill_padding(step):
@@ -284,7 +284,7 @@ def fill_padding(step):
         return ""
     if tout.bits:
         return f"    ipr_fill_w(out, {tout.words}u, {'0xFFFFFFFFu' if tout.pad_value > 0 else '0u'});"
-    return f"    ipr_fill_f(out, {tout.elements}u, {float(np.float32(tout.pad_value)).hex()}f);"
+    return "    " + tout.fill("out")
 
 
 def c_function(fn, step, body):

@@ -5,11 +5,21 @@ raw input is read in place, the last layer writes the caller's scores). A tensor
 packed bits; it is bits when its values are ±1 and its padding (if any) is ±1 too. A producer
 writes its output already binarized when the next layer binarizes its input (sign commutes with
 max-pool), and already padded when the next step is a padded convolution.
+
+A float tensor kept in a buffer may be stored narrower (``storage``), to lower the activation RAM:
+``f16`` (IEEE half, rounded to nearest) or ``q8`` (8 bits, value = q * scale, the scale calibrated on
+representative inputs: uint8 for tensors never negative there, int8 otherwise). Arithmetic stays
+float32; the stored values are approximations, so such a build's agreement must be measured.
 """
 import dataclasses
 import math
 
+import numpy as np
+
 from iprune_tf.export.lowered import Flatten, LoweredLayer, MaxPool
+
+STORAGE = ("f32", "f16", "q8")
+_STORE_BYTES = {"f32": 4, "f16": 2, "q8": 1}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,6 +31,9 @@ class Tensor:
     pm1: bool = False
     pad: tuple = (0, 0, 0, 0)
     pad_value: float = 0.0
+    store: str = "f32"  # a float tensor's element format in its buffer (see STORAGE)
+    scale: float = 1.0  # q8: the value of one quantization step
+    signed: bool = False  # q8: int8 (else uint8)
 
     @property
     def padded_hw(self):
@@ -34,8 +47,31 @@ class Tensor:
 
     @property
     def words(self):
-        """32-bit words of the buffer: one per float, or the bits rounded up."""
-        return math.ceil(self.elements / 32) if self.bits else self.elements
+        """32-bit words of the buffer: the bits, or the stored floats, rounded up."""
+        return math.ceil(self.elements / 32) if self.bits else math.ceil(self.elements * _STORE_BYTES[self.store] / 4)
+
+    def load(self, buffer, pos):
+        """C expression: float element ``pos`` of ``buffer`` holding this (non-bit) tensor."""
+        if self.store == "f16":
+            return f"ipr_ldh({buffer}, {pos})"
+        if self.store == "q8":
+            return f"ipr_ld{'s' if self.signed else 'u'}8({buffer}, {pos}, {_c_float(self.scale)})"
+        return f"ipr_ldf({buffer}, {pos})"
+
+    def store_value(self, buffer, pos, value):
+        """C statement: store float ``value`` as element ``pos`` of ``buffer``."""
+        if self.store == "f16":
+            return f"ipr_sth({buffer}, {pos}, {value});"
+        if self.store == "q8":
+            return f"ipr_st{'s' if self.signed else 'u'}8({buffer}, {pos}, {value}, {_c_float(1.0 / self.scale)});"
+        return f"ipr_stf({buffer}, {pos}, {value});"
+
+    def fill(self, buffer):
+        """C statement: every element of ``buffer`` (padding included) set to the pad value."""
+        if self.store == "f32":
+            return f"ipr_fill_f({buffer}, {self.elements}u, {_c_float(self.pad_value)});"
+        return (f"for (uint32_t i = 0; i < {self.elements}u; ++i) "
+                + self.store_value(buffer, "i", _c_float(self.pad_value)))
 
     def at(self, y, x):
         """C expression: offset of channel 0 of pixel (y, x) (unpadded coordinates) in this layout."""
@@ -68,22 +104,65 @@ def _unsupported_shape(shape):
     raise ValueError(f"C export supports inputs of 1 to 3 dimensions, got input shape {shape}.")
 
 
-def plan_steps(net):
-    """The list of :class:`Step` of ``net``; ValueError naming a step the C export cannot run."""
+def plan_steps(net, storage="f32", representative_data=None):
+    """The list of :class:`Step` of ``net``; ValueError naming a step the C export cannot run.
+
+    ``storage``: the element format of the float tensors kept in buffers (:data:`STORAGE`); ``q8``
+    calibrates each tensor's scale on ``representative_data`` (model inputs).
+    """
     steps = list(net.steps)
     _check_steps(steps)
+    ranges = _storage_ranges(net, storage, representative_data)
     hwc = input_hwc(net.input_shape)
     tensor, buffer, plan = Tensor(hwc), None, []
     if _needs_prep(net, steps):
         levels = len(net.input_encoding.thresholds) if net.input_encoding is not None else 1
         out = _output_tensor(steps, -1, (hwc[0], hwc[1], hwc[2] * levels), net.input_encoding is not None)
-        plan.append(Step("prep", net.input_encoding, tensor, out, None, 0))
-        tensor, buffer = out, 0
+        plan.append(Step("prep", net.input_encoding, tensor, _stored(out, storage, ranges[0]), None, 0))
+        tensor, buffer = plan[-1].tout, 0
     for i, op in enumerate(steps):
         step = _step(steps, i, op, tensor, buffer)
+        if step.out_buffer is not None and step.kind != "flatten":
+            step.tout = _stored(step.tout, storage, ranges[i + 1])
         plan.append(step)
         tensor, buffer = step.tout, step.out_buffer
     return plan
+
+
+def _storage_ranges(net, storage, representative_data):
+    """(min, max) of the input and of every step's output on the representative data (q8 only)."""
+    if storage not in STORAGE:
+        raise ValueError(f"activation storage must be one of {STORAGE}, got {storage!r}.")
+    if storage != "q8":
+        return [None] * (len(net.steps) + 1)
+    if representative_data is None or len(representative_data) == 0:
+        raise ValueError("activation storage 'q8' needs representative_data (model inputs) to calibrate its scales.")
+    x = np.asarray(representative_data, np.float32)
+    outputs = [x] + net.activations(x)[1 if net.input_encoding is not None else 0:]
+    return [(float(np.min(a)), float(np.max(a))) for a in outputs]
+
+
+def _stored(tensor, storage, value_range):
+    """``tensor`` in ``storage`` when it holds floats; q8's scale maps the calibrated range onto 8 bits."""
+    if tensor.bits or storage == "f32":
+        return tensor
+    if storage == "f16":
+        return dataclasses.replace(tensor, store="f16")
+    low, high = value_range
+    signed = low < 0 or tensor.pad_value < 0
+    pad = abs(tensor.pad_value)
+    top = max(abs(low), abs(high), pad)
+    scale = top / (127 if signed else 255) if top > 0 else 1.0
+    if pad:  # the padding must read back exactly: scale = pad / 2^k
+        scale = pad * 2.0 ** math.ceil(math.log2(scale / pad))
+        if scale > pad:
+            raise ValueError(f"activation storage 'q8': a tensor of shape {tensor.hwc} reaches {top:g}, beyond 8 bits of "
+                             f"steps that hold its padding value {tensor.pad_value:g} exactly; use 'f16'.")
+    return dataclasses.replace(tensor, store="q8", scale=scale, signed=signed)
+
+
+def _c_float(value):
+    return float(np.float32(value)).hex() + "f"
 
 
 def _check_steps(steps):
@@ -126,7 +205,7 @@ def _step(steps, i, op, tin, buffer):
     if isinstance(op, Flatten):
         if any(tin.pad):
             raise ValueError("C export: a Flatten right before a padded convolution is not supported.")
-        flat = Tensor((1, 1, math.prod(tin.hwc)), tin.bits, tin.pm1)
+        flat = dataclasses.replace(tin, hwc=(1, 1, math.prod(tin.hwc)))
         return Step("flatten", op, tin, flat, buffer, buffer)
     if isinstance(op, MaxPool):
         _check_hwc(f"max-pool before step {i + 1}", op.input_hwc, tin.hwc)

@@ -56,6 +56,68 @@ static inline void ipr_fill_w(uint32_t *b, uint32_t n, uint32_t w)
         b[i] = w;
 }
 
+/* Float activations stored in 16 bits (to_c's activation_storage="f16"): IEEE half, rounded to nearest
+ * even; magnitudes from 65520 on become 0x7C00, which ipr_ldh reads back as 65536. */
+static inline void ipr_sth(uint32_t *b, uint32_t i, float f)
+{
+    uint32_t u, h;
+    memcpy(&u, &f, sizeof u);
+    const uint32_t a = u & 0x7FFFFFFFu;
+    if (a >= 0x477FF000u) {
+        h = 0x7C00u;
+    } else if (a < 0x38800000u) { /* below 2^-14: subnormal half, |f| * 2^24 rounded (exact product) */
+        float m;
+        memcpy(&m, &a, sizeof m);
+        h = (uint32_t)(m * 16777216.0f + 0.5f);
+    } else { /* rebias the exponent; round the 13 dropped bits to nearest even (a carry is correct) */
+        const uint32_t rest = a & 0x1FFFu;
+        h = (a >> 13) - (112u << 10);
+        h += (rest > 0x1000u || (rest == 0x1000u && (h & 1u))) ? 1u : 0u;
+    }
+    const uint16_t v = (uint16_t)(h | (u >> 16 & 0x8000u));
+    memcpy((uint8_t *)b + 2u * i, &v, sizeof v);
+}
+
+static inline float ipr_ldh(const uint32_t *b, uint32_t i)
+{
+    uint16_t v;
+    memcpy(&v, (const uint8_t *)b + 2u * i, sizeof v);
+    const uint32_t e = v >> 10 & 0x1Fu, m = v & 0x3FFu;
+    float f;
+    if (e == 0u) { /* subnormal or zero: m * 2^-24, exact */
+        f = (float)m * 5.9604644775390625e-8f;
+        return (v & 0x8000u) ? -f : f;
+    }
+    const uint32_t u = (uint32_t)(v & 0x8000u) << 16 | (e + 112u) << 23 | m << 13;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* Float activations stored in 8 bits (activation_storage="q8"): value = q * scale, q rounded half away
+ * from zero and clamped; uint8 for tensors never negative in calibration, int8 (-127..127) otherwise. */
+static inline void ipr_stu8(uint32_t *b, uint32_t i, float f, float inv_scale)
+{
+    const float q = f * inv_scale + 0.5f;
+    ((uint8_t *)b)[i] = (uint8_t)(q <= 0.0f ? 0.0f : q >= 255.0f ? 255.0f : q);
+}
+
+static inline float ipr_ldu8(const uint32_t *b, uint32_t i, float scale)
+{
+    return (float)((const uint8_t *)b)[i] * scale;
+}
+
+static inline void ipr_sts8(uint32_t *b, uint32_t i, float f, float inv_scale)
+{
+    float q = f * inv_scale;
+    q = q >= 0.0f ? q + 0.5f : q - 0.5f;
+    ((int8_t *)b)[i] = (int8_t)(q <= -127.0f ? -127.0f : q >= 127.0f ? 127.0f : q);
+}
+
+static inline float ipr_lds8(const uint32_t *b, uint32_t i, float scale)
+{
+    return (float)((const int8_t *)b)[i] * scale;
+}
+
 /* Field of `mask` bits starting at bit bitpos of a little-endian bit stream (fields <= 17 bits;
  * the stream has 3 bytes of slack at its end). */
 static inline uint32_t ipr_unpack(const uint8_t *p, uint32_t bitpos, uint32_t mask)

@@ -1,6 +1,6 @@
 """The README's first quick start runs end to end from the built wheel, in a fresh virtual environment.
 
-The wheel is built from a copy of the sources (``pip wheel --no-deps``) and installed without its
+The wheel is built from a copy of the sources (``pip wheel --no-deps``; metadata from pyproject.toml) and installed without its
 dependencies into a new venv that reuses this environment's packages (a ``.pth`` file; nothing is
 downloaded). Then the README's first two Python blocks (prune your own model, export it to C) run
 there verbatim, and so does ``iprune --help``.
@@ -44,7 +44,7 @@ def _run(cmd, cwd):
 def venv(tmp_path_factory):
     """A fresh venv holding the built wheel of iprune_tf, and this environment's packages on its path."""
     tmp = tmp_path_factory.mktemp("wheel")
-    src = tmp / "src"
+    src = tmp / "project"  # not "src": setuptools would take it for a src-layout directory
     shutil.copytree(ROOT / "iprune_tf", src / "iprune_tf", ignore=shutil.ignore_patterns("__pycache__"))
     for name in PACKAGING_FILES:
         if (ROOT / name).exists():

@@ -65,13 +65,21 @@ def _affine(layer):
     return np.asarray(scale, np.float64), np.asarray(offset, np.float64)
 
 
-def _requant(ratio, bias):
-    """(M, B, F): ``s * ratio + bias ≈ (s * M + B) >> F`` with |M| < 2**31, B rounding to nearest."""
+def _requant(ratio, bias, smax):
+    """(M, B, L, F): ``s * ratio + bias ≈ (s * 2**L * M + B) >> F`` (int64), |M| < 2**31, B rounding.
+
+    ``F = 32`` (the high word of one multiply-accumulate, no 64-bit shift) with ``s * 2**L`` still
+    an int32 for ``|s| <= smax``; else ``L = 0`` and the largest ``F`` that keeps M an int32.
+    """
     top = float(np.max(np.abs(ratio))) or 1.0
-    f = max(0, min(46, 30 - math.ceil(math.log2(top))))
-    m = np.round(ratio * 2.0**f).astype(np.int64)
+    shift = max(0, math.floor(math.log2(top)) + 2)
+    if smax * 2**shift < 2**31:
+        f = 32
+    else:
+        shift, f = 0, max(0, min(46, 30 - math.ceil(math.log2(top))))
+    m = np.round(ratio * 2.0 ** (f - shift)).astype(np.int64)
     b = np.round(bias * 2.0**f).astype(np.int64) + (1 << f >> 1)
-    return m, b, f
+    return m, b, shift, f
 
 
 def fixed_steps(net, name, data, index_format, activations, representative_data):
@@ -128,12 +136,13 @@ def _layer(fn, layer, data, tag, index_format, delta, out_delta, itype, qmax):
         out.append("out[n] = y;")
         signature = f"static void {fn}(const {itype} *in, float *out)"
     else:
-        m, b, f = _requant(scale * delta / out_delta, offset / out_delta)
+        smax = (layer.k if layer.kind == "sparse" else layer.fan_in) * qmax
+        m, b, shift, f = _requant(scale * delta / out_delta, offset / out_delta, smax)
         mn = data.array(f"{tag}_m", "int32_t", m)
         bn = data.array(f"{tag}_b", "int64_t", b)
-        low = "0" if layer.activation == "relu" else f"-{qmax}"
-        out = [f"const int64_t t = ((int64_t)s * {mn}[n] + {bn}[n]) >> {f};",
-               f"const int32_t q = t < {low} ? {low} : t > {qmax} ? {qmax} : (int32_t)t;",
+        low = 0 if layer.activation == "relu" else -qmax
+        out = [*_scaled(f"(int64_t)(s * {1 << shift}) * {mn}[n] + {bn}[n]", f, low, qmax),
+               *_clamp(low, qmax),
                f"out[n] = ({itype})q;", f"out[{layer.units}u + n] = ({itype})-q;"]
         signature = f"static void {fn}(const {itype} *in, {itype} *out)"
     total = [] if layer.kind == "sparse" else [
@@ -143,6 +152,23 @@ def _layer(fn, layer, data, tag, index_format, delta, out_delta, itype, qmax):
     facts.update(name=layer.name, op=layer.op, kind=layer.kind, k=int(layer.k), fan_in=int(layer.fan_in),
                  units=int(layer.units), path=f"fixed {itype[:-2]}")
     return "\n".join([signature, "{", *("    " + line for line in body), "}", ""]), facts
+
+
+def _scaled(expression, f, low, qmax):
+    """Lines setting int32 ``t`` to ``expression >> f`` (int64), clamped to [low, qmax] if it may not fit.
+
+    With ``f == 32`` it is the high word: one multiply-accumulate, no 64-bit shift, no clamp needed.
+    """
+    if f == 32:
+        return [f"const int32_t t = (int32_t)(({expression}) >> 32);"]
+    return [f"const int64_t w = ({expression}) >> {f};",
+            f"const int32_t t = w < {low} ? {low} : w > {qmax} ? {qmax} : (int32_t)w;"]
+
+
+def _clamp(low, qmax):
+    """Lines clamping int32 ``t`` to [low, qmax] as ``q``, in a form compilers make branch-free (a ReLU's
+    sign is a coin toss: a branch would mispredict half the time)."""
+    return [f"const int32_t r = t < {low} ? {low} : t;", f"const int32_t q = r > {qmax} ? {qmax} : r;"]
 
 
 def _sparse_sum(setup, idx, k):
@@ -167,8 +193,10 @@ def _binary_sum(layer, data, tag):
     ix = data.array(f"{tag}_ix", width, np.concatenate(lists))
     st = data.array(f"{tag}_st", _uint(starts[-1]), starts)
     c = data.array(f"{tag}_c", "int8_t", np.where(plus, 1, -1))
-    lines = ["int32_t p = 0;", f"for (const {width} *q = {ix} + {st}[n], *end = {ix} + {st}[n + 1]; q < end; ++q)",
-             "    p += in[*q];", f"const int32_t s = {c}[n] * (2 * p - total);"]
+    lines = ["int32_t p = 0;", f"uint32_t j = {st}[n];", f"const uint32_t end = {st}[n + 1];",
+             "for (; j + 4u <= end; j += 4u)",
+             f"    p += in[{ix}[j]] + in[{ix}[j + 1u]] + in[{ix}[j + 2u]] + in[{ix}[j + 3u]];",
+             "for (; j < end; ++j)", f"    p += in[{ix}[j]];", f"const int32_t s = {c}[n] * (2 * p - total);"]
     return lines, dict(index_format=f"{width[:-2]} list", index_bits=int(width[4:-2]))
 
 

@@ -132,16 +132,20 @@ static inline uint32_t ipr_unpack(const uint8_t *p, uint32_t bitpos, uint32_t ma
     return (w >> (bitpos & 7u)) & mask;
 }
 
-/* round(v * mult / 2^shift) clamped to [-qmax, qmax] (mult < 2^15), from the IEEE bits of v: with the top
- * 16 bits m of its significand, v = m * 2^(e - 142). One 32-bit multiply, no float operation (the
- * fixed-point build's input step). */
+/* round(v * mult / 2^shift) clamped to [-qmax, qmax] (2^13 < mult <= 2^14), from the IEEE bits of v:
+ * with the top 16 bits m of its significand, v = m * 2^(e - 142). One 32-bit multiply, no float
+ * operation (the fixed-point build's input step); zeros (common in images, in runs) return early. */
 static inline int32_t ipr_quantize(float v, uint32_t mult, int32_t shift, uint32_t qmax)
 {
     uint32_t u;
     memcpy(&u, &v, sizeof u);
+    const int32_t e = (int32_t)(u >> 23 & 0xFFu);
+    if (e == 0)
+        return 0;
     const uint32_t m = ((u & 0x7FFFFFu) | 0x800000u) >> 8;
-    const int32_t sh = shift + 142 - (int32_t)(u >> 23 & 0xFFu);
-    uint32_t q = sh >= 32 ? 0u : sh <= 0 ? qmax : (m * mult + (1u << (sh - 1))) >> sh;
-    q = q > qmax ? qmax : q;
+    int32_t sh = shift + 142 - e;
+    sh = sh < 1 ? 1 : sh > 31 ? 31 : sh; /* below 1: saturates anyway; above 31: rounds to 0 */
+    uint32_t q = (m * mult + (1u << (sh - 1))) >> sh;
+    q = q < qmax ? q : qmax;
     return (u >> 31) ? -(int32_t)q : (int32_t)q;
 }

@@ -1,0 +1,106 @@
+"""Deploy a trained run's pruned net as C: agreement with Keras on the host and in QEMU, flash and RAM,
+for each activation storage of the float build (f32, f16, q8).
+
+    python bench/conv_deploy.py RUN_DIR [--samples 1000] [--storage f32 f16 q8] [--qemu-samples 1000 100 1000]
+                                [--board auto] [--name conv_deploy]
+
+Host: gcc on the first ``--samples`` test images (the run's own preprocessing). Firmware: the
+lm3s6965evb (Cortex-M3, 256 KB flash, 64 KB RAM) if the build fits there, else the mps2-an386
+(Cortex-M4F) (``--board`` forces one), on the first ``--qemu-samples`` images (one count, or one per
+storage: QEMU takes about a second per image on the Cortex-M3's soft float), wall time measured;
+model flash and RAM from ``arm-none-eabi-size`` (the firmware minus the same harness around an empty
+model). Writes ``bench/results/<name>.json``.
+"""
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import dataclasses
+
+import numpy as np
+
+from common import print_table, write_result
+from iprune_tf.export import c_verify, lower, to_c
+from iprune_tf.export.c_plan import plan_steps
+from iprune_tf.workflow import recipes
+from iprune_tf.workflow.runs import Run
+
+CALIBRATION_SAMPLES = 500  # training images that set the q8 scales
+
+
+def ram_plans(net, storage, calibration):
+    """Activation bytes of three memory plans, computed from the C plan (only the first is built):
+    ``ping_pong``: two static buffers, each as large as the largest tensor it holds (what ``to_c``
+    emits); ``one_arena``: the lower bound of one shared arena, the largest input + output of a step;
+    ``pooled_rows``: that bound when each convolution followed by a max-pool writes pooled rows,
+    keeping only the pool's rows of its own output."""
+    plan = plan_steps(net, storage, calibration)
+    words = lambda tensor, buffer: 0 if buffer is None else tensor.words
+    ping_pong = [0, 0]
+    for step in plan:
+        if step.out_buffer is not None:
+            ping_pong[step.out_buffer] = max(ping_pong[step.out_buffer], step.tout.words)
+    peaks, fused = [], []
+    for i, step in enumerate(plan):
+        peak = words(step.tin, step.in_buffer) + words(step.tout, step.out_buffer)
+        peaks.append(peak)
+        nxt = plan[i + 1] if i + 1 < len(plan) else None
+        if step.kind == "layer" and nxt is not None and nxt.kind == "pool":
+            rows = dataclasses.replace(step.tout, hwc=(nxt.op.pool_size[0], *step.tout.hwc[1:]), pad=(0, 0, 0, 0))
+            peak = words(step.tin, step.in_buffer) + rows.words + nxt.tout.words
+        fused.append(0 if step.kind == "pool" and plan[i - 1].kind == "layer" else peak)
+    return {"ping_pong": 4 * sum(ping_pong), "one_arena": 4 * max(peaks), "pooled_rows": 4 * max(fused)}
+
+
+def deploy(model, data, storage, samples, qemu_samples, board, work):
+    """One storage's row: sizes, host and QEMU agreement with Keras, QEMU wall time."""
+    x = data.x_test[:samples]
+    keras_classes = np.argmax(model.predict(x, batch_size=500, verbose=0), axis=1)
+    cmodel = to_c(model, "conv", os.path.join(work, storage), activation_storage=storage,
+                  representative_data=data.x_train[:CALIBRATION_SAMPLES])
+    host_classes, _, _ = c_verify.run_host(c_verify.build_host(cmodel, os.path.join(work, f"host_{storage}")), x,
+                                           cmodel.num_classes)
+    m3 = c_verify.firmware_sizes(cmodel, os.path.join(work, f"m3_{storage}"))
+    board = board if board != "auto" else "lm3s6965evb" if m3["fits"] else "mps2-an386"
+    sizes = m3 if board == "lm3s6965evb" else c_verify.firmware_sizes(cmodel, os.path.join(work, f"fw_{storage}"), board)
+    start = time.perf_counter()
+    fw_classes, _ = c_verify.run_firmware(cmodel, x[:qemu_samples], os.path.join(work, f"qemu_{storage}"), board,
+                                          timeout=7200)
+    seconds = time.perf_counter() - start
+    return {
+        "storage": storage, "static_ram_bytes": cmodel.ram_bytes,
+        "activation_plans_bytes": ram_plans(lower(model), storage, data.x_train[:CALIBRATION_SAMPLES]), "data_bytes": cmodel.data_bytes,
+        "fits_lm3s6965evb": m3["fits"], "board": board, "sizes": sizes,
+        "host_samples": len(x), "host_agreement": float(np.mean(host_classes == keras_classes)),
+        "keras_accuracy": float(np.mean(keras_classes == data.y_test[:samples])),
+        "qemu_samples": len(fw_classes), "qemu_agreement": float(np.mean(fw_classes == keras_classes[:len(fw_classes)])),
+        "qemu_seconds": seconds, "qemu_seconds_per_image": seconds / max(1, len(fw_classes)),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir")
+    parser.add_argument("--samples", type=int, default=1000)
+    parser.add_argument("--qemu-samples", type=int, nargs="+", default=[1000])
+    parser.add_argument("--storage", nargs="+", default=["f32", "f16", "q8"])
+    parser.add_argument("--board", default="auto", choices=["auto", *c_verify.BOARDS])
+    parser.add_argument("--name", default="conv_deploy")
+    args = parser.parse_args()
+    run = Run(args.run_dir)
+    model = run.load_model("pruned_stripped")
+    data, _ = recipes.prepare_data(run.config, run.dir)
+    with tempfile.TemporaryDirectory() as work:
+        counts = args.qemu_samples * len(args.storage) if len(args.qemu_samples) == 1 else args.qemu_samples
+        rows = [deploy(model, data, storage, args.samples, n, args.board, work) for storage, n in zip(args.storage, counts)]
+    print_table(("storage", "static RAM", "model flash", "model RAM", "board", "host agree", "qemu agree", "s/image"),
+                [(r["storage"], r["static_ram_bytes"], r["sizes"]["model_flash_bytes"], r["sizes"]["model_ram_bytes"],
+                  r["board"], f"{r['host_agreement']:.4f}", f"{r['qemu_agreement']:.4f} ({r['qemu_samples']})",
+                  f"{r['qemu_seconds_per_image']:.3f}") for r in rows])
+    write_result(args.name, {"run": run.dir, "config": run.config.__dict__, "rows": rows}, "python " + " ".join(sys.argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -42,6 +42,7 @@ def parse_args():
     parser.add_argument("--verify-samples", type=int, default=200, help="test images run in Keras, gcc and QEMU")
     parser.add_argument("--data", default="fashion_mnist", help="fashion_mnist, or a path load_dataset reads")
     parser.add_argument("--out", default="out/cnn_c", help="where the .c/.h pair is written (replaced)")
+    parser.add_argument("--seed", type=int, default=0, help="initial weights and batch order")
     parser.add_argument("--tiny", action="store_true", help="1 epoch on 1,000 images, 20 verified: a smoke test")
     args = parser.parse_args()
     if args.tiny:
@@ -51,6 +52,7 @@ def parse_args():
 
 def main():
     args = parse_args()
+    keras.utils.set_random_seed(args.seed)
     data = load_dataset(args.data, limit_train=args.limit_train, limit_test=args.verify_samples)
     x_train, x_test = data.x_train[..., None], data.x_test[..., None]
     steps = -(-len(x_train) // 64)

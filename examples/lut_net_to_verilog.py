@@ -42,6 +42,7 @@ def parse_args():
     parser.add_argument("--verify-samples", type=int, default=500, help="test images simulated in Icarus Verilog")
     parser.add_argument("--data", default="fashion_mnist", help="fashion_mnist, or a path load_dataset reads")
     parser.add_argument("--out", default="out/lut_verilog", help="where net.v, tb.v and design.json go (replaced)")
+    parser.add_argument("--seed", type=int, default=0, help="initial weights and batch order")
     parser.add_argument("--tiny", action="store_true", help="1 epoch on 1,000 images, 50 simulated: a smoke test")
     args = parser.parse_args()
     if args.tiny:
@@ -51,6 +52,7 @@ def parse_args():
 
 def main():
     args = parse_args()
+    keras.utils.set_random_seed(args.seed)
     data = load_dataset(args.data, limit_train=args.limit_train, limit_test=args.verify_samples)
     y_train = to_hinge_targets(data.y_train, data.num_classes)
     steps = -(-len(data.x_train) // 100)

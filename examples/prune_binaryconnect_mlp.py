@@ -46,6 +46,7 @@ def parse_args():
     parser.add_argument("--verify-samples", type=int, default=1000, help="test images run in TFLite and TFLM")
     parser.add_argument("--data", default="fashion_mnist", help="fashion_mnist, or a path load_dataset reads")
     parser.add_argument("--out", default="out/tflm", help="where the .tflite files and the C array go (replaced)")
+    parser.add_argument("--seed", type=int, default=0, help="initial weights and batch order")
     parser.add_argument("--tiny", action="store_true", help="1 epoch on 1,000 images, 50 verified: a smoke test")
     args = parser.parse_args()
     if args.tiny:
@@ -55,6 +56,7 @@ def parse_args():
 
 def main():
     args = parse_args()
+    keras.utils.set_random_seed(args.seed)
     data = load_dataset(args.data, limit_train=args.limit_train, limit_test=args.verify_samples)
     y_train, y_test = (to_hinge_targets(y, data.num_classes) for y in (data.y_train, data.y_test))
     steps_per_epoch = -(-len(data.x_train) // 100)

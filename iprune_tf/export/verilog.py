@@ -15,7 +15,7 @@
 
 Bits are 1 for +1 and 0 for -1. With ``pipeline=True`` every layer's output is registered and one
 input is accepted per clock; ``tree_levels=L`` also registers the output head's adder and argmax
-trees every L levels (a level: one 6-bit popcount, one addition or one compare-and-select), so no
+trees every L levels (a level: one 6-bit popcount, one addition, one comparison or one selection), so no
 stage is much deeper than a hidden layer. ``io="stream"`` adds the top ``lut_stream``: ``bus_width``
 input bits per clock with a valid flag, the class index with a valid flag out.
 """
@@ -206,13 +206,34 @@ class _Levels:
         (ea, ma), (eb, mb) = a[0], b[0]
         return (self.signal(name, ma + mb, f"({ea}) + ({eb})"),)
 
-    def pick(self, name, a, b):
-        """The higher score of two (score, class) items; the left (lower classes) wins ties."""
-        (sa, ma), (ia, ka) = a
-        (sb, mb), (ib, kb) = b
-        self.lines.append(f"  wire {name}_r = ({sb}) > ({sa});")
-        return (self.signal(f"{name}_s", max(ma, mb), f"{name}_r ? ({sb}) : ({sa})"),
-                self.signal(f"{name}_i", max(ka, kb), f"{name}_r ? ({ib}) : ({ia})"))
+    def argmax(self, items):
+        """The (score, class) item with the highest score, pairwise; the left (lower classes) wins ties.
+
+        Each round takes two levels: compare (the comparison bit, beside both candidates) then select,
+        so that no level holds a wide comparator and a wide multiplexer in series.
+        """
+        while len(items) > 1:
+            staged = []
+            for j in range(0, len(items), 2):
+                name = f"m{self.level}_{j // 2}"
+                if j + 1 == len(items):
+                    staged.append((None, self.carry(name, items[j]), None))
+                    continue
+                (sa, _), _ = items[j]
+                (sb, _), _ = items[j + 1]
+                better, _ = self.signal(f"{name}_r", 1, f"({sb}) > ({sa})")
+                staged.append((better, self.carry(f"{name}_a", items[j]), self.carry(f"{name}_b", items[j + 1])))
+            self.level += 1
+            items = []
+            for j, (better, a, b) in enumerate(staged):
+                name = f"m{self.level}_{j}"
+                if better is None:
+                    items.append(self.carry(name, a))
+                    continue
+                items.append(tuple(self.signal(f"{name}_{f}", max(ma, mb), f"{better} ? ({eb}) : ({ea})")
+                                   for f, ((ea, ma), (eb, mb)) in enumerate(zip(a, b))))
+            self.level += 1
+        return items[0]
 
 
 def _popcounts(levels, layer, flip=()):
@@ -279,7 +300,7 @@ def _head(layer, class_bits, registered=frozenset()):
         terms = [_score_terms(p[0][0], p[0][1], v, w, width) for v, w, p in zip(a, b, scores)]
         scores = levels.reduce("s", terms, levels.add)
     items = [(score[0], (f"{class_bits}'d{c}", c)) for c, score in enumerate(scores)]
-    (_, (winner, _)), = levels.reduce("m", [items], levels.pick)
+    _, (winner, _) = levels.argmax(items)
     return levels, winner, fraction_bits, conflicts
 
 

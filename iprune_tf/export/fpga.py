@@ -238,15 +238,17 @@ def _critical_path(report, design):
     if not paths:
         return {}
     path = paths[0]["path"]
-    lines = [int(m.group(1)) for step in path for src in step.get("sources", [])
-             for m in [re.match(r"net\.v:(\d+)\.", src)] if m]
     return {"from": path[0]["from"]["cell"], "to": path[-1]["to"]["cell"],
             "delay_ns": round(sum(step.get("delay", 0.0) for step in path), 3),
-            "layers": _layers_of(lines, design), "steps": len(path)}
+            "layers": _layers_of(path, design), "steps": len(path)}
 
 
-def _layers_of(lines, design):
-    """The parts of ``net.v`` (a layer, the pipeline registers of lut_net, the stream input) holding ``lines``."""
+def _layers_of(path, design):
+    """The parts of the design (a layer, lut_net's layer registers, the stream input) a path's nets come from.
+
+    From a net's source line in ``net.v`` where Yosys kept one, else from its hierarchical name
+    (``net.u3.…``: the instance of layer 3).
+    """
     names = {layer["module"]: layer["name"] for layer in design.layers}
     names.update({TOP: "layer registers", STREAM_TOP: "stream input"})
     spans, module = [], None
@@ -257,9 +259,14 @@ def _layers_of(lines, design):
                 module, first = found.group(1), number
             elif text.startswith("endmodule") and module:
                 spans.append((first, number, names.get(module, module)))
+    instances = {f"u{i}": layer["name"] for i, layer in enumerate(design.layers, start=1)}
     labels = []
-    for line in lines:
-        label = next((name for first, last, name in spans if first <= line <= last), None)
+    for step in path:
+        lines = [int(m.group(1)) for src in step.get("sources", []) for m in [re.match(r"net\.v:(\d+)\.", src)] if m]
+        label = next((name for line in lines for first, last, name in spans if first <= line <= last), None)
+        parts = step.get("net", "").removeprefix("net.").split(".")
+        if label is None and len(parts) > 1:
+            label = instances.get(parts[0])
         if label and (not labels or labels[-1] != label):
             labels.append(label)
     return labels

@@ -115,8 +115,8 @@ def test_c_export_equals_keras(trained, tmp_path):
 @pytest.mark.parametrize("mode", ["sparse", "sparse_int8"])
 def test_sparse_tflite_equals_keras(trained, mode):
     head, _, model, x = trained
-    if head == "dense":
-        pytest.skip("today's dense head: tests/test_export_tflite_sparse.py")
+    if head == "dense" or (head, mode) == ("pruned:5", "sparse"):
+        pytest.skip("the generic float chain of a dense or pruned output layer: tests/test_export_tflite_sparse.py")
     tflite = export.to_tflite(model, mode, representative_data=x[:64])
     checks = export.verify(model, tflite, x, mode=mode)
     assert [c.agreement for c in checks] == [1.0, 1.0], (head, checks)
@@ -210,3 +210,15 @@ def test_cli_trains_and_reports_a_group_sum_head(tmp_path, capsys, tiny_mnist_np
     costs = lower(run.load_model("pruned_stripped")).cost()["layers"]
     assert [(c["name"], c["k"], c["paper_bits"]) for c in costs] == [
         ("dense_1", 6, 32 * 6), ("dense_2", 6, 20 * 6), ("group_sum", 2, 0)]
+
+
+def test_group_sum_converts_to_builtin_tflite_ops():
+    """The float TFLite export finalizes GroupSum as sign + a Dense of ones per group + its scale: TFLM runs it
+    and gives Keras' scores exactly (the first layer reads real pixels: no encoding here)."""
+    model = models.mnist_mlp("binary", hidden_units=(24, 16), num_classes=CLASSES, input_shape=(6, 6), head="groupsum")
+    model = iprune_tf.prune_now(model, 6, skip=models.get_preset("mnist").skip("groupsum"))
+    x = _data(200, 3)[0]
+    tflite = export.to_tflite(model, "float")
+    assert set(export.tflite_ops(tflite)) == {"FULLY_CONNECTED", "GREATER_EQUAL", "RESHAPE", "SELECT_V2"}
+    tflm = [c for c in export.verify(model, tflite, x, mode="float") if c.runtime == "tflm"][0]
+    assert (tflm.agreement, tflm.max_abs_diff) == (1.0, 0.0)

@@ -185,7 +185,7 @@ def dense_int8_c(tflite_bytes, name, out_dir):
             (s_in,), (z_in,) = g.quant(a)
             s_w, z_w = g.quant(w)
             (s_out,), (z_out,) = g.quant(out)
-            depth, units = g.tensor(w).shape[1], g.tensor(w).shape[0]
+            units, depth = (int(d) for d in g.tensor(w).shape)
             mults = [quantize_multiplier(float(s_in) * float(sw) / float(s_out)) for sw in s_w]
             lo, hi = _activation_bounds(op.builtinOptions, s_out, z_out)
             data.append(_array("int8_t", f"{name}_w{n}", g.constant(w, np.int8)))
@@ -196,7 +196,7 @@ def dense_int8_c(tflite_bytes, name, out_dir):
             if bias >= 0:
                 data.append(_array("int32_t", f"{name}_b{n}", g.constant(bias, np.int32)))
                 bias_name, data_bytes = f"{name}_b{n}", data_bytes + 4 * units
-            macs += int(depth) * int(units)
+            macs += depth * units
             calls.append(f"    fully_connected({buf(a)}, {name}_w{n}, {bias_name}, {buf(out)}, {depth}, {units}, "
                          f"{-z_in}, {-int(z_w[0])}, {z_out}, {name}_m{n}, {name}_s{n}, {int(len(mults) > 1)}, "
                          f"{lo}, {hi});")

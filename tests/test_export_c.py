@@ -81,6 +81,9 @@ def test_fully_binary_mlp_is_bit_exact_on_host(tmp_path):
                    skip=models.get_preset("mnist").skip())
     x = np.random.default_rng(1).random((300, 28, 28), dtype=np.float32)
     net = lower(model)
+    thresholds = np.asarray(net.input_encoding.thresholds, np.float32)
+    x[:, 0, : len(thresholds)] = thresholds  # on a threshold: v >= t as an integer compare of ipr_fkey keys
+    x[:, 1, :4] = [-0.0, 0.0, -1e-40, 1e-40]
     cmodel, classes, scores = host_outputs(net, x, tmp_path)
     assert [layer["path"] for layer in cmodel.layers] == ["popcount"] * 3
     assert np.array_equal(scores, net.predict(x))  # every score bit-identical: integer sums, same float32 affine

@@ -261,12 +261,13 @@ def prep_function(fn, step, data, tag, encoding):
     tin, tout = step.tin, step.tout
     h, w, c = tin.hwc
     levels = len(encoding.thresholds) if encoding is not None else 1
-    th = data.array(f"{tag}_th", "float", np.asarray(encoding.thresholds, np.float32)) if encoding else None
+    th = data.array(f"{tag}_th", "uint32_t", float_keys(encoding.thresholds)) if encoding else None
     if tout.bits and not any(tout.pad):
-        return _prep_bits_in_order(fn, step, h * w * c, levels, f"v >= {th}[t]" if th else "v >= 0.0f")
+        cond = f"ipr_fkey(v) >= {th}[t]" if th else f"ipr_fkey(v) >= {float_keys([0.0])[0]}u"
+        return _prep_bits_in_order(fn, step, h * w * c, levels, cond)
     if encoding is not None:
         inner = [f"for (uint32_t t = 0; t < {levels}u; ++t)",
-                 "    " + write_out(step, f"{tout.at('y', 'x')} + ch * {levels}u + t", cond=f"v >= {th}[t]")]
+                 "    " + write_out(step, f"{tout.at('y', 'x')} + ch * {levels}u + t", cond=f"ipr_fkey(v) >= {th}[t]")]
     else:
         result = dict(cond="v >= 0.0f") if tout.pm1 else dict(value="v")
         inner = [write_out(step, f"{tout.at('y', 'x')} + ch", **result)]
@@ -280,6 +281,15 @@ def prep_function(fn, step, data, tag, encoding):
         "            }",
     ]
     return c_function(fn, step, body)
+
+
+def float_keys(values):
+    """``ipr_fkey`` of float32 ``values`` (thresholds): unsigned integers ordered like the floats, so
+    ``v >= t`` is an integer compare (no soft-float call on a core without an FPU); a threshold 0
+    takes the key of -0.0, so that -0.0 >= 0 holds as it does in float."""
+    u = np.asarray(values, np.float32).view(np.uint32).astype(np.uint64)
+    keys = np.where(u >> 31, u ^ 0xFFFFFFFF, u | 0x80000000)
+    return np.where(np.asarray(values, np.float32) == 0, 0x7FFFFFFF, keys).astype(np.uint32)
 
 
 def _prep_bits_in_order(fn, step, size, levels, cond):

@@ -10,6 +10,7 @@ import numpy as np
 
 _MAX_PACKED_BITS = 17  # ipr_unpack reads 3 bytes
 _MAX_BLOCK = 12  # at most this many accumulators (x86-64 has 16 vector registers)
+_UNROLL = 32  # a popcount neuron with at most this many kept inputs gathers them in straight-line code
 
 
 def layer_function(fn, step, data, tag, index_format):
@@ -73,8 +74,8 @@ def _sparse(layer, step, g, data, tag, int_path, index_format):
     if block > 1:  # K-major within each block of neurons: the block's k-th indices are adjacent
         offsets = offsets.reshape(-1, block, k).transpose(0, 2, 1).reshape(layer.units, k)
         return _sparse_block(layer, step, data, tag, index_format, offsets, block)
-    setup, idx, facts = _indices(offsets, data, tag, k, index_format)
-    idx = idx.format(k="k")
+    setup, idx_fmt, facts = _indices(offsets, data, tag, k, index_format)
+    idx = idx_fmt.format(k="k")
     if layer.signs is None:
         values = data.array(f"{tag}_val", "float", layer.values)
         return "\n".join([
@@ -82,6 +83,11 @@ def _sparse(layer, step, g, data, tag, int_path, index_format):
             f"    s += {read_in(step, 'base + ' + idx)} * {values}[n * {k}u + k];",
         ]), facts
     bw, nw, sg = _signs(layer, data, tag)
+    if int_path and k <= _UNROLL:  # written out: no loop counter, constant shifts
+        words = [" | ".join(f"IPR_BIT(in, base + {idx_fmt.format(k=f'{j}u')}) << {j - w * bw}u"
+                            for j in range(w * bw, min(k, (w + 1) * bw))) for w in range(nw)]
+        return "\n".join([setup, "int32_t c = 0;", *(f"c += (int32_t)ipr_popcount(({g}) ^ {sg}[n * {nw}u + {w}u]);"
+                                                      for w, g in enumerate(words))]), facts
     if int_path:
         return "\n".join([
             setup, "int32_t c = 0;", f"for (uint32_t k0 = 0; k0 < {k}u; k0 += {bw}u) {{",

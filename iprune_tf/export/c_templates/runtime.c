@@ -24,6 +24,15 @@ static inline float ipr_signed(float v, uint32_t bit)
     return v;
 }
 
+/* An unsigned integer ordered like the float v (not NaN): compares of the input with thresholds
+ * (float_keys in c.py) need no float operation. */
+static inline uint32_t ipr_fkey(float v)
+{
+    uint32_t u;
+    memcpy(&u, &v, sizeof u);
+    return u ^ ((0u - (u >> 31)) | 0x80000000u);
+}
+
 /* Set bit pos of b to on (0 or 1). */
 static inline void ipr_put(uint32_t *b, uint32_t pos, uint32_t on)
 {

@@ -148,8 +148,11 @@ def _indices(offsets, data, tag, k, index_format, row="n"):
     if packed and bits <= _MAX_PACKED_BITS:
         stream = _bitstream(offsets.ravel(), bits)
         arr = data.array(f"{tag}_idx", "uint8_t", stream)
-        return (f"const uint32_t bp = {row} * {k * bits}u;", f"ipr_unpack({arr}, bp + ({{k}}) * {bits}u, {(1 << bits) - 1}u)",
-                dict(index_format="packed", index_bits=bits))
+        facts, mask = dict(index_format="packed", index_bits=bits), f"{(1 << bits) - 1}u"
+        if k * bits % 8 == 0:  # each row starts on a byte: a constant k decodes with constant shifts
+            return (f"const uint8_t *pb = {arr} + {row} * {k * bits // 8}u;", f"ipr_unpack(pb, ({{k}}) * {bits}u, {mask})",
+                    facts)
+        return f"const uint32_t bp = {row} * {k * bits}u;", f"ipr_unpack({arr}, bp + ({{k}}) * {bits}u, {mask})", facts
     arr = data.array(f"{tag}_idx", f"uint{natural}_t", offsets)
     return (f"const uint{natural}_t *ix = {arr} + {row} * {k}u;", "ix[{k}]",
             dict(index_format=f"uint{natural}", index_bits=natural))

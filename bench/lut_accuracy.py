@@ -81,6 +81,10 @@ CONFIGS = {
     "w512x500_groupsum": dict(hidden=(512, 500), encoding="thermometer:3", epochs_dense=3, epochs_prune=2,
                               epochs_retrain=2, lr=3e-3, lr_decay="cosine", last_halving=0.6, ks=(6, 8),
                               head="groupsum"),
+    # Issue 20: a net for an iCE40 (bench/fpga.py): K=4 (one neuron, one LUT4), 256-500 with the groupsum head
+    # (no output weights: per class a popcount of 50 bits), the budget of the h1024x500 runs.
+    "ice40_gs_k4": dict(hidden=(256, 500), encoding="thermometer:3", epochs_dense=4, epochs_prune=3,
+                        epochs_retrain=3, lr=3e-3, lr_decay="cosine", last_halving=0.6, ks=(4,), head="groupsum"),
 }
 # Lever screens on the validation split (--validation: trained on 55,000, evaluated on the last 5,000 training
 # images), seed 0, each against its baseline: the groupsum head at 512-500, 3 + 2 + 2 epochs.

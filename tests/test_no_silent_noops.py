@@ -59,7 +59,7 @@ def _binary_dense(units, name):
     (lambda: keras.layers.Dense(6, name="hidden"), 5),
     (lambda: lq.layers.QuantConv2D(6, 2, name="hidden", kernel_quantizer="ste_sign", use_bias=False), 2 * 2 * 5),
     (lambda: keras.layers.Conv2D(6, 2, name="hidden"), 2 * 2 * 5),
-])
+], ids=["QuantDense", "Dense", "QuantConv2D", "Conv2D"])
 def test_prune_fan_in_refuses_a_global_k_at_or_above_a_layers_fan_in(first, fan_in):
     """Dense and Conv2D, plain and larq: one check; the layer stays dense only when asked for by name."""
     def model():

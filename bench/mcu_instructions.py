@@ -82,15 +82,20 @@ def trained(args, work):
 
 
 def fully_binary(args, work):
-    """The fully binary MNIST preset (thermometer input, random weights, K=8): the popcount path."""
+    """The fully binary MNIST preset (thermometer input, random weights, K=8): the popcount path, per index format."""
     model = random_pruned(models.mnist_mlp("binary", input_encoding="thermometer:3"), models.get_preset("mnist").skip())
     x = data.load_dataset("fashion_mnist", None, args.agreement_samples).x_test[: args.agreement_samples].astype("f4")
     net = lower(model)
-    cmodel = to_c(net, "binary_k8", os.path.join(work, "binary"), overwrite=True)
-    exe = c_verify.build_host(cmodel, os.path.join(work, "binary", "host"))
     expected = model.predict(x, batch_size=250, verbose=0).argmax(1)
-    return measure(cmodel, exe, x[: args.samples], x, expected, os.path.join(work, "binary"),
-                   net.cost()["operations"])
+    result = {}
+    for index_format in ("auto", "natural"):
+        cmodel = to_c(net, f"binary_{index_format}", os.path.join(work, index_format), overwrite=True,
+                      index_format=index_format)
+        exe = c_verify.build_host(cmodel, os.path.join(work, index_format, "host"))
+        result[index_format] = dict(measure(cmodel, exe, x[: args.samples], x, expected, os.path.join(work, index_format),
+                                            net.cost()["operations"]),
+                                    layers=[(f["name"], f["path"], f["index_format"]) for f in cmodel.layers])
+    return result
 
 
 def main():
@@ -104,7 +109,7 @@ def main():
         result = {"board": BOARD, "tick_instructions": c_verify.BOARDS[BOARD].tick_instructions,
                   "timed_samples": args.samples, "model": args.model,
                   "mnist_k8_fashion_mnist": trained(args, work),
-                  "mnist_k8_fully_binary_random": fully_binary(args, work)}
+                  "mnist_k8_fully_binary_random": fully_binary(args, os.path.join(work, "binary"))}
     write_result("mcu_instructions", result, " ".join(sys.argv))
 
 

@@ -101,6 +101,8 @@ CONFIGS.update({
     "s_dense": {**_SCREEN, "head": "dense"},
     "s_p32": {**_SCREEN, "head": "pruned:32", "dense_from": "s_dense"},
     "s_p6": {**_SCREEN, "head": "pruned:6", "dense_from": "s_dense"},
+    "s_dense_1024": {**_SCREEN, "hidden": (1024, 500), "head": "dense"},
+    "s_p32_1024": {**_SCREEN, "hidden": (1024, 500), "head": "pruned:32", "dense_from": "s_dense_1024"},
 })
 VALIDATION = 5000  # --validation: the last 5,000 training images, never trained on
 BATCH = 100

@@ -174,8 +174,8 @@ def _clamp(low, qmax):
 def _sparse_sum(setup, idx, k):
     """The neuron's sum over its kept inputs (indices already point at q or -q)."""
     if k <= _UNROLL:
-        return [setup, "const int32_t s = " + "\n        + ".join(f"in[{idx.format(k=f'{j}u')}]" for j in range(k)) + ";"]
-    return [setup, "int32_t s = 0;", f"for (uint32_t k = 0; k < {k}u; ++k)", f"    s += in[{idx.format(k='k')}];"]
+        return [setup, "const int32_t s = " + "\n        + ".join(f"in[{idx.format(k=f'{j}u', b=0)}]" for j in range(k)) + ";"]
+    return [setup, "int32_t s = 0;", f"for (uint32_t k = 0; k < {k}u; ++k)", f"    s += in[{idx.format(k='k', b=0)}];"]
 
 
 def _binary_sum(layer, data, tag):

@@ -75,7 +75,7 @@ def _sparse(layer, step, g, data, tag, int_path, index_format):
         offsets = offsets.reshape(-1, block, k).transpose(0, 2, 1).reshape(layer.units, k)
         return _sparse_block(layer, step, data, tag, index_format, offsets, block)
     setup, idx_fmt, facts = _indices(offsets, data, tag, k, index_format)
-    idx = idx_fmt.format(k="k")
+    idx = idx_fmt.format(k="k", b=0)
     if layer.signs is None:
         values = data.array(f"{tag}_val", "float", layer.values)
         return "\n".join([
@@ -84,7 +84,7 @@ def _sparse(layer, step, g, data, tag, int_path, index_format):
         ]), facts
     bw, nw, sg = _signs(layer, data, tag)
     if int_path and k <= _UNROLL:  # written out: no loop counter, constant shifts
-        words = [" | ".join(f"IPR_BIT(in, base + {idx_fmt.format(k=f'{j}u')}) << {j - w * bw}u"
+        words = [" | ".join(f"IPR_BIT(in, base + {idx_fmt.format(k=f'{j}u', b=0)}) << {j - w * bw}u"
                             for j in range(w * bw, min(k, (w + 1) * bw))) for w in range(nw)]
         return "\n".join([setup, "int32_t c = 0;", *(f"c += (int32_t)ipr_popcount(({g}) ^ {sg}[n * {nw}u + {w}u]);"
                                                       for w, g in enumerate(words))]), facts
@@ -112,8 +112,8 @@ def _signs(layer, data, tag):
 def _sparse_block(layer, step, data, tag, index_format, offsets, block):
     """Float sums of ``block`` pruned neurons at once, each over k in ascending order."""
     k = layer.k
-    setup, idx, facts = _indices(offsets, data, tag, k, index_format, row="n0")
-    value = [read_in(step, "base + " + idx.format(k=f"k * {block}u + {b}u")) for b in range(block)]
+    setup, idx, facts = _indices(offsets, data, tag, k, index_format, row="n0", block=block)
+    value = [read_in(step, "base + " + idx.format(k="k", b=b)) for b in range(block)]
     if layer.signs is None:
         values = data.array(f"{tag}_val", "float", layer.values)
         update = [f"s{b} += {v} * {values}[(n0 + {b}u) * {k}u + k];" for b, v in enumerate(value)]
@@ -133,13 +133,15 @@ def _offsets(layer, g):
     return idx // g["row"] * g["rowstep"] + idx % g["row"]
 
 
-def _indices(offsets, data, tag, k, index_format, row="n"):
-    """(setup line, C expression of index ``{k}`` (a format string), facts): natural unsigned width or a
-    bit-packed stream.
+def _indices(offsets, data, tag, k, index_format, row="n", block=1):
+    """(setup line, C expression of an index, facts): natural unsigned width or a bit-packed stream.
 
+    The expression is a format string of ``{k}`` (the kept input's rank) and ``{b}`` (the neuron
+    within a block of ``block`` neurons starting at ``row``, whose indices are stored k-major; 0
+    without blocks). Packed rows (or a block's k-th indices) that start on a byte are read from a
+    byte pointer, so that constant ranks decode with constant shifts.
     ``auto`` packs when that saves at least a quarter of the index bytes (e.g. 10 of 16 bits for
-    fan-in 784 or 1024): measured on the MNIST preset (bench/c_export.py) it costs a few shifts
-    per connection for about a quarter less flash.
+    fan-in 784 or 1024): a few shifts per connection for about a quarter less flash.
     """
     top = int(offsets.max()) if offsets.size else 0
     bits = max(1, top.bit_length())
@@ -149,12 +151,17 @@ def _indices(offsets, data, tag, k, index_format, row="n"):
         stream = _bitstream(offsets.ravel(), bits)
         arr = data.array(f"{tag}_idx", "uint8_t", stream)
         facts, mask = dict(index_format="packed", index_bits=bits), f"{(1 << bits) - 1}u"
-        if k * bits % 8 == 0:  # each row starts on a byte: a constant k decodes with constant shifts
-            return (f"const uint8_t *pb = {arr} + {row} * {k * bits // 8}u;", f"ipr_unpack(pb, ({{k}}) * {bits}u, {mask})",
-                    facts)
-        return f"const uint32_t bp = {row} * {k * bits}u;", f"ipr_unpack({arr}, bp + ({{k}}) * {bits}u, {mask})", facts
+        if block > 1 and block * bits % 8 == 0:  # each rank of a block starts on a byte
+            step = block * bits // 8
+            return (f"const uint8_t *pb = {arr} + {row} / {block}u * {k * step}u;",
+                    f"ipr_unpack(pb + ({{k}}) * {step}u, {{b}}u * {bits}u, {mask})", facts)
+        if k * bits % 8 == 0:  # each row starts on a byte
+            return (f"const uint8_t *pb = {arr} + {row} * {k * bits // 8}u;",
+                    f"ipr_unpack(pb, (({{k}}) * {block}u + {{b}}u) * {bits}u, {mask})", facts)
+        return (f"const uint32_t bp = {row} * {k * bits}u;",
+                f"ipr_unpack({arr}, bp + (({{k}}) * {block}u + {{b}}u) * {bits}u, {mask})", facts)
     arr = data.array(f"{tag}_idx", f"uint{natural}_t", offsets)
-    return (f"const uint{natural}_t *ix = {arr} + {row} * {k}u;", "ix[{k}]",
+    return (f"const uint{natural}_t *ix = {arr} + {row} * {k}u;", f"ix[({{k}}) * {block}u + {{b}}u]",
             dict(index_format=f"uint{natural}", index_bits=natural))
 
 

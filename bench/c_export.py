@@ -4,7 +4,8 @@
    ``runs/fashion_mnist_k8`` of ``scripts/main_job.sh``, or a stripped ``.h5``): flash/RAM of the model alone and of harness + newlib on QEMU's
    lm3s6965evb (arm-none-eabi-size), its predictions in QEMU on the first ``--samples`` test
    images against Keras, host predictions, host time per inference (batch 1) against TFLite's
-   int8 interpreter on the same model, both index formats;
+   int8 interpreter on the same model (one round: ratios with repeats, on a quiet machine, are
+   ``bench/c_speed.py``'s), both index formats;
 2. the fully binary MNIST preset (thermometer input code, random weights pruned to K=8, random
    batch-norm statistics): every output score of the C code (host and QEMU) against the lowered
    integer model, bit for bit, on Fashion-MNIST test images;

@@ -249,6 +249,32 @@ def test_fixed_point_builds_on_host(tmp_path, bc_mlp):
         assert cmodel.ram_bytes == 2 * (1 if activations == "int8" else 2) * (784 + 64) + 4 * 10
 
 
+@needs_gcc
+def test_fixed_point_build_of_an_unpruned_hidden_layer(tmp_path):
+    """A hidden layer with every input (minority-sign lists, the layer's total) then BN and ReLU."""
+    model = pruned(models.mnist_mlp("binaryconnect_det", hidden_units=(64, 32)), skip=["dense_2", "output"])
+    x = np.random.default_rng(7).random((300, 28, 28), dtype=np.float32)
+    calibration = np.random.default_rng(8).random((200, 28, 28), dtype=np.float32)
+    expected = model.predict(x, verbose=0)
+    cmodel, classes, scores = host_outputs(model, x, tmp_path, activations="int16", representative_data=calibration)
+    assert [f["index_format"] for f in cmodel.layers] == ["packed", "uint8 list", "uint8 list"]
+    assert np.mean(classes == expected.argmax(1)) >= 0.99
+    assert np.mean(np.abs(scores - expected)) <= 1e-3 * np.ptp(expected)
+
+
+def test_requantization_arithmetic():
+    """(s * 2**L * M + B) >> F rounds s * ratio + bias: the high word when s * 2**L fits 31 bits, else a shift."""
+    from iprune_tf.export.c_fixed import _requant
+
+    ratio, bias = np.array([0.003, -0.7, 40.0]), np.array([5.5, -3.25, 100.0])
+    for smax, high_word in ((2**10, True), (2**28, False)):
+        m, b, shift, f = _requant(ratio, bias, smax)
+        assert (f == 32) == high_word and np.all(np.abs(m) < 2**31)
+        s = np.random.default_rng(0).integers(-smax, smax, (1000, 1))
+        t = (s * 2**shift * m + b) >> f
+        assert np.all(np.abs(t - (s * ratio + bias)) <= 0.5 + np.abs(s) * 2.0 ** (shift - f - 1))  # M's rounding
+
+
 def test_fixed_point_build_refuses_what_it_cannot_run(tmp_path, bc_mlp, tiny_net):
     x = np.zeros((4, 28, 28), np.float32)
     with pytest.raises(ValueError, match="needs representative_data"):

@@ -134,7 +134,7 @@ def _layer(fn, layer, data, tag, index_format, delta, out_delta, itype, qmax):
         if layer.activation == "relu":
             out.append("y = y >= 0.0f ? y : 0.0f;")
         out.append("out[n] = y;")
-        signature = f"static void {fn}(const {itype} *in, float *out)"
+        signature = f"IPR_SCALAR static void {fn}(const {itype} *in, float *out)"
     else:
         smax = (layer.k if layer.kind == "sparse" else layer.fan_in) * qmax
         m, b, shift, f = _requant(scale * delta / out_delta, offset / out_delta, smax)
@@ -144,7 +144,7 @@ def _layer(fn, layer, data, tag, index_format, delta, out_delta, itype, qmax):
         out = [*_scaled(f"(int64_t)(s * {1 << shift}) * {mn}[n] + {bn}[n]", f, low, qmax),
                *_clamp(low, qmax),
                f"out[n] = ({itype})q;", f"out[{layer.units}u + n] = ({itype})-q;"]
-        signature = f"static void {fn}(const {itype} *in, {itype} *out)"
+        signature = f"IPR_SCALAR static void {fn}(const {itype} *in, {itype} *out)"
     total = [] if layer.kind == "sparse" else [
         "int32_t total = 0;", f"for (uint32_t i = 0; i < {layer.fan_in}u; ++i)", "    total += in[i];"]
     body = [*total, f"for (uint32_t n = 0; n < {layer.units}u; ++n) {{",

@@ -5,7 +5,8 @@
   the front door is written once.
 * ``bench/README.md`` (the lab notebook), the bench scripts and ``bench/results/`` are added to the
   site's files, so the results pages link to the notebook and to the JSON behind each figure,
-  and ``mkdocs build --strict`` checks those links too.
+  and ``mkdocs build --strict`` checks those links too; the notebook's links to the docs
+  (``../docs/x.md`` in the repository) are rewritten for the site (``../x.md``).
 """
 import re
 from pathlib import Path
@@ -14,6 +15,7 @@ from mkdocs.structure.files import File
 
 _PUBLISHED = {".md", ".json", ".py", ".png", ".svg", ".txt"}
 _README_LINKS = ((re.compile(r"\]\(docs/"), "]("), (re.compile(r"\]\(examples/\)"), "](examples.md)"))
+_NOTEBOOK_DOCS_LINK = re.compile(r"\]\(\.\./docs/")
 
 
 def _root(config):
@@ -30,9 +32,12 @@ def on_files(files, config):
 
 
 def on_page_read_source(page, config):
-    if page.file.src_uri != "index.md":
-        return None
-    text = (_root(config) / "README.md").read_text(encoding="utf-8")
-    for pattern, replacement in _README_LINKS:
-        text = pattern.sub(replacement, text)
-    return text
+    root = _root(config)
+    if page.file.src_uri == "index.md":
+        text = (root / "README.md").read_text(encoding="utf-8")
+        for pattern, replacement in _README_LINKS:
+            text = pattern.sub(replacement, text)
+        return text
+    if page.file.src_uri.startswith("bench/"):  # the notebook links docs pages as ../docs/x.md
+        return _NOTEBOOK_DOCS_LINK.sub("](../", (root / page.file.src_uri).read_text(encoding="utf-8"))
+    return None

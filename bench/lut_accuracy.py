@@ -179,8 +179,9 @@ def input_encoding(cfg, x):
     return encoding.ThermometerEncoding(int(levels), thresholds=thresholds, name="input_encoding")
 
 
-def _dense(name, cfg, data):
-    """The binary dense net of run ``name``: loaded if already trained, else trained and saved."""
+def _dense(name, cfg, data, evaluated="test"):
+    """The binary dense net of run ``name``: loaded if already trained, else trained and saved (its accuracy on
+    the ``evaluated`` split recorded)."""
     path = model_path(name, "dense")
     if os.path.exists(path):
         return keras.models.load_model(path, compile=False)
@@ -191,7 +192,7 @@ def _dense(name, cfg, data):
     start = time.time()
     dense.fit(x, y, batch_size=BATCH, epochs=cfg["epochs_dense"], validation_data=(x_test, y_test), verbose=2)
     save_entry(name, {"config": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
-                      "dense_binary": {"test_accuracy": recipes.top1_accuracy(dense, x_test, labels),
+                      "dense_binary": {f"{evaluated}_accuracy": recipes.top1_accuracy(dense, x_test, labels),
                                        "wall_time_s": round(time.time() - start, 1)}})
     dense.save(path, include_optimizer=False)
     return dense
@@ -207,7 +208,8 @@ def train(config, ks=None, seed=0, validation=False):
     data = split_data(validation)
     x, y, x_test, y_test, labels = data
     dense_config = cfg.get("dense_from", config)
-    dense = _dense(run_name(dense_config, seed, validation), CONFIGS[dense_config], data)
+    evaluated = "validation" if validation else "test"
+    dense = _dense(run_name(dense_config, seed, validation), CONFIGS[dense_config], data, evaluated)
     for k in ks or cfg["ks"]:
         if os.path.exists(model_path(name, f"k{k}")):
             continue
@@ -220,7 +222,6 @@ def train(config, ks=None, seed=0, validation=False):
                    callbacks=[iprune_tf.UpdatePruningStep(), *recipes.retraining_callbacks(recipe, len(x))])
         stripped = iprune_tf.strip_pruning(pruned)
         stripped.save(model_path(name, f"k{k}"), include_optimizer=False)
-        evaluated = "validation" if validation else "test"
         save_entry(name, {f"k{k}": {f"keras_{evaluated}_accuracy": recipes.top1_accuracy(stripped, x_test, labels),
                                     "wall_time_s": round(time.time() - start, 1), "seed": seed},
                           "config": {key: list(v) if isinstance(v, tuple) else v for key, v in cfg.items()}})

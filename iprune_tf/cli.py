@@ -79,6 +79,10 @@ def _train_parser(sub):
                    help="decoupled (AdamW-style, default) or l2 (loss term; measured to hurt binary nets)")
     p.add_argument("--retrain-lr", default=DEFAULTS.retrain_lr, choices=list(recipes.RETRAIN_LR),
                    help="constant (the paper's) or cosine: the rate decays to 0 over the retraining epochs")
+    p.add_argument("--distill", type=float, default=DEFAULTS.distill, metavar="WEIGHT",
+                   help="knowledge distillation: the binary phases' loss mixes the square hinge (1 - WEIGHT) with "
+                        "the squared distance to the run's full-precision net's scores clipped to [-1, 1] (WEIGHT); "
+                        "a number in [0, 1], default 0: off")
     p.add_argument("--seed", type=int, default=DEFAULTS.seed)
     p.add_argument("--strategy", default="default", choices=list(strategies.STRATEGIES),
                    help="default: one device; mirrored: all local GPUs; multiworker: the cluster in TF_CONFIG "
@@ -136,6 +140,7 @@ def _run_config(args):
         weight_decay=args.weight_decay, weight_decay_mode=args.weight_decay_mode, seed=args.seed,
         retrain_lr=args.retrain_lr, width=args.width, zca=None if args.zca is None else args.zca == "on",
         hidden_units=args.hidden_units, skip=args.skip, input_encoding=args.input_encoding, head=args.head,
+        distill=args.distill,
     )
 
 

@@ -11,6 +11,9 @@ Phases, each saved to the run directory (:mod:`iprune_tf.workflow.runs`) as soon
    to K at the first step instead), then
    retrained with fixed masks for ``epochs_retrain`` epochs; stripped to ``pruned_stripped``.
 
+With ``distill > 0`` both binary phases learn from the ``dense_fp`` net's scores too
+(:mod:`~iprune_tf.workflow.distill`).
+
 Every epoch ends with a checkpoint: all model weights (masks, pruning steps and batch-norm
 statistics included) and the optimizer's state. Each phase starts from a seed derived from
 ``(seed, phase)`` and each epoch visits the training set in an order derived from
@@ -29,6 +32,7 @@ import time
 import numpy as np
 
 from iprune_tf.workflow import data as data_lib
+from iprune_tf.workflow import distill
 from iprune_tf.workflow import recipes
 from iprune_tf.workflow import strategies
 from iprune_tf._keras import keras, tf
@@ -120,6 +124,7 @@ class _Pipeline:
         self.y_train = data_lib.to_hinge_targets(dataset.y_train, dataset.num_classes)
         self.y_test = data_lib.to_hinge_targets(dataset.y_test, dataset.num_classes)
         self.phase_start = time.time()
+        self.distilled = None  # the binary phases' targets with the teacher's scores, made once
 
     def run_phases(self):
         config, dense_binary = self.config, None
@@ -162,20 +167,32 @@ class _Pipeline:
             print(f"{name}: resumed after epoch {start} of {epochs}", flush=True)
         if self.run.segments[-1]["from"] is None:
             self.run.segments[-1]["from"] = {"phase": name, "epoch": start}
-        x, y, batch = self.dataset.x_train, self.y_train, self.config.batch_size
+        (y, y_test), x, batch = self._targets(name), self.dataset.x_train, self.config.batch_size
         callbacks = [*callbacks, _PhaseProgress(epochs)]
         for epoch in range(start, epochs):
             order = epoch_order(self.config.seed, name, epoch, len(x))
             model.fit(x[order], y[order], batch_size=batch, epochs=epoch + 1, initial_epoch=epoch, shuffle=False,
-                      validation_data=(self.dataset.x_test, self.y_test), callbacks=callbacks, verbose=self.verbose)
+                      validation_data=(self.dataset.x_test, y_test), callbacks=callbacks, verbose=self.verbose)
             meta.update(at_epoch_end(epoch + 1) if at_epoch_end else {})
             meta["wall_time_s"] = time.time() - self.phase_start
             self.run.save_checkpoint(name, epoch + 1, model, meta)
         return meta
 
-    def _build_compiled(self, build):
+    def _targets(self, phase):
+        """Training and test targets of ``phase``: the ±1 hinge targets, packed with the ``dense_fp`` teacher's
+        scores (:mod:`~iprune_tf.workflow.distill`) in the binary phases of a run that distills."""
+        if phase == "dense_fp" or not self.config.distill:
+            return self.y_train, self.y_test
+        if self.distilled is None:
+            teacher, ds = self.run.load_model("dense_fp"), self.dataset
+            self.distilled = (distill.teacher_targets(teacher, ds.x_train, self.y_train),
+                              distill.teacher_targets(teacher, ds.x_test, self.y_test))
+        return self.distilled
+
+    def _build_compiled(self, build, phase):
         with self.strategy.scope():
-            return recipes.compile_model(build(), self.config.learning_rate, recipes.decoupled_decay(self.config))
+            return recipes.compile_model(build(), self.config.learning_rate, recipes.decoupled_decay(self.config),
+                                         distill=0.0 if phase == "dense_fp" else self.config.distill)
 
     def evaluate(self, model):
         return recipes.top1_accuracy(model, self.dataset.x_test, self.dataset.y_test)
@@ -183,7 +200,7 @@ class _Pipeline:
     def _dense(self, name, flavour, epochs):
         ds = self.dataset
         model = self._build_compiled(lambda: recipes.build_model(self.config, flavour, ds.x_train.shape[1:],
-                                                                 ds.num_classes))
+                                                                 ds.num_classes), name)
         self._fit_epochs(name, model, epochs)
         return model, {"test_accuracy": self.evaluate(model), "epochs": epochs, "flavour": flavour}
 
@@ -192,7 +209,7 @@ class _Pipeline:
         before = recipes.latent_kernels(dense)
         run.save_snapshot("before_pruning", before)
         n_train = len(self.dataset.x_train)
-        model = self._build_compiled(lambda: recipes.prune(config, dense, n_train))
+        model = self._build_compiled(lambda: recipes.prune(config, dense, n_train), "pruned")
         gradual = config.schedule == "gradual" and config.epochs_prune > 0
         if not gradual:
             run.save_snapshot("after_pruning", recipes.one_shot_masked(model, before))

@@ -23,6 +23,7 @@ import os
 import numpy as np
 
 from iprune_tf.workflow import data as data_lib
+from iprune_tf.workflow import distill as distill_lib
 from iprune_tf.workflow import encoding
 from iprune_tf.workflow import heads
 from iprune_tf.pruning import masking
@@ -72,6 +73,7 @@ class RunConfig:
     head: str = "dense"  # output head of the binary nets: dense | pruned:K_OUT | groupsum (iprune_tf.workflow.heads)
     width: float = 1.0  # conv preset: filters and hidden units times this (models.scale_widths)
     zca: bool | None = None  # ZCA whitening of the inputs (None: the preset's choice); False records why in run.json
+    distill: float = 0.0  # weight of the dense_fp teacher's term in the binary phases' loss (workflow.distill); 0: off
 
     def __post_init__(self):
         models.get_preset(self.preset)
@@ -93,6 +95,7 @@ class RunConfig:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}; got '{self.schedule}'.")
         validate_last_halving(self.last_halving)
+        distill_lib.validate_weight(self.distill)
         models.scale_widths((1,), self.width)  # ValueError unless width > 0
         if self.width != 1.0 and not models.get_preset(self.preset).images:
             raise ValueError(f"width scales the conv preset; preset {self.preset!r} takes hidden_units instead.")
@@ -114,18 +117,22 @@ class RunConfig:
         return self.epochs_dense + self.epochs_prune + self.epochs_retrain
 
 
-def compile_model(model, learning_rate=LEARNING_RATE, weight_decay=0.0, decay_layer=None):
+def compile_model(model, learning_rate=LEARNING_RATE, weight_decay=0.0, decay_layer=None, distill=0.0):
     """Compile with the recipe: Adam at a constant rate, square hinge loss, top-1 accuracy.
 
     ``weight_decay > 0`` adds decoupled weight decay (``w -= lr * weight_decay * w`` each step) to
     the kernel of the layer named ``decay_layer`` only (default: :func:`decay_layer_name`), every
-    other variable excluded.
+    other variable excluded. ``distill > 0`` mixes a teacher's scores into the loss
+    (:class:`~iprune_tf.workflow.distill.DistillationLoss`; fit on :func:`~iprune_tf.workflow.distill.packed_targets`).
     """
     optimizer = keras.optimizers.Adam(learning_rate, weight_decay=weight_decay or None)
     if weight_decay:
         kernel = decay_kernel(model, decay_layer)
         optimizer.exclude_from_weight_decay(var_list=[v for v in model.trainable_variables if v is not kernel])
-    model.compile(optimizer, loss=LOSS, metrics=["categorical_accuracy"])
+    if distill:
+        model.compile(optimizer, loss=distill_lib.DistillationLoss(distill), metrics=[distill_lib.label_accuracy])
+    else:
+        model.compile(optimizer, loss=LOSS, metrics=["categorical_accuracy"])
     return model
 
 

@@ -6,11 +6,14 @@ Stages, each its own process (a trained model from ``bench/lut_accuracy.py train
   nice -n 19 python bench/fpga.py pnr --config w1024_t3 --k 6 --device lfe5u-85f         # in the streaming top
   nice -n 19 python bench/fpga.py pnr --config w1024_t3 --k 6 --device lfe5u-85f --ooc   # bare network
   nice -n 19 python bench/fpga.py simulate --config w1024_t3 --k 6 --device lfe5u-85f --samples 1000
+  python bench/fpga.py design --config random:784-256-256-10 --k 6 --scores ranks   # a seeded random net
 
 ``design`` writes the netlist (``runs/fpga/<config>_k<K>/``) with its Keras and netlist-model
 accuracy; ``pnr`` runs :func:`iprune_tf.export.fpga.place_and_route` (synthesis, nextpnr, bitstream)
 and ``simulate`` the post-synthesis netlist with Yosys' cell models against Keras on the first
 ``--samples`` test images. Each result is merged into ``bench/results/fpga.json`` (``--results``).
+``--config random:<widths>`` builds a random lowered net instead (sparse K-input hidden layers, a
+dense binary head; ``--seed``): a quick Fmax probe of the hardware with no training.
 """
 import argparse
 import fcntl
@@ -26,6 +29,7 @@ from common import RESULTS, fashion_mnist  # noqa: E402
 
 from iprune_tf._keras import keras  # noqa: E402
 from iprune_tf.export import fpga, to_verilog  # noqa: E402
+from iprune_tf.export.lowered import LoweredLayer, LoweredNet  # noqa: E402
 from iprune_tf.export.verilog import VerilogDesign  # noqa: E402
 from iprune_tf.workflow import recipes  # noqa: E402
 
@@ -48,21 +52,46 @@ def save_entry(results, name, key, entry):
         os.replace(tmp, results)
 
 
+def random_net(widths, k, seed):
+    """A random fully binary net: sparse K-input threshold layers, then a dense binary head with random scale/offset."""
+    rng = np.random.default_rng(seed)
+    layers = []
+    for i, (fan_in, units) in enumerate(zip(widths[:-2], widths[1:-1]), start=1):
+        indices = np.sort(np.stack([rng.choice(fan_in, k, replace=False) for _ in range(units)]), axis=1)
+        layers.append(LoweredLayer(f"dense_{i}", "dense", "sparse", fan_in=fan_in, units=units, k=k, binary_input=True,
+                                   output="threshold", indices=indices,
+                                   signs=rng.choice([-1, 1], (units, k)).astype(np.int8),
+                                   threshold=rng.integers(-1, 2, units).astype(np.int32)))
+    fan_in, classes = widths[-2:]
+    layers.append(LoweredLayer("output", "dense", "binary", fan_in=fan_in, units=classes, k=fan_in, binary_input=True,
+                               signs=rng.choice([-1, 1], (classes, fan_in)).astype(np.int8),
+                               scale=rng.uniform(0.01, 0.05, classes).astype(np.float32),
+                               offset=rng.normal(0, 1, classes).astype(np.float32)))
+    return LoweredNet((widths[0],), layers)
+
+
 def _model(args):
+    if args.config.startswith("random:"):
+        return random_net([int(w) for w in args.config[7:].split("-")], args.k, args.seed)
     return keras.models.load_model(args.model or os.path.join(MODELS, f"{args.config}_k{args.k}.h5"), compile=False)
 
 
 def design_stage(args, name, out_dir):
     model = _model(args)
-    _, _, x_test, _, labels = fashion_mnist()
     design = to_verilog(model, out_dir, io="stream", bus_width=args.bus_width, tree_levels=args.tree_levels,
-                        overwrite=True)
+                        overwrite=True, scores=args.scores)
+    if isinstance(model, LoweredNet):
+        accuracy = {"random_seed": args.seed}
+    else:
+        _, _, x_test, _, labels = fashion_mnist()
+        accuracy = {"keras_test_accuracy": recipes.top1_accuracy(model, x_test, labels)}
     save_entry(args.results, name, "design", {
-        "keras_test_accuracy": recipes.top1_accuracy(model, x_test, labels), "input_bits": design.input_bits,
+        **accuracy, "input_bits": design.input_bits,
         "bus_width": design.bus_width, "words_per_image": design.words, "tree_levels": design.tree_levels,
         "network_latency_clocks": design.latency, "head_registers": design.head_registers,
         "stream_latency_clocks": design.stream_latency, "layers": design.layers,
-        "score_fraction_bits": design.score_fraction_bits, "score_order_conflicts": design.score_order_conflicts})
+        "scores": design.scores, "score_bits": design.score_bits, "score_fraction_bits": design.score_fraction_bits,
+        "score_order_conflicts": design.score_order_conflicts})
 
 
 def pnr_stage(args, name, out_dir):
@@ -99,6 +128,9 @@ def main(argv=None):
     p.add_argument("--model", default=None, help="the stripped .h5 (default runs/lut_accuracy/<config>_k<K>.h5)")
     p.add_argument("--bus-width", type=int, default=64)
     p.add_argument("--tree-levels", type=int, default=1)
+    p.add_argument("--scores", default="affine", choices=["affine", "ranks"], help="design: the head's class scores")
+    p.add_argument("--seed", type=int, default=0, help="design: the random net's seed (--config random:...)")
+    p.add_argument("--tag", default="", help="appended to the net's name (its directory and results key)")
     p.add_argument("--device", default="lfe5u-85f", choices=sorted(fpga.DEVICES))
     p.add_argument("--ooc", action="store_true", help="pnr: the bare network, out of context (ECP5)")
     p.add_argument("--reuse-synthesis", action="store_true",
@@ -109,7 +141,7 @@ def main(argv=None):
     p.add_argument("--simulator", default="verilator", choices=["verilator", "iverilog"])
     p.add_argument("--results", default=os.path.join(RESULTS, "fpga.json"))
     args = p.parse_args(argv)
-    name = f"{args.config}_k{args.k}"
+    name = f"{args.config.replace(':', '')}_k{args.k}{args.tag}"
     STAGES[args.stage](args, name, os.path.join(WORK, name))
 
 

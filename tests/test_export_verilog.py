@@ -151,14 +151,19 @@ def _hand_net(rng, head_k=5, scale=None, offset=None, units=16, classes=5, fan_i
     return LoweredNet((fan_in,), [hidden, scores])
 
 
-@pytest.mark.parametrize("tree_levels, io", [(1, "parallel"), (2, "stream"), (None, "stream")])
-def test_sparse_head_with_negative_scales_equals_lowered_argmax(tmp_path, tree_levels, io):
+@pytest.mark.parametrize("tree_levels, io, scores", [(1, "parallel", "affine"), (2, "stream", "affine"),
+                                                     (None, "stream", "affine"), (1, "stream", "ranks"),
+                                                     (None, "parallel", "ranks")])
+def test_sparse_head_with_negative_scales_equals_lowered_argmax(tmp_path, tree_levels, io, scores):
     _need("iverilog")
     rng = np.random.default_rng(1)
     net = _hand_net(rng, scale=np.array([0.71, -0.93, 0.52, -0.37, 1.09], np.float32),
                     offset=np.array([0.05, 0.33, -0.21, 0.12, -0.47], np.float32))
-    design = verilog.to_verilog(net, tmp_path, tree_levels=tree_levels, io=io, bus_width=7)
-    assert design.score_order_conflicts == 0
+    design = verilog.to_verilog(net, tmp_path, tree_levels=tree_levels, io=io, bus_width=7, scores=scores)
+    assert design.score_order_conflicts == 0 and design.scores == scores
+    if scores == "ranks":  # 5 classes x 6 popcounts, all scores distinct: ranks 0..29
+        assert design.score_bits == 5 and design.score_fraction_bits is None
+        assert ("always @(posedge clk) r0 <= r0_rom[" in (tmp_path / "net.v").read_text()) == bool(tree_levels)
     x = rng.normal(size=(300, 30)).astype(np.float32)
     expected = np.argmax(net.predict(x), axis=1)
     assert len(set(expected.tolist())) > 2
@@ -182,6 +187,28 @@ def test_group_sum_head_compares_popcounts_without_a_score_adder(tmp_path):
     x = rng.normal(size=(300, 30)).astype(np.float32)
     expected = np.argmax(net.predict(x), axis=1)
     assert len(set(expected.tolist())) > 2  # ties included: the lowest class wins, as numpy's argmax
+    np.testing.assert_array_equal(vv.simulate(design, verilog.input_bits(net, x)).classes, expected)
+
+
+def test_score_ranks_order_like_float32_scores_and_tie_equal_scores():
+    scale = np.array([0.5, 0.25, 0.5], np.float32)  # classes 0 and 2 score alike: tied ranks
+    layer = LoweredLayer("output", "dense", "sparse", fan_in=4, units=3, k=2, binary_input=True,
+                         indices=np.array([[0, 1], [2, 3], [1, 2]]), signs=np.ones((3, 2), np.int8),
+                         scale=scale, offset=np.array([0.0, 0.25, 0.0], np.float32))
+    # scores: class 0 and 2 at popcount 0, 1, 2: -1, 0, 1; class 1: -0.25, 0.25, 0.75
+    np.testing.assert_array_equal(verilog_layers.score_ranks(layer), [[0, 2, 5], [1, 3, 4], [0, 2, 5]])
+
+
+def test_tied_rank_scores_go_to_the_lowest_class(tmp_path):
+    _need("iverilog")
+    rng = np.random.default_rng(3)
+    net = _hand_net(rng, head_k=4, scale=np.array([0.5, 0.5, -0.25, 0.5, 0.75], np.float32),
+                    offset=np.array([0.25, 0.25, 0.5, -0.25, 0.0], np.float32))  # classes 0 and 1 score alike
+    design = verilog.to_verilog(net, tmp_path, tree_levels=1, scores="ranks")
+    x = rng.normal(size=(300, 30)).astype(np.float32)
+    scores = net.predict(x)
+    expected = np.argmax(scores, axis=1)
+    assert np.sum((scores[:, 0] == scores[:, 1]) & (expected == 0)) > 10 and len(set(expected.tolist())) > 2
     np.testing.assert_array_equal(vv.simulate(design, verilog.input_bits(net, x)).classes, expected)
 
 

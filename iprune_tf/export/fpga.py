@@ -51,12 +51,13 @@ EXTENSION = {"ecp5": ".bit", "ice40": ".bin"}
 
 @dataclasses.dataclass(frozen=True)
 class FpgaOptions:
-    """What ``iprune export --mode fpga`` builds: the streaming top's bus, the head's pipelining, the part."""
+    """What ``iprune export --mode fpga`` builds: the streaming top's bus, the head's pipelining and scores, the part."""
 
     device: str = "lfe5u-85f"
     clock_mhz: float = 150.0
     bus_width: int = 64
     tree_levels: int = 1
+    scores: str = "affine"
 
 
 class DesignTooLarge(ValueError):

@@ -104,6 +104,12 @@ class LoweredLayer:
             "operations": self.connections * self.positions,
         }
 
+    def reachable_scores(self):
+        """float32 (units, count + 1): each class's score ``s * scale + offset`` at every popcount of its ±1 inputs."""
+        count = self.k if self.kind == "sparse" else self.fan_in
+        s = (2 * np.arange(count + 1) - count).astype(np.float32)
+        return s[None, :] * self.scale[:, None] + self.offset[:, None]
+
     def integer_scores(self, max_magnitude=None, max_fraction_bits=40):
         """``(A, B, F, conflicts)``: integer class scores ``A * popcount + B`` ordering like the float32 ones.
 
@@ -116,7 +122,7 @@ class LoweredLayer:
         """
         count = self.k if self.kind == "sparse" else self.fan_in
         p = np.arange(count + 1)
-        floats = ((2 * p - count).astype(np.float32)[None, :] * self.scale[:, None] + self.offset[:, None]).ravel()
+        floats = self.reachable_scores().ravel()
         order = np.lexsort((np.arange(floats.size), floats))
         best = None
         for f in range(8, max_fraction_bits + 1):

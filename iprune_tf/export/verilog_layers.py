@@ -81,6 +81,18 @@ class _Levels:
             self.level += 1
         return [group[0] for group in groups]
 
+    def table(self, name, address, values):
+        """Declare ``name = values[address]`` at the current level: a ROM, read on the clock on a registered
+        level (Yosys maps it to block RAM where that pays), else combinational logic."""
+        width = max(1, int(max(values)).bit_length())
+        entries = " ".join(f"{name}_rom[{i}] = {width}'d{v};" for i, v in enumerate(values))
+        self.lines += [f"  reg [{width - 1}:0] {name}_rom [0:{len(values) - 1}];", f"  initial begin {entries} end"]
+        if self.level in self.registered:
+            self.lines += [f"  reg [{width - 1}:0] {name};", f"  always @(posedge clk) {name} <= {name}_rom[{address}];"]
+        else:
+            self.lines.append(f"  wire [{width - 1}:0] {name} = {name}_rom[{address}];")
+        return name, int(max(values))
+
     def carry(self, name, item):
         if self.level not in self.registered:
             return item
@@ -174,33 +186,70 @@ def _score_terms(p, count, a, b, width):
     return [(term,) for term in terms]
 
 
-def _head(layer, class_bits, registered=frozenset()):
-    """The output layer's popcounts, scores and argmax: (levels, class index expression, F, conflicts)."""
+def score_ranks(layer):
+    """int (units, count + 1): the rank of each class's float32 score at each popcount among all of them.
+
+    Equal scores get equal ranks, so an argmax over ranks that keeps the lower class on ties picks
+    Keras' class exactly, with ``ceil(log2(units * (count + 1)))``-bit numbers instead of ``A * p + B``.
+    """
+    floats = layer.reachable_scores()
+    return np.unique(floats, return_inverse=True)[1].reshape(floats.shape)
+
+
+def _affine_scores(levels, layer):
+    """Per class ``A * popcount + B`` (:func:`unsigned_scores`): items, F, conflicts."""
     a, b, flip, fraction_bits, conflicts = unsigned_scores(layer)
-    levels = _Levels(registered)
     scores = _popcounts(levels, layer, flip)
     if len(set(zip(a, b))) > 1 or a[0] == 0:  # else every score is one positive A times the popcount plus one B
         width = max(v * p[0][1] + w for v, w, p in zip(a, b, scores)).bit_length() + 1
         terms = [_score_terms(p[0][0], p[0][1], v, w, width) for v, w, p in zip(a, b, scores)]
         scores = levels.reduce("s", terms, levels.add)
-    items = [(score[0], (f"{class_bits}'d{c}", c)) for c, score in enumerate(scores)]
+    return scores, fraction_bits, conflicts
+
+
+def _rank_scores(levels, layer):
+    """Per class its :func:`score_ranks` table read at its popcount (the popcount itself where that orders the same)."""
+    ranks = score_ranks(layer)
+    counts = _popcounts(levels, layer)
+    if (ranks == ranks[0]).all() and (np.diff(ranks[0]) > 0).all():
+        return counts, None, 0
+    scores = [(levels.table(f"r{c}", p, ranks[c].tolist()),) for c, ((p, _),) in enumerate(counts)]
+    levels.level += 1
+    return scores, None, 0
+
+
+SCORES = {"affine": _affine_scores, "ranks": _rank_scores}
+
+
+def _head(layer, class_bits, scores, registered=frozenset()):
+    """The output layer's popcounts, scores and argmax: (levels, class index expression, F, conflicts, score bits)."""
+    levels = _Levels(registered)
+    items, fraction_bits, conflicts = SCORES[scores](levels, layer)
+    items = [(score[0], (f"{class_bits}'d{c}", c)) for c, score in enumerate(items)]
+    score_bits = max(int(m).bit_length() for (_, m), _ in items)
     _, (winner, _) = levels.argmax(items)
-    return levels, winner, fraction_bits, conflicts
+    return levels, winner, fraction_bits, conflicts, score_bits
 
 
-def score_layer(layer, module, class_bits, tree_levels):
-    """The output layer as a module: (lines, F, conflicts, registers).
+def score_layer(layer, module, class_bits, tree_levels, scores="affine"):
+    """The output layer as a module: (lines, F, conflicts, registers, score bits).
 
-    With ``tree_levels``, a register after every that many levels, except after the last (the top
+    ``scores``: "affine" (``A * popcount + B``) or "ranks" (:func:`score_ranks`). With
+    ``tree_levels``, a register after every that many levels, except after the last (the top
     registers the class).
     """
+    if scores not in SCORES:
+        raise ValueError(f"scores must be one of {tuple(SCORES)}, got {scores!r}.")
     registered = frozenset()
     if tree_levels:
-        depth = _head(layer, class_bits)[0].level
+        depth = _head(layer, class_bits, scores)[0].level
         registered = frozenset(range(tree_levels - 1, depth - 1, tree_levels))
-    levels, winner, fraction_bits, conflicts = _head(layer, class_bits, registered)
+    levels, winner, fraction_bits, conflicts, score_bits = _head(layer, class_bits, scores, registered)
     ports = (["input wire clk"] if registered else []) + [f"input wire [{layer.fan_in - 1}:0] x",
                                                           f"output wire [{class_bits - 1}:0] class_idx"]
-    lines = [f"// class score = A * popcount + B, scaled by 2**{fraction_bits} ({conflicts} reachable pairs ordered "
-             f"differently); {len(registered)} pipeline registers", KEEP, f"module {module} ({', '.join(ports)});"]
-    return lines + levels.lines + [f"  assign class_idx = {winner};", "endmodule"], fraction_bits, conflicts, len(registered)
+    what = (f"A * popcount + B, scaled by 2**{fraction_bits} ({conflicts} reachable pairs ordered differently)"
+            if scores == "affine" else "the rank of the float32 score among all classes' reachable scores")
+    lines = [f"// class score ({score_bits} bits) = {what}; {len(registered)} pipeline registers", KEEP,
+             f"module {module} ({', '.join(ports)});"]
+    body = lines + levels.lines + [f"  assign class_idx = {winner};", "endmodule"]
+    return body, fraction_bits, conflicts, len(registered), score_bits

@@ -40,9 +40,9 @@ MODELS = os.path.join(ROOT, "runs", "lut_accuracy")
 
 def save_entry(results, name, key, entry):
     """Merge ``entry`` under ``nets[name][key]`` of the results file, under a lock (stages run in parallel)."""
-    os.makedirs(WORK, exist_ok=True)
-    with open(os.path.join(WORK, "results.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    folder = os.open(os.path.dirname(os.path.abspath(results)), os.O_RDONLY)  # runs from other worktrees share it
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
         data = json.load(open(results)) if os.path.exists(results) else {"nets": {}}
         data["nets"].setdefault(name, {})[key] = entry
         data["machine_note"] = "2 CPU cores shared with other jobs; tools run single-threaded at nice 19"
@@ -50,6 +50,8 @@ def save_entry(results, name, key, entry):
         with open(tmp, "w") as f:
             json.dump(data, f, indent=2)
         os.replace(tmp, results)
+    finally:
+        os.close(folder)  # releases the lock
 
 
 def random_net(widths, k, seed):

@@ -79,6 +79,9 @@ def _train_parser(sub):
                    help="decoupled (AdamW-style, default) or l2 (loss term; measured to hurt binary nets)")
     p.add_argument("--retrain-lr", default=DEFAULTS.retrain_lr, choices=list(recipes.RETRAIN_LR),
                    help="constant (the paper's) or cosine: the rate decays to 0 over the retraining epochs")
+    p.add_argument("--binary-init", default=DEFAULTS.binary_init, choices=list(recipes.BINARY_INITS),
+                   help="the dense binary net's latent weights: random (the paper's) or fp (warm start from the "
+                        "trained full-precision net)")
     p.add_argument("--distill", type=float, default=DEFAULTS.distill, metavar="WEIGHT",
                    help="knowledge distillation: the binary phases' loss mixes the square hinge (1 - WEIGHT) with "
                         "the squared distance to the run's full-precision net's scores clipped to [-1, 1] (WEIGHT); "
@@ -139,6 +142,7 @@ def _run_config(args):
         frequency=args.frequency, last_halving=args.last_halving, batch_size=args.batch_size, learning_rate=args.lr,
         weight_decay=args.weight_decay, weight_decay_mode=args.weight_decay_mode, seed=args.seed,
         retrain_lr=args.retrain_lr, width=args.width, zca=None if args.zca is None else args.zca == "on",
+        binary_init=args.binary_init,
         hidden_units=args.hidden_units, skip=args.skip, input_encoding=args.input_encoding, head=args.head,
         distill=args.distill,
     )

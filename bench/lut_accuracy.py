@@ -32,8 +32,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import RESULTS, fashion_mnist  # noqa: E402
 
 import iprune_tf  # noqa: E402
-from iprune_tf.workflow import encoding, models  # noqa: E402
-from iprune_tf.workflow import recipes
+from iprune_tf.workflow import distill, encoding, models  # noqa: E402
+from iprune_tf.workflow import recipes  # noqa: E402
 from iprune_tf._keras import keras  # noqa: E402
 from iprune_tf.export import to_verilog  # noqa: E402
 from iprune_tf.export import verilog_verify as vv  # noqa: E402
@@ -114,6 +114,11 @@ CONFIGS.update({
                    "dense_from": "s_dense_long"},
     "s_dense_t7": {**CONFIGS["s_dense"], "encoding": "thermometer:7"},
     "s_p32_t7": {**CONFIGS["s_p32"], "encoding": "thermometer:7", "dense_from": "s_dense_t7"},
+    # distillation (iprune_tf.workflow.distill, weight 0.5) from s_dense's full-precision net: in the pruned phase only,
+    # on s_dense's binary net (paired with s_p32); in both phases (a distilled dense net of its own)
+    "s_p32_kd": {**CONFIGS["s_p32"], "distill": 0.5},
+    "s_dense_kd": {**CONFIGS["s_dense"], "distill": 0.5},
+    "s_p32_kd2": {**CONFIGS["s_p32"], "distill": 0.5, "dense_from": "s_dense_kd"},
 })
 # The final configuration, 3 seeds on the full training set, tested once: the head the screens chose (pruned:32;
 # 1024 wide gained +0.18 on one seed, within noise: not kept), issue 11's budget (4 + 3 + 5 epochs) with the last
@@ -190,16 +195,42 @@ def input_encoding(cfg, x):
     return encoding.ThermometerEncoding(int(levels), thresholds=thresholds, name="input_encoding")
 
 
-def _dense(name, cfg, data, evaluated="test"):
-    """The binary dense net of run ``name``: loaded if already trained, else trained and saved (its accuracy on
-    the ``evaluated`` split recorded)."""
-    path = model_path(name, "dense")
+def _teacher(name, cfg, data, evaluated="test"):
+    """The full-precision net of run ``name`` (the pipeline's ``dense_fp``: the paper's dense head, the run's input
+    code and widths, the whole epoch budget), loaded or trained and saved: the distillation teacher."""
+    path = model_path(name, "fp")
     if os.path.exists(path):
         return keras.models.load_model(path, compile=False)
     x, y, x_test, y_test, labels = data
+    fp = recipes.compile_model(models.mnist_mlp("full_precision", hidden_units=hidden_units(cfg),
+                                                input_encoding=input_encoding(cfg, x)), cfg["lr"], WEIGHT_DECAY)
+    start, epochs = time.time(), cfg["epochs_dense"] + cfg["epochs_prune"] + cfg["epochs_retrain"]
+    fp.fit(x, y, batch_size=BATCH, epochs=epochs, validation_data=(x_test, y_test), verbose=2)
+    save_entry(name, {"dense_fp": {f"{evaluated}_accuracy": recipes.top1_accuracy(fp, x_test, labels),
+                                   "epochs": epochs, "wall_time_s": round(time.time() - start, 1)}})
+    fp.save(path, include_optimizer=False)
+    return fp
+
+
+def _targets(cfg, data, teacher):
+    """``data``'s hinge targets, packed with ``teacher``'s scores when ``cfg`` distills (weight ``cfg["distill"]``)."""
+    x, y, x_test, y_test, _ = data
+    if not cfg.get("distill"):
+        return y, y_test
+    return distill.teacher_targets(teacher, x, y), distill.teacher_targets(teacher, x_test, y_test)
+
+
+def _dense(name, cfg, data, evaluated="test", teacher=None):
+    """The binary dense net of run ``name``: loaded if already trained, else trained (distilled from ``teacher`` when
+    ``cfg`` says so) and saved (its accuracy on the ``evaluated`` split recorded)."""
+    path = model_path(name, "dense")
+    if os.path.exists(path):
+        return keras.models.load_model(path, compile=False)
+    x, _, x_test, _, labels = data
+    y, y_test = _targets(cfg, data, teacher)
     dense = recipes.compile_model(models.mnist_mlp("binary", hidden_units=hidden_units(cfg),
                                                    input_encoding=input_encoding(cfg, x), head=cfg.get("head", "dense")),
-                                  cfg["lr"], WEIGHT_DECAY)
+                                  cfg["lr"], WEIGHT_DECAY, distill=cfg.get("distill", 0.0))
     start = time.time()
     dense.fit(x, y, batch_size=BATCH, epochs=cfg["epochs_dense"], validation_data=(x_test, y_test), verbose=2)
     save_entry(name, {"config": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
@@ -211,23 +242,29 @@ def _dense(name, cfg, data, evaluated="test"):
 
 def train(config, ks=None, seed=0, validation=False):
     """Train (or load) the dense net of ``config`` (its ``dense_from`` configuration's if any), then prune and
-    retrain it to each K of ``ks`` that has no saved model yet (a killed run resumes at the next model)."""
+    retrain it to each K of ``ks`` that has no saved model yet (a killed run resumes at the next model). A
+    configuration with ``distill`` learns from the full-precision net of its dense net's run in every phase it trains
+    (with ``dense_from``, only the pruned one)."""
     cfg = CONFIGS[config]
     name = run_name(config, seed, validation)
     os.makedirs(WORK, exist_ok=True)
     keras.utils.set_random_seed(seed)
     data = split_data(validation)
-    x, y, x_test, y_test, labels = data
+    x, _, x_test, _, labels = data
     dense_config = cfg.get("dense_from", config)
     evaluated = "validation" if validation else "test"
-    dense = _dense(run_name(dense_config, seed, validation), CONFIGS[dense_config], data, evaluated)
+    dense_name, dense_cfg = run_name(dense_config, seed, validation), CONFIGS[dense_config]
+    teacher = _teacher(dense_name, dense_cfg, data, evaluated) if cfg.get("distill") or dense_cfg.get("distill") else None
+    keras.utils.set_random_seed(seed)  # the binary nets' draws as without a teacher
+    dense = _dense(dense_name, dense_cfg, data, evaluated, teacher)
+    y, y_test = _targets(cfg, data, teacher)
     for k in ks or cfg["ks"]:
         if os.path.exists(model_path(name, f"k{k}")):
             continue
         start = time.time()
         recipe = pruning_recipe(cfg, k)
         pruned = recipes.prune(recipe, dense, len(x))
-        recipes.compile_model(pruned, cfg["lr"], WEIGHT_DECAY)
+        recipes.compile_model(pruned, cfg["lr"], WEIGHT_DECAY, distill=cfg.get("distill", 0.0))
         pruned.fit(x, y, batch_size=BATCH, epochs=cfg["epochs_prune"] + cfg["epochs_retrain"],
                    validation_data=(x_test, y_test), verbose=2,
                    callbacks=[iprune_tf.UpdatePruningStep(), *recipes.retraining_callbacks(recipe, len(x))])

@@ -37,3 +37,21 @@ def test_dense_binary_phase_starts_from_the_full_precision_weights(tiny_run, tmp
     assert np.array_equal(run.load_snapshot("before_pruning")["dense_1"], fp.get_layer("dense_1").kernel.numpy())
     same_budget = tiny_run.load_model("dense_fp").get_weights()  # the option leaves the FP phase as it was
     assert all(np.array_equal(a, b) for a, b in zip(same_budget, fp.get_weights()))
+
+
+def test_bench_fork_copies_the_full_precision_phase_only_under_the_same_fp_config(tiny_run, tmp_path):
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "bench"))
+    from conv_fork import fork
+
+    argv = ["train", "--data", tiny_run.config.data, "--epochs-prune", "1", "--epochs-retrain", "1", "--frequency", "1",
+            "--binary-init", "fp"]
+    with pytest.raises(ValueError, match=r"another config \(total_epochs: 3 -> 12\)"):
+        fork(tiny_run.dir, [*argv, "--out", str(tmp_path / "longer")])
+    run = fork(tiny_run.dir, [*argv, "--epochs-dense", "1", "--out", str(tmp_path / "fork")])
+    assert run.config == dataclasses.replace(tiny_run.config, binary_init="fp")
+    assert Run(run.dir).phases == {"dense_fp": {**tiny_run.phases["dense_fp"], "copied_from": tiny_run.dir}}
+    assert open(run.model_path("dense_fp"), "rb").read() == open(tiny_run.model_path("dense_fp"), "rb").read()
+    assert run.done("dense_fp") and not run.done("dense_binary")

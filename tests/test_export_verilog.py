@@ -163,7 +163,7 @@ def test_sparse_head_with_negative_scales_equals_lowered_argmax(tmp_path, tree_l
     assert design.score_order_conflicts == 0 and design.scores == scores
     if scores == "ranks":  # 5 classes x 6 popcounts, all scores distinct: ranks 0..29
         assert design.score_bits == 5 and design.score_fraction_bits is None
-        assert ("always @(posedge clk) r0 <= r0_rom[" in (tmp_path / "net.v").read_text()) == bool(tree_levels)
+        assert ("always @(posedge clk) r0q <= r0q_rom[" in (tmp_path / "net.v").read_text()) == bool(tree_levels)
     x = rng.normal(size=(300, 30)).astype(np.float32)
     expected = np.argmax(net.predict(x), axis=1)
     assert len(set(expected.tolist())) > 2

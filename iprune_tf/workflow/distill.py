@@ -2,16 +2,18 @@
 
 With weight ``w`` (``RunConfig.distill``, ``iprune train --distill W``) the binary phases minimize
 
-    (1 - w) * squared_hinge(y, s) + w * mean((s - clip(t, -1, 1))^2)
+    (1 - w) * mean(max(1 - y * s, 0)^2) + w * mean(max(|t| - sign(t) * s, 0)^2),   t = clip(teacher, -1, 1)
 
-per sample, ``s`` the student's class scores, ``y`` the ±1 hinge targets and ``t`` the scores of the
-run's ``dense_fp`` net (the teacher, trained first on the same data). The recipe's loss is a square
-hinge, not a softmax, so the teacher's "soft labels" are its scores, matched by a squared distance
-(Ba & Caruana's logit matching) instead of a KL divergence at a temperature. They are clipped to the
-hinge's margin [-1, 1]: beyond it the hinge loss is flat, so the teacher's values there say nothing
-(a score of 3 is as right as 1), while inside it they say how sure the teacher is, e.g. a shirt that
-also looks like a T-shirt. Keras losses see only ``(y_true, y_pred)``, so the targets carry both:
-``y_true = [y, clip(t)]``, two blocks of C columns (:func:`packed_targets`).
+per sample, ``s`` the student's class scores, ``y`` the ±1 hinge targets and ``teacher`` the scores of
+the run's ``dense_fp`` net (trained first on the same data). The recipe's loss is a square hinge, not
+a softmax, so the teacher speaks through its scores, and the second term is a square hinge too: on
+the teacher's side of each class, with the teacher's confidence ``|t|`` as the margin. Clipped to
+the hinge's margin [-1, 1] (beyond it the hinge loss is flat, so a teacher's 3 means no more than
+1), a confident teacher asks what the labels ask, while an unsure one (a shirt that also looks like
+a T-shirt, ``t = -0.3``) asks the student for less there, leaving its few binary weights to the
+rest. Like the hinge, it does not punish a student more sure than its teacher. Keras losses see only
+``(y_true, y_pred)``, so the targets carry both: ``y_true = [y, t]``, two blocks of C columns
+(:func:`packed_targets`).
 """
 import math
 
@@ -44,7 +46,8 @@ def teacher_targets(teacher, x, hinge_targets, batch_size=1000):
 
 @keras.utils.register_keras_serializable(package="iprune_tf")
 class DistillationLoss(keras.losses.Loss):
-    """``(1 - weight) * squared_hinge + weight * squared distance to the clipped teacher scores``, on packed targets."""
+    """``(1 - weight) *`` square hinge on the labels ``+ weight *`` square hinge on the teacher's side with its
+    clipped score's size as the margin, on packed targets (the module's formula)."""
 
     def __init__(self, weight, name="distillation", **kwargs):
         super().__init__(name=name, **kwargs)
@@ -54,8 +57,8 @@ class DistillationLoss(keras.losses.Loss):
     def call(self, y_true, y_pred):
         labels, teacher = split(y_true, y_pred)
         hinge = tf.reduce_mean(tf.square(tf.maximum(1.0 - labels * y_pred, 0.0)), axis=-1)
-        match = tf.reduce_mean(tf.square(y_pred - teacher), axis=-1)
-        return (1.0 - self.weight) * hinge + self.weight * match
+        soft = tf.reduce_mean(tf.square(tf.maximum(tf.abs(teacher) - tf.sign(teacher) * y_pred, 0.0)), axis=-1)
+        return (1.0 - self.weight) * hinge + self.weight * soft
 
     def get_config(self):
         return {**super().get_config(), "weight": self.weight}

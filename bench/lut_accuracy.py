@@ -131,6 +131,10 @@ CONFIGS.update({
 # halving and cosine retraining; today's dense head pruned from the same dense nets for the paired comparison.
 CONFIGS["f_dense"] = {**_SCREEN, "head": "dense", "epochs_dense": 4, "epochs_prune": 3, "epochs_retrain": 5}
 CONFIGS["f_p32"] = {**CONFIGS["f_dense"], "head": "pruned:32", "dense_from": "f_dense", "ks": (6, 8)}
+# Session 2's final: the levers the screens kept (7 thermometer levels, 15 + 10 epochs of pruning and retraining after 3
+# dense ones, as screened), 3 seeds; the dense head pruned from the same dense nets for the paired comparison.
+CONFIGS["f_dense_t7"] = {**_SCREEN, "head": "dense", "encoding": "thermometer:7", "epochs_prune": 15, "epochs_retrain": 10}
+CONFIGS["f_p32_t7"] = {**CONFIGS["f_dense_t7"], "head": "pruned:32", "dense_from": "f_dense_t7"}
 VALIDATION = 5000  # --validation: the last 5,000 training images, never trained on
 BATCH = 100
 FREQUENCY = 100

@@ -18,9 +18,10 @@ from iprune_tf.workflow.runs import PHASES, Run
 
 
 def run_summary(run):
-    """Config, data and ``{phase: {test_accuracy, wall_time_s}}`` of a run."""
-    phases = {name: {"test_accuracy": run.phases[name]["test_accuracy"], "wall_time_s": run.phases[name]["wall_time_s"]}
-              for name in PHASES if name in run.phases}
+    """Config, data and ``{phase: {test_accuracy, wall_time_s, copied_from?}}`` of a run (``copied_from``: a
+    ``dense_fp`` phase taken from another run by ``conv_fork.py``, its wall time that run's)."""
+    phases = {name: {key: run.phases[name][key] for key in ("test_accuracy", "wall_time_s", "copied_from")
+                     if key in run.phases[name]} for name in PHASES if name in run.phases}
     return {"dir": run.dir, "config": dataclasses.asdict(run.config), "data": run.data, "phases": phases}
 
 
@@ -65,7 +66,9 @@ def main():
              s["test_accuracy"]["n"]) for name, s in summary.items()]
     print_table(("phase", "accuracy %", "- FP (paired)", "- dense binary (paired)", "wall min", "runs"), rows)
     for run in single:
-        print(run["dir"], {name: round(100 * p["test_accuracy"], 2) for name, p in run["phases"].items()})
+        fp = run["phases"]["dense_fp"]["test_accuracy"]
+        print(run["dir"], {name: f"{100 * p['test_accuracy']:.2f} ({100 * (p['test_accuracy'] - fp):+.2f})"
+                           for name, p in run["phases"].items()})
     write_result(args.name, {"seed_runs": seeds, "seeds_summary": summary, "single_runs": single},
                  "python " + " ".join(sys.argv))
 

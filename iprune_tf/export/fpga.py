@@ -239,8 +239,8 @@ def _critical_path(report, design):
 def _layers_of(path, design):
     """The parts of the design (a layer, lut_net's layer registers, the stream input) a path's nets come from.
 
-    From a net's source line in ``net.v`` where Yosys kept one, else from its hierarchical name
-    (``net.u3.…``: the instance of layer 3).
+    From the nets' source lines in ``net.v`` where Yosys kept any, else from their hierarchical names
+    (``net.u3.…``: the instance of layer 3; ``net.u3.x…``: its input register, fed by layer 2).
     """
     names = {layer["module"]: layer["name"] for layer in design.layers}
     names.update({TOP: "layer registers", STREAM_TOP: "stream input"})
@@ -252,20 +252,24 @@ def _layers_of(path, design):
                 module, first = found.group(1), number
             elif text.startswith("endmodule") and module:
                 spans.append((first, number, names.get(module, module)))
-    instances = {f"u{i}": layer["name"] for i, layer in enumerate(design.layers, start=1)}
-    # a layer's input register (u<i>.x, flattened) is fed by the layer before it (or the stream input)
-    inputs = {f"u{i}": name for i, name in enumerate(["stream input"] + [layer["name"] for layer in design.layers],
-                                                      start=1)}
+    by_source = [next((name for src in step.get("sources", []) for m in [re.match(r"net\.v:(\d+)\.", src)] if m
+                       for first, last, name in spans if first <= int(m.group(1)) <= last), None) for step in path]
+    if not any(by_source):
+        by_source = [_instance_of(step.get("net", ""), design) for step in path]
     labels = []
-    for step in path:
-        lines = [int(m.group(1)) for src in step.get("sources", []) for m in [re.match(r"net\.v:(\d+)\.", src)] if m]
-        label = next((name for line in lines for first, last, name in spans if first <= line <= last), None)
-        parts = step.get("net", "").removeprefix("net.").split(".")
-        if label is None and len(parts) > 1:
-            label = (inputs if parts[1].startswith("x_") or parts[1].startswith("x[") else instances).get(parts[0])
+    for label in by_source:
         if label and (not labels or labels[-1] != label):
             labels.append(label)
     return labels
+
+
+def _instance_of(net, design):
+    """The layer a flattened net name points to: ``u<i>.…`` layer i, ``u<i>.x…`` (its input) layer i - 1."""
+    found = re.match(r"net\.u(\d+)\.(x\b|x_|x\[)?", net)
+    if not found:
+        return None
+    index = int(found.group(1)) - (2 if found.group(2) else 1)
+    return design.layers[index]["name"] if 0 <= index < len(design.layers) else "stream input"
 
 
 def _utilization(report, arch):

@@ -1,11 +1,13 @@
 """The conv preset's runs: every phase's test accuracy and wall time, mean ± std over seeds.
 
-    python bench/conv_results.py --seeds RUN RUN RUN [--single RUN ...] [--name conv_seeds]
+    python bench/conv_results.py --seeds RUN RUN RUN [--baseline RUN RUN RUN] [--single RUN ...] [--name conv_seeds]
 
 Reads the run directories written by ``iprune train`` and writes ``bench/results/<name>.json``: each
 run's config, data and phases (test accuracy, wall time), and per phase the mean and sample std over
 the seed runs plus the paired gaps to the full-precision and to the dense binary net of the same run
-(same seed, same width): what binarizing costs, and what pruning costs on top.
+(same seed, same width): what binarizing costs, and what pruning costs on top. ``--baseline``: runs of
+another recipe on the same seeds (in the same order), summarized alike, and per phase the paired
+difference seed run minus baseline run: what the recipe change gains.
 Table 1 (memory, operations) comes from ``iprune report RUN RUN RUN --out ...``.
 """
 import argparse
@@ -51,9 +53,21 @@ def seeds_summary(summaries):
     return out
 
 
+def lever_gain(summaries, baselines):
+    """Per phase: mean ± std over seeds of the seed run's accuracy minus its baseline run's (same seed, in order)."""
+    for run, base in zip(summaries, baselines):
+        if run["config"]["seed"] != base["config"]["seed"]:
+            raise ValueError(f"{run['dir']} (seed {run['config']['seed']}) is paired with {base['dir']} "
+                             f"(seed {base['config']['seed']}): give --baseline in the order of --seeds.")
+    return {name: mean_std([r["phases"][name]["test_accuracy"] - b["phases"][name]["test_accuracy"]
+                            for r, b in zip(summaries, baselines)])
+            for name in PHASES if all(name in s["phases"] for s in (*summaries, *baselines))}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", nargs="+", required=True, help="runs of one recipe, one per seed")
+    parser.add_argument("--baseline", nargs="*", default=[], help="another recipe's runs, one per seed, in --seeds' order")
     parser.add_argument("--single", nargs="*", default=[], help="other runs (fully binary, levers), one by one")
     parser.add_argument("--name", default="conv_seeds")
     args = parser.parse_args()
@@ -65,11 +79,17 @@ def main():
              gap(s["gap_to_dense_fp"]), gap(s["gap_to_dense_binary"]), f"{s['wall_time_s']['mean'] / 60:.1f}",
              s["test_accuracy"]["n"]) for name, s in summary.items()]
     print_table(("phase", "accuracy %", "- FP (paired)", "- dense binary (paired)", "wall min", "runs"), rows)
+    baselines = [run_summary(Run(d)) for d in args.baseline]
+    extra = {}
+    if baselines:
+        extra = {"baseline_runs": baselines, "baseline_summary": seeds_summary(baselines),
+                 "gain_over_baseline": lever_gain(seeds, baselines)}
+        print("gain over the baseline (paired):", {name: gap(g) for name, g in extra["gain_over_baseline"].items()})
     for run in single:
         fp = run["phases"]["dense_fp"]["test_accuracy"]
         print(run["dir"], {name: f"{100 * p['test_accuracy']:.2f} ({100 * (p['test_accuracy'] - fp):+.2f})"
                            for name, p in run["phases"].items()})
-    write_result(args.name, {"seed_runs": seeds, "seeds_summary": summary, "single_runs": single},
+    write_result(args.name, {"seed_runs": seeds, "seeds_summary": summary, "single_runs": single, **extra},
                  "python " + " ".join(sys.argv))
 
 

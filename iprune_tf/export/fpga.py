@@ -202,8 +202,8 @@ def place(dev, out_dir, clock_mhz, out_of_context, seed=1):
     command = [require_tool(f"yowasp-nextpnr-{dev.arch}"), *dev.flags, "--json", "synth.json", "--write", "routed.json",
                "--report", "report.json", "--freq", str(clock_mhz), "--seed", str(seed), "--timing-allow-fail"]
     if dev.arch == "ecp5":
-        command += ["--textcfg", "pnr.config"] + (["--out-of-context"] if out_of_context else
-                                                  ["--lpf-allow-unconstrained"])
+        # out of context nextpnr refuses to write a configuration (no bitstream can come of it)
+        command += ["--out-of-context"] if out_of_context else ["--textcfg", "pnr.config", "--lpf-allow-unconstrained"]
     else:
         command += ["--asc", "pnr.asc"]
     elapsed = _stage(f"place and route (nextpnr-{dev.arch} {dev.flags[0]})", command, out_dir)

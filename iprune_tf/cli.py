@@ -121,6 +121,8 @@ def _export_parser(sub):
     fpga.add_argument("--clock-mhz", type=float, default=150.0, help="nextpnr's timing target")
     fpga.add_argument("--bus-width", type=int, default=64, help="input bits per clock of the streaming top")
     fpga.add_argument("--tree-levels", type=int, default=1, help="output head: a register every this many tree levels")
+    fpga.add_argument("--scores", choices=["affine", "ranks"], default="affine",
+                      help="output head's class scores: A*popcount+B, or per-class rank tables (narrow, exact)")
     p.add_argument("--verify-samples", type=int, default=1000)
     p.add_argument("--overwrite", action="store_true", help="replace earlier exports of this run")
 
@@ -200,7 +202,7 @@ def export_command(args):
         model, os.path.join(run.dir, "export"), "pruned", modes,
         representative_x=dataset.x_train[:REPRESENTATIVE_SAMPLES], verify_x=dataset.x_test[:args.verify_samples],
         c_array=args.c_array, overwrite=args.overwrite, fpga_options=export.FpgaOptions(
-            args.device, args.clock_mhz, args.bus_width, args.tree_levels),
+            args.device, args.clock_mhz, args.bus_width, args.tree_levels, args.scores),
     )
     print(export.format_export_table(rows))
 

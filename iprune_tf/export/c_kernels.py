@@ -22,7 +22,7 @@ def layer_function(fn, step, data, tag, index_format):
     block = _block(layer, int_path)
     geometry["block"] = block
     sum_code, facts = _SUMS[layer.kind](layer, step, geometry, data, tag, int_path, index_format)
-    kk = layer.k if layer.kind == "sparse" else layer.fan_in
+    kk = layer.k
     words = step.tout.bits and layer.units % 32 == 0  # whole output words, no read-modify-write
     out_code = _output(layer, step, data, tag, int_path, kk, words)
     if block > 1:  # the sums of `block` neurons at once, each in its own order: independent float chains

@@ -46,7 +46,7 @@ class LoweredLayer:
     kind: str
     fan_in: int
     units: int
-    k: int
+    k: int  # kept inputs per neuron: K for a sparse layer, the fan-in for any other
     binary_input: bool
     output: str = "affine"
     indices: np.ndarray | None = None
@@ -106,7 +106,7 @@ class LoweredLayer:
 
     def reachable_scores(self):
         """float32 (units, count + 1): each class's score ``s * scale + offset`` at every popcount of its ±1 inputs."""
-        count = self.k if self.kind == "sparse" else self.fan_in
+        count = self.k
         s = (2 * np.arange(count + 1) - count).astype(np.float32)
         return s[None, :] * self.scale[:, None] + self.offset[:, None]
 
@@ -120,7 +120,7 @@ class LoweredLayer:
         float32 scores do (ties included); ``conflicts`` counts the pairs still ordered differently.
         ``max_magnitude`` bounds every ``|A * popcount + B|`` (e.g. for int32 arithmetic), which caps F.
         """
-        count = self.k if self.kind == "sparse" else self.fan_in
+        count = self.k
         p = np.arange(count + 1)
         floats = self.reachable_scores().ravel()
         order = np.lexsort((np.arange(floats.size), floats))

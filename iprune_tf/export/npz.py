@@ -140,8 +140,10 @@ def _layer_from_arrays(i, spec, arrays):
     affine = spec.pop("affine")
     layer = LoweredLayer(**{key: tuple(value) if isinstance(value, list) else value for key, value in spec.items()})
     units, k = layer.units, layer.k
-    if layer.kind not in ("sparse", "binary", "float") or not 0 < k <= layer.fan_in:
-        raise SparseFormatError(f"layer '{layer.name}' has kind {layer.kind!r}, k={k}, fan-in {layer.fan_in}")
+    if layer.kind not in ("sparse", "binary", "float") or not 0 < k <= layer.fan_in or (
+            layer.kind != "sparse" and k != layer.fan_in):
+        raise SparseFormatError(f"layer '{layer.name}' has kind {layer.kind!r}, k={k}, fan-in {layer.fan_in} "
+                                "(only a sparse layer keeps fewer inputs than its fan-in)")
     get = lambda key: arrays[f"L{i}_{key}"]  # noqa: E731
     if layer.kind == "sparse":
         layer.indices = _unpack_unsigned(get("indices"), index_bits(layer.fan_in), units * k).reshape(units, k)

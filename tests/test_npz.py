@@ -212,6 +212,13 @@ def test_bad_files_raise_clear_errors(saved, tmp_path):
         sf.load_sparse(path)
     output["k"] = output["fan_in"]
     rewrite(path, header=np.array(json.dumps(header)))
+    with np.load(path) as data:
+        scale = data["L0_scale"].copy()
+    scale[[0, 2]] = [np.nan, np.inf]
+    rewrite(path, L0_scale=scale)
+    with pytest.raises(sf.SparseFormatError, match="'L0_scale' holds 2 non-finite values"):
+        sf.load_sparse(path)
+    rewrite(path, L0_scale=np.where(np.isfinite(scale), scale, 1).astype(np.float32))
     rewrite(path, L0_signs=np.zeros(1, np.uint8))
     with pytest.raises(sf.SparseFormatError, match="sign array holds 8 bits, expected 48"):
         sf.load_sparse(path)

@@ -174,4 +174,6 @@ def _layer_from_arrays(i, spec, arrays):
 def _float_array(array, key, shape):
     if array.dtype != np.float32 or array.shape != shape:
         raise SparseFormatError(f"'{key}' is {array.dtype} {array.shape}, expected float32 {shape}")
+    if not np.all(np.isfinite(array)):
+        raise SparseFormatError(f"'{key}' holds {np.count_nonzero(~np.isfinite(array))} non-finite values (NaN or inf)")
     return array

@@ -17,8 +17,8 @@ from iprune_tf import cli
 from iprune_tf.workflow.runs import Run
 
 FP_FIELDS = ("preset", "data", "limit_train", "limit_test", "batch_size", "learning_rate", "weight_decay",
-             "weight_decay_mode", "seed", "hidden_units", "input_encoding", "width", "zca", "total_epochs")
-"""What the ``dense_fp`` phase reads from the config (its epochs are ``total_epochs``)."""
+             "weight_decay_mode", "seed", "hidden_units", "input_encoding", "width", "zca", "fp_epochs")
+"""What the ``dense_fp`` phase reads from the config (its epochs are ``fp_epochs``)."""
 
 
 def fork(src_dir, argv):

@@ -63,6 +63,8 @@ def _train_parser(sub):
                         "of the last hidden layer's bits; --flavour binary, last width a multiple of the classes)")
     p.add_argument("--skip", type=_names, default=None,
                    help="layers left dense, comma-separated names (default: the paper's skip list; '' prunes all)")
+    p.add_argument("--epochs-fp", type=int, default=DEFAULTS.epochs_fp,
+                   help="epochs of the full-precision baseline (default: epochs-dense + epochs-prune + epochs-retrain)")
     p.add_argument("--epochs-dense", type=int, default=DEFAULTS.epochs_dense)
     p.add_argument("--epochs-prune", type=int, default=DEFAULTS.epochs_prune,
                    help="epochs over which the fan-in shrinks to K")
@@ -139,9 +141,10 @@ def parser():
 def _run_config(args):
     return recipes.RunConfig(
         preset=args.preset, flavour=args.flavour, inputs_per_neuron=args.inputs, data=args.data,
-        limit_train=args.limit_train, limit_test=args.limit_test, epochs_dense=args.epochs_dense,
-        epochs_prune=args.epochs_prune, epochs_retrain=args.epochs_retrain, schedule=args.schedule,
-        frequency=args.frequency, last_halving=args.last_halving, batch_size=args.batch_size, learning_rate=args.lr,
+        limit_train=args.limit_train, limit_test=args.limit_test, epochs_fp=args.epochs_fp,
+        epochs_dense=args.epochs_dense, epochs_prune=args.epochs_prune, epochs_retrain=args.epochs_retrain,
+        schedule=args.schedule, frequency=args.frequency, last_halving=args.last_halving, batch_size=args.batch_size,
+        learning_rate=args.lr,
         weight_decay=args.weight_decay, weight_decay_mode=args.weight_decay_mode, seed=args.seed,
         retrain_lr=args.retrain_lr, width=args.width, zca=None if args.zca is None else args.zca == "on",
         binary_init=args.binary_init,

@@ -17,6 +17,10 @@ def test_binary_init_is_checked_reaches_the_config_and_survives_run_json(tmp_pat
     assert cli._run_config(cli.parser().parse_args(["train", "--out", "runs/x"])).binary_init == "random"
     with pytest.raises(SystemExit):
         cli.parser().parse_args(["train", "--out", "runs/x", "--binary-init", "pretrained"])
+    with pytest.raises(ValueError, match="epochs_fp must be >= 1"):
+        recipes.RunConfig(epochs_fp=0)
+    assert recipes.RunConfig(epochs_dense=2, epochs_prune=8, epochs_retrain=8, epochs_fp=9).fp_epochs == 9
+    assert recipes.RunConfig(epochs_dense=1, epochs_prune=4, epochs_retrain=4).fp_epochs == 9  # the same budget
     config = recipes.RunConfig(binary_init="fp")
     Run.create(tmp_path / "run", config)
     assert Run(tmp_path / "run").config == config
@@ -48,8 +52,10 @@ def test_bench_fork_copies_the_full_precision_phase_only_under_the_same_fp_confi
 
     argv = ["train", "--data", tiny_run.config.data, "--epochs-prune", "1", "--epochs-retrain", "1", "--frequency", "1",
             "--binary-init", "fp"]
-    with pytest.raises(ValueError, match=r"another config \(total_epochs: 3 -> 12\)"):
+    with pytest.raises(ValueError, match=r"another config \(fp_epochs: 3 -> 12\)"):
         fork(tiny_run.dir, [*argv, "--out", str(tmp_path / "longer")])
+    longer = fork(tiny_run.dir, [*argv, "--epochs-fp", "3", "--out", str(tmp_path / "longer")])  # FP fixed, 12 binary
+    assert (longer.config.fp_epochs, longer.config.total_epochs) == (3, 12) and longer.done("dense_fp")
     run = fork(tiny_run.dir, [*argv, "--epochs-dense", "1", "--out", str(tmp_path / "fork")])
     assert run.config == dataclasses.replace(tiny_run.config, binary_init="fp")
     assert Run(run.dir).phases == {"dense_fp": {**tiny_run.phases["dense_fp"], "copied_from": tiny_run.dir}}

@@ -3,7 +3,7 @@
 Phases, each saved to the run directory (:mod:`iprune_tf.workflow.runs`) as soon as it ends:
 
 1. ``dense_fp``: the full-precision dense baseline, trained for the same total number of
-   epochs as the binary pipeline (the "same budget").
+   epochs as the binary pipeline (the "same budget"), or ``epochs_fp`` epochs when set.
 2. ``dense_binary``: the binary flavour, dense, ``epochs_dense`` epochs; from random weights, or with
    ``binary_init="fp"`` from the ``dense_fp`` net's weights (:func:`~iprune_tf.workflow.recipes.warm_start`).
 3. ``pruned``: the binary net pruned from full fan-in to K inputs per neuron over the first
@@ -130,7 +130,7 @@ class _Pipeline:
     def run_phases(self):
         config, dense_binary = self.config, None
         if not self.run.done("dense_fp"):
-            self._phase("dense_fp", lambda: self._dense("dense_fp", "full_precision", config.total_epochs))
+            self._phase("dense_fp", lambda: self._dense("dense_fp", "full_precision", config.fp_epochs))
         if not self.run.done("dense_binary"):
             dense_binary = self._phase("dense_binary", lambda: self._dense("dense_binary", config.flavour,
                                                                            config.epochs_dense))

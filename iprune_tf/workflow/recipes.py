@@ -56,6 +56,7 @@ class RunConfig:
     data: str = "fashion_mnist"
     limit_train: int | None = None
     limit_test: int | None = None
+    epochs_fp: int | None = None  # the full-precision baseline's epochs (None: total_epochs, the same budget)
     epochs_dense: int = 10
     epochs_prune: int = 10
     epochs_retrain: int = 10
@@ -107,6 +108,8 @@ class RunConfig:
             raise ValueError(f"retrain_lr must be one of {RETRAIN_LR}; got '{self.retrain_lr}'.")
         if self.binary_init not in BINARY_INITS:
             raise ValueError(f"binary_init must be one of {BINARY_INITS}; got '{self.binary_init}'.")
+        if self.epochs_fp is not None and self.epochs_fp < 1:
+            raise ValueError(f"epochs_fp must be >= 1 (or None: the binary pipeline's total), got {self.epochs_fp}.")
         for name in ("epochs_dense", "epochs_prune", "epochs_retrain"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
@@ -117,8 +120,13 @@ class RunConfig:
 
     @property
     def total_epochs(self):
-        """The training budget of the binary pipeline, also given to the full-precision baseline."""
+        """The training budget of the binary pipeline."""
         return self.epochs_dense + self.epochs_prune + self.epochs_retrain
+
+    @property
+    def fp_epochs(self):
+        """The full-precision baseline's epochs: ``epochs_fp``, by default the binary pipeline's total (the same budget)."""
+        return self.total_epochs if self.epochs_fp is None else self.epochs_fp
 
 
 def compile_model(model, learning_rate=LEARNING_RATE, weight_decay=0.0, decay_layer=None, distill=0.0):

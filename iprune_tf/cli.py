@@ -13,6 +13,7 @@ import os
 import sys
 
 from iprune_tf import _keras
+from iprune_tf.workflow import binary_init
 from iprune_tf.workflow import pipeline
 from iprune_tf.workflow import recipes
 from iprune_tf.workflow import runs as run_lib
@@ -81,7 +82,7 @@ def _train_parser(sub):
                    help="decoupled (AdamW-style, default) or l2 (loss term; measured to hurt binary nets)")
     p.add_argument("--retrain-lr", default=DEFAULTS.retrain_lr, choices=list(recipes.RETRAIN_LR),
                    help="constant (the paper's) or cosine: the rate decays to 0 over the retraining epochs")
-    p.add_argument("--binary-init", default=DEFAULTS.binary_init, choices=list(recipes.BINARY_INITS),
+    p.add_argument("--binary-init", default=DEFAULTS.binary_init, choices=list(binary_init.CHOICES),
                    help="the dense binary net's latent weights: random (the paper's) or fp (warm start from the "
                         "trained full-precision net)")
     p.add_argument("--distill", type=float, default=DEFAULTS.distill, metavar="WEIGHT",

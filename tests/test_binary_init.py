@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from iprune_tf import cli
-from iprune_tf.workflow import models, pipeline, recipes
+from iprune_tf.workflow import binary_init, models, pipeline, recipes
 from iprune_tf.workflow.runs import Run
 
 
@@ -29,7 +29,7 @@ def test_binary_init_is_checked_reaches_the_config_and_survives_run_json(tmp_pat
 def test_warm_start_names_the_layer_it_cannot_fill():
     binary = models.mnist_mlp("binaryconnect_det", hidden_units=(16, 16))
     with pytest.raises(ValueError, match=r"layer 'dense_2' \(weight shapes \[\(16, 16\)\]\).*shapes \[\(16, 8\)\]"):
-        recipes.warm_start(binary, models.mnist_mlp("full_precision", hidden_units=(16, 8)))
+        binary_init.warm_start(binary, models.mnist_mlp("full_precision", hidden_units=(16, 8)))
 
 
 def test_dense_binary_phase_starts_from_the_full_precision_weights(tiny_run, tmp_path):

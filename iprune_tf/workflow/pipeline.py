@@ -5,7 +5,7 @@ Phases, each saved to the run directory (:mod:`iprune_tf.workflow.runs`) as soon
 1. ``dense_fp``: the full-precision dense baseline, trained for the same total number of
    epochs as the binary pipeline (the "same budget"), or ``epochs_fp`` epochs when set.
 2. ``dense_binary``: the binary flavour, dense, ``epochs_dense`` epochs; from random weights, or with
-   ``binary_init="fp"`` from the ``dense_fp`` net's weights (:func:`~iprune_tf.workflow.recipes.warm_start`).
+   ``binary_init="fp"`` from the ``dense_fp`` net's weights (:func:`~iprune_tf.workflow.binary_init.warm_start`).
 3. ``pruned``: the binary net pruned from full fan-in to K inputs per neuron over the first
    ``epochs_prune`` epochs (geometric :class:`~iprune_tf.FanInSchedule`, its last halving slowed
    by ``last_halving``, masks recomputed every ``frequency`` steps; ``schedule="oneshot"`` prunes
@@ -32,6 +32,7 @@ import time
 
 import numpy as np
 
+from iprune_tf.workflow import binary_init
 from iprune_tf.workflow import data as data_lib
 from iprune_tf.workflow import distill
 from iprune_tf.workflow import recipes
@@ -203,7 +204,7 @@ class _Pipeline:
         model = self._build_compiled(lambda: recipes.build_model(self.config, flavour, ds.x_train.shape[1:],
                                                                  ds.num_classes), name)
         if name == "dense_binary" and self.config.binary_init == "fp":
-            recipes.warm_start(model, self.run.load_model("dense_fp"))
+            binary_init.warm_start(model, self.run.load_model("dense_fp"))
         self._fit_epochs(name, model, epochs)
         return model, {"test_accuracy": self.evaluate(model), "epochs": epochs, "flavour": flavour}
 

@@ -22,6 +22,7 @@ import os
 
 import numpy as np
 
+from iprune_tf.workflow import binary_init as binary_init_lib
 from iprune_tf.workflow import data as data_lib
 from iprune_tf.workflow import distill as distill_lib
 from iprune_tf.workflow import encoding
@@ -42,7 +43,6 @@ WEIGHT_DECAY_MODES = ("decoupled", "l2")
 DECAY_LAYER = "output"
 SCHEDULES = ("gradual", "oneshot")
 RETRAIN_LR = ("constant", "cosine")
-BINARY_INITS = ("random", "fp")
 _WIDTH_ARGUMENT = {"mnist": "hidden_units", "cifar10": "dense_units"}
 
 
@@ -76,7 +76,7 @@ class RunConfig:
     width: float = 1.0  # conv preset: filters and hidden units times this (models.scale_widths)
     zca: bool | None = None  # ZCA whitening of the inputs (None: the preset's choice); False records why in run.json
     distill: float = 0.0  # weight of the dense_fp teacher's term in the binary phases' loss (workflow.distill); 0: off
-    binary_init: str = "random"  # dense binary net's latent weights: "random" (the paper's) or "fp" (the dense_fp net's)
+    binary_init: str = "random"  # the dense binary net's start: "random" (the paper's) or "fp" (workflow.binary_init)
 
     def __post_init__(self):
         models.get_preset(self.preset)
@@ -106,8 +106,7 @@ class RunConfig:
             raise ValueError(f"zca must be True, False or None (the preset's choice), got {self.zca!r}.")
         if self.retrain_lr not in RETRAIN_LR:
             raise ValueError(f"retrain_lr must be one of {RETRAIN_LR}; got '{self.retrain_lr}'.")
-        if self.binary_init not in BINARY_INITS:
-            raise ValueError(f"binary_init must be one of {BINARY_INITS}; got '{self.binary_init}'.")
+        binary_init_lib.validate(self.binary_init)
         if self.epochs_fp is not None and self.epochs_fp < 1:
             raise ValueError(f"epochs_fp must be >= 1 (or None: the binary pipeline's total), got {self.epochs_fp}.")
         for name in ("epochs_dense", "epochs_prune", "epochs_retrain"):
@@ -301,28 +300,8 @@ def check_config(config, dataset):
                          f"has shape {dataset.x_train.shape}.")
     model = build_model(config, config.flavour, dataset.x_train.shape[1:], dataset.num_classes)
     if config.binary_init == "fp":
-        warm_start(model, build_model(config, "full_precision", dataset.x_train.shape[1:], dataset.num_classes))
+        binary_init_lib.warm_start(model, build_model(config, "full_precision", dataset.x_train.shape[1:], dataset.num_classes))
     prune(config, model, len(dataset.x_train))
-
-
-def warm_start(model, source):
-    """Give every layer of ``model`` the weights of ``source``'s layer of the same name (``binary_init="fp"``:
-    BinaryConnect's latent weights and batch norms start from the trained full-precision net, not at random).
-
-    ValueError naming the first layer with weights that ``source`` lacks or holds in other shapes.
-    """
-    sources = {layer.name: layer for layer in source.layers}
-    for layer in model.layers:
-        shapes = [w.shape for w in layer.weights]
-        if not shapes:
-            continue
-        match = sources.get(layer.name)
-        if match is None or [w.shape for w in match.weights] != shapes:
-            found = "no such layer" if match is None else f"shapes {[tuple(w.shape) for w in match.weights]}"
-            raise ValueError(f"Cannot warm-start layer '{layer.name}' (weight shapes {[tuple(s) for s in shapes]}) "
-                             f"from model '{source.name}': {found}.")
-        layer.set_weights(match.get_weights())
-    return model
 
 
 def decoupled_decay(config):

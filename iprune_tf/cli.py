@@ -77,6 +77,8 @@ def _train_parser(sub):
                         "the same time; the main job uses 0.6)")
     p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="global batch (over all replicas)")
     p.add_argument("--lr", type=float, default=DEFAULTS.learning_rate)
+    p.add_argument("--binary-lr", type=float, default=DEFAULTS.binary_lr,
+                   help="Adam's rate in the binary phases (default: --lr); the full-precision baseline keeps --lr")
     p.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay, help="on the last dense layer only")
     p.add_argument("--weight-decay-mode", default=DEFAULTS.weight_decay_mode, choices=list(recipes.WEIGHT_DECAY_MODES),
                    help="decoupled (AdamW-style, default) or l2 (loss term; measured to hurt binary nets)")
@@ -145,7 +147,7 @@ def _run_config(args):
         limit_train=args.limit_train, limit_test=args.limit_test, epochs_fp=args.epochs_fp,
         epochs_dense=args.epochs_dense, epochs_prune=args.epochs_prune, epochs_retrain=args.epochs_retrain,
         schedule=args.schedule, frequency=args.frequency, last_halving=args.last_halving, batch_size=args.batch_size,
-        learning_rate=args.lr,
+        learning_rate=args.lr, binary_lr=args.binary_lr,
         weight_decay=args.weight_decay, weight_decay_mode=args.weight_decay_mode, seed=args.seed,
         retrain_lr=args.retrain_lr, width=args.width, zca=None if args.zca is None else args.zca == "on",
         binary_init=args.binary_init,

@@ -1,4 +1,5 @@
-"""The cosine learning-rate decay of the retraining phase (``--retrain-lr cosine``), a recipe option."""
+"""The binary phases' learning rate: the cosine decay of the retraining phase (``--retrain-lr cosine``) and a
+rate of their own (``--binary-lr``), recipe options."""
 import math
 
 import numpy as np
@@ -55,6 +56,24 @@ def test_pipeline_with_cosine_retraining_shares_the_dense_phases_and_changes_the
                                                          cosine.load_model(phase).get_weights()))
     pruned = zip(tiny_run.load_model("pruned").get_weights(), cosine.load_model("pruned").get_weights())
     assert not all(np.array_equal(a, b) for a, b in pruned)
+
+
+def test_binary_lr_is_the_binary_phases_rate_and_leaves_the_full_precision_phase(tiny_run, tmp_path):
+    import dataclasses
+
+    from iprune_tf.workflow import pipeline
+
+    with pytest.raises(ValueError, match="binary_lr must be > 0"):
+        recipes.RunConfig(binary_lr=0.0)
+    args = cli.parser().parse_args(["train", "--out", "runs/x", "--binary-lr", "1e-3", "--retrain-lr", "cosine"])
+    config = cli._run_config(args)
+    assert [config.rate(p) for p in ("dense_fp", "dense_binary", "pruned")] == [3e-3, 1e-3, 1e-3]
+    assert recipes.retraining_callbacks(config, n_train=1050)[0].base == 1e-3
+    assert recipes.RunConfig().rate("pruned") == 3e-3
+    slow = pipeline.train(tmp_path / "slow", dataclasses.replace(tiny_run.config, binary_lr=1e-4), verbose=0)
+    same = lambda phase: all(np.array_equal(a, b) for a, b in zip(tiny_run.load_model(phase).get_weights(),
+                                                                  slow.load_model(phase).get_weights()))
+    assert same("dense_fp") and not same("dense_binary")
 
 
 def test_bench_batchnorm_reestimation_sets_population_statistics_layer_by_layer():

@@ -193,7 +193,7 @@ class _Pipeline:
 
     def _build_compiled(self, build, phase):
         with self.strategy.scope():
-            return recipes.compile_model(build(), self.config.learning_rate, recipes.decoupled_decay(self.config),
+            return recipes.compile_model(build(), self.config.rate(phase), recipes.decoupled_decay(self.config),
                                          distill=0.0 if phase == "dense_fp" else self.config.distill)
 
     def evaluate(self, model):

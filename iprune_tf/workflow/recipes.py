@@ -65,6 +65,7 @@ class RunConfig:
     last_halving: float | None = None  # FanInSchedule: fraction of the pruning steps spent on 2K -> K (None: geometric)
     batch_size: int = 100
     learning_rate: float = LEARNING_RATE
+    binary_lr: float | None = None  # Adam's rate in the binary phases (None: learning_rate, the paper's one rate)
     weight_decay: float = WEIGHT_DECAY
     weight_decay_mode: str = "decoupled"
     seed: int = 0
@@ -107,6 +108,8 @@ class RunConfig:
         if self.retrain_lr not in RETRAIN_LR:
             raise ValueError(f"retrain_lr must be one of {RETRAIN_LR}; got '{self.retrain_lr}'.")
         binary_init_lib.validate(self.binary_init)
+        if self.binary_lr is not None and not self.binary_lr > 0:
+            raise ValueError(f"binary_lr must be > 0 (or None: learning_rate), got {self.binary_lr}.")
         if self.epochs_fp is not None and self.epochs_fp < 1:
             raise ValueError(f"epochs_fp must be >= 1 (or None: the binary pipeline's total), got {self.epochs_fp}.")
         for name in ("epochs_dense", "epochs_prune", "epochs_retrain"):
@@ -121,6 +124,10 @@ class RunConfig:
     def total_epochs(self):
         """The training budget of the binary pipeline."""
         return self.epochs_dense + self.epochs_prune + self.epochs_retrain
+
+    def rate(self, phase):
+        """Adam's rate in ``phase``: ``binary_lr`` in the binary phases when set, else ``learning_rate``."""
+        return self.learning_rate if phase == "dense_fp" or self.binary_lr is None else self.binary_lr
 
     @property
     def fp_epochs(self):
@@ -257,7 +264,7 @@ def retraining_callbacks(config, n_train):
     per_epoch = steps_per_epoch(config, n_train)
     gradual = config.schedule == "gradual" and config.epochs_prune > 0
     start = config.epochs_prune * per_epoch if gradual else 0
-    return [CosineRetraining(config.learning_rate, start, (config.epochs_prune + config.epochs_retrain) * per_epoch - start)]
+    return [CosineRetraining(config.rate("pruned"), start, (config.epochs_prune + config.epochs_retrain) * per_epoch - start)]
 
 
 def build_model(config, flavour, input_shape, num_classes):

@@ -42,7 +42,7 @@ def test_truth_table_of_a_hand_made_neuron():
     layer = LoweredLayer("l", "dense", "sparse", fan_in=4, units=1, k=2, binary_input=True, output="threshold",
                          indices=np.array([[0, 3]]), signs=np.array([[1, -1]], np.int8), threshold=np.array([0]))
     # address a: bit0 = x[0], bit1 = x[3]; s = (2*b0-1) - (2*b1-1) >= 0
-    np.testing.assert_array_equal(verilog_layers.truth_tables(layer), [[True, True, False, True]])
+    np.testing.assert_array_equal(layer.truth_tables(), [[True, True, False, True]])
 
 
 @pytest.mark.parametrize("simulator, pipeline", [("iverilog", True), ("iverilog", False), ("verilator", True)])

@@ -2,7 +2,8 @@
 
 A layer loops over output positions (one for Dense) and neurons; per neuron it either counts the
 mismatches ``c`` between ±1 input bits and weight bits (integer path: ``s = k - 2c``) or sums
-float32 values in input order (float path), then writes a threshold bit or ``s * scale + offset``.
+float32 values in input order (float path), then writes a threshold bit or ``s * scale + offset``;
+a truth-table neuron (kind ``table``) reads the bit of its table at the address of its K input bits.
 """
 import math
 
@@ -41,7 +42,8 @@ def layer_function(fn, step, data, tag, index_format):
         _indent("\n".join(neurons), 12), "        }",
     ]
     facts.update(name=layer.name, op=layer.op, kind=layer.kind, k=int(layer.k), fan_in=int(layer.fan_in),
-                 units=int(layer.units), path="popcount" if int_path else "float", data_bytes=data.bytes - before)
+                 units=int(layer.units), path="table" if layer.kind == "table" else "popcount" if int_path else "float",
+                 data_bytes=data.bytes - before)
     return c_function(fn, step, body), facts
 
 
@@ -52,7 +54,7 @@ def _block(layer, int_path):
     unpruned one); summing several neurons at once keeps the adder busy (each neuron still adds
     in its own order, so the results do not change).
     """
-    if int_path:
+    if int_path or layer.kind == "table":
         return 1
     candidates = (layer.units,) if layer.units <= _MAX_BLOCK else (8, 4, 2)
     return next((b for b in candidates if layer.units % b == 0), 1)
@@ -101,6 +103,14 @@ def _sparse(layer, step, g, data, tag, int_path, index_format):
         f"    const float v = {read_in(step, 'base + ' + idx)};",
         f"    s += ipr_signed(v, {sg}[n * {nw}u + k / {bw}u] >> (k % {bw}u) & 1u);", "}",
     ]), facts
+
+
+def _table(layer, step, g, data, tag, int_path, index_format):
+    """A table neuron's address ``a``: bit j is its j-th kept input's sign bit (1 for >= 0)."""
+    setup, idx, facts = _indices(_offsets(layer, g), data, tag, layer.k, index_format)
+    bits = [f"IPR_BIT(in, base + {idx.format(k=f'{j}u', b=0)})" if step.tin.bits else
+            f"({read_in(step, 'base + ' + idx.format(k=f'{j}u', b=0))} >= 0.0f)" for j in range(layer.k)]
+    return "\n".join([setup, "const uint32_t a = " + " | ".join(f"(uint32_t){b} << {j}u" for j, b in enumerate(bits)) + ";"]), facts
 
 
 def _signs(layer, data, tag):
@@ -241,13 +251,17 @@ def _collect(block):
     return f"const float acc[{block}] = {{" + ", ".join(f"s{b}" for b in range(block)) + "};"
 
 
-_SUMS = {"sparse": _sparse, "binary": _binary, "float": _float}
+_SUMS = {"sparse": _sparse, "binary": _binary, "float": _float, "table": _table}
 
 
 def _output(layer, step, data, tag, int_path, kk, words=False):
     """Threshold bit, or y = s * scale + offset (then ReLU), written in the output layout."""
     pos = "obase + n"
     write = _word_write if words else write_out
+    if layer.kind == "table":  # 32 table bits per word, the neuron's 2**k bits in ceil(2**k / 32) words
+        n_words = math.ceil(2**layer.k / 32)
+        tables = data.array(f"{tag}_tb", "uint32_t", _pack_rows(layer.tables, 32))
+        return write(step, pos, cond=f"{tables}[n * {n_words}u + (a >> 5)] >> (a & 31u) & 1u")
     if layer.output == "threshold":
         threshold = np.asarray(layer.threshold, np.int64)
         if int_path:

@@ -170,7 +170,8 @@ def _check_steps(steps):
         if not isinstance(op, (LoweredLayer, MaxPool, Flatten)):
             raise ValueError(f"C export cannot run step {op!r} ({type(op).__name__}); supported: LoweredLayer, "
                              "MaxPool, Flatten.")
-        if isinstance(op, LoweredLayer) and (op.op not in ("dense", "conv2d") or op.kind not in ("sparse", "binary", "float")):
+        if isinstance(op, LoweredLayer) and (op.op not in ("dense", "conv2d")
+                                             or op.kind not in ("sparse", "binary", "float", "table")):
             raise ValueError(f"C export cannot run layer '{op.name}' (op {op.op}, kind {op.kind}).")
     if not steps or not isinstance(steps[-1], LoweredLayer):
         raise ValueError("C export needs a network whose last step is a Dense/Conv2D layer (the scores).")

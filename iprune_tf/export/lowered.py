@@ -11,6 +11,8 @@ per neuron ``n`` (per output position for a convolution)::
         | sum_i kernel[i, n] * x[i]                      # kind "float"
     y_n = +1 if s_n >= threshold[n] else -1              # output "threshold" (binary activations)
         | act(s_n * scale[n] + offset[n])                # output "affine" (bias, scale, BN folded)
+        | +1 if tables[n, a_n] else -1                   # kind "table" (output "threshold", no sum):
+                                                         #   a_n = sum_k (x[indices[n, k]] >= 0) << k
 
 ``x`` is the flattened input vector (dense) or one ``kh*kw*c_in`` patch in ``(i, j, c)`` order
 (conv2d, after padding with ``pad_value``). :class:`MaxPool` and :class:`Flatten` steps sit between
@@ -64,6 +66,7 @@ class LoweredLayer:
     pad_value: float = 0.0
     output_hwc: tuple | None = None
     fixed_signs: bool = False  # a group-sum head: every sign +1 by construction, no weight learned or stored
+    tables: np.ndarray | None = None  # kind "table": bool (units, 2**k), any boolean function of the k inputs
 
     @property
     def weight_bits(self):
@@ -72,7 +75,7 @@ class LoweredLayer:
 
     @property
     def pruned(self):
-        return self.kind == "sparse"
+        return self.kind in ("sparse", "table")
 
     @property
     def connections(self):
@@ -94,15 +97,29 @@ class LoweredLayer:
     def cost(self):
         """Paper bits (1 per binary connection, 32 per real weight), file bits and operations."""
         indices = index_bits(self.fan_in) if self.pruned else 0
-        post = THRESHOLD_BITS if self.output == "threshold" else AFFINE_BITS if self.has_affine else 0
+        if self.kind == "table":  # a truth table of 2**k bits per neuron replaces its weights and threshold
+            paper, file = self.units * 2**self.k, self.units * 2**self.k + self.connections * indices
+        else:
+            post = THRESHOLD_BITS if self.output == "threshold" else AFFINE_BITS if self.has_affine else 0
+            paper = 0 if self.fixed_signs else self.connections * self.weight_bits
+            file = self.connections * (self.weight_bits + indices) + post * self.units
         return {
             "name": self.name, "op": self.op, "kind": self.kind, "fan_in": self.fan_in, "neurons": self.units,
             "k": self.k, "connections": self.connections, "weight_bits": self.weight_bits, "pruned": self.pruned,
-            "positions": self.positions, "index_bits": indices,
-            "paper_bits": 0 if self.fixed_signs else self.connections * self.weight_bits,
-            "file_bits": self.connections * (self.weight_bits + indices) + post * self.units,
+            "positions": self.positions, "index_bits": indices, "paper_bits": paper, "file_bits": file,
             "operations": self.connections * self.positions,
         }
+
+    def pattern_sums(self):
+        """int64 (2**k, units): each neuron's sum over its ±1 weights on input pattern a (input k is bit k of a)."""
+        bits = (np.arange(2**self.k)[:, None] >> np.arange(self.k)) & 1
+        return (2 * bits - 1) @ self.signs.T.astype(np.int64)
+
+    def truth_tables(self):
+        """bool (units, 2**k): neuron n's output bit on input pattern a, of a table or a sparse threshold layer."""
+        if self.kind == "table":
+            return self.tables
+        return (self.pattern_sums() >= self.threshold).T
 
     def reachable_scores(self):
         """float32 (units, count + 1): each class's score ``s * scale + offset`` at every popcount of its ±1 inputs."""
@@ -148,6 +165,9 @@ class LoweredLayer:
             x = binarize(x)
         if self.op == "conv2d":
             x = self._patches(x)
+        if self.kind == "table":
+            address = np.sum((x[..., self.indices] >= 0) << np.arange(self.k), axis=-1)
+            return np.where(self.tables[np.arange(self.units), address], np.float32(1), np.float32(-1))
         s = self._sums(x)
         if self.output == "threshold":
             return np.where(s >= self.threshold, np.float32(1), np.float32(-1))

@@ -3,9 +3,10 @@
 Supported chains (Sequential or functional, one path): ``Flatten``, ``Dense``/``QuantDense``,
 ``Conv2D``/``QuantConv2D`` (stride, padding, larq ``pad_values``), ``MaxPooling2D`` (valid),
 ``BatchNormalization`` right after a Dense/Conv2D, ReLU/linear activations, larq sign input
-quantizers, the input encodings of :mod:`iprune_tf.workflow.encoding` and the group-sum head
+quantizers, the input encodings of :mod:`iprune_tf.workflow.encoding`, the group-sum head
 (:class:`~iprune_tf.workflow.heads.GroupSum`: a sparse layer over the signs of its input, class c's
-indices its group, every sign +1, scaled by its positive factor).
+indices its group, every sign +1, scaled by its positive factor) and truth-table neurons
+(:class:`~iprune_tf.workflow.tables.LutTable`: a kind ``table`` layer, the signs of its tables).
 
 A layer whose inputs and weights are ±1 computes an integer sum ``s`` in ``[-k, k]``. When the
 next thing that reads its output is a sign, ``sign(BN(s + bias))`` is replaced by ``s >= T``: T is
@@ -22,13 +23,14 @@ from iprune_tf.pruning.inspection import effective_kernel
 from iprune_tf.pruning.layers import kernel_precision, require_keras2
 from iprune_tf.pruning.prune import as_stripped
 from iprune_tf.workflow.heads import GroupSum
+from iprune_tf.workflow.tables import LutTable
 
 _DENSE = (keras.layers.Dense, lq.layers.QuantDense)
 _CONV = (keras.layers.Conv2D, lq.layers.QuantConv2D)
 _SIGN_QUANTIZERS = (lq.quantizers.SteSign, lq.quantizers.ApproxSign, lq.quantizers.SwishSign)
 _SIGN_FUNCTIONS = (lq.quantizers.ste_sign, lq.quantizers.approx_sign, lq.quantizers.swish_sign, lq.math.sign)
 SUPPORTED = ("Flatten, Dense/QuantDense, Conv2D/QuantConv2D, MaxPooling2D, BatchNormalization, "
-             "ReLU/linear activations, larq sign input quantizers, iprune_tf input encodings, GroupSum")
+             "ReLU/linear activations, larq sign input quantizers, iprune_tf input encodings, GroupSum, LutTable")
 
 
 def lower(model):
@@ -114,7 +116,7 @@ class _Pending:
 
 
 def _add(layer, steps, pending):
-    if type(layer) in _DENSE + _CONV or isinstance(layer, GroupSum):
+    if type(layer) in _DENSE + _CONV or isinstance(layer, (GroupSum, LutTable)):
         steps.append(_Pending(layer))
     elif type(layer) is keras.layers.Flatten:
         steps.append(Flatten())
@@ -139,6 +141,8 @@ def _last_pending(steps, layer):
 def _checked_batch_norm(pending, bn):
     if isinstance(pending.layer, GroupSum):
         raise unsupported(bn, f"a batch norm after the group sum '{pending.layer.name}' could reorder the classes")
+    if isinstance(pending.layer, LutTable):
+        raise unsupported(bn, f"the truth tables of '{pending.layer.name}' output bits; nothing is left to normalize")
     if pending.activation != "linear":
         raise unsupported(bn, f"a batch norm after the activation of '{pending.layer.name}' cannot be folded")
     if pending.batch_norm is not None:
@@ -187,6 +191,10 @@ def _finish(steps, encoding):
         if isinstance(step.layer, GroupSum):
             lowered.append(_group_sum_layer(step))
             inputs_binary = False
+            continue
+        if isinstance(step.layer, LutTable):
+            lowered.append(_table_layer(step.layer))
+            inputs_binary = True
             continue
         layer = _lowered_layer(step.layer, inputs_binary or has_sign_input(step.layer))
         if _sign_reads_output(steps[i + 1 :], step) and layer.kind != "float" and layer.binary_input:
@@ -244,6 +252,12 @@ def _group_sum_layer(step):
                         indices=np.arange(fan_in, dtype=np.int32).reshape(groups, size),
                         signs=np.ones((groups, size), np.int8), scale=np.full(groups, layer.score_scale, np.float32),
                         offset=np.zeros(groups, np.float32), activation=step.activation, fixed_signs=True)
+
+
+def _table_layer(layer):
+    """A LutTable as a kind ``table`` layer: its indices, and its tables' signs (larq's: +1 for >= 0) as bits."""
+    return LoweredLayer(layer.name, "dense", "table", int(layer.input_shape[-1]), layer.units, layer.k, True,
+                        output="threshold", indices=layer.indices.copy(), tables=layer.table.numpy() >= 0)
 
 
 def _set_conv_geometry(lowered, layer):

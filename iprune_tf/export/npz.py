@@ -40,6 +40,10 @@ def save_sparse(net, path, overwrite=False):
     """Write a :class:`LoweredNet` to ``path``; FileExistsError for an existing file unless ``overwrite``."""
     if net.input_encoding is not None:
         raise ValueError("The .npz sparse format does not store input encodings; encode the inputs before it.")
+    tables = [layer.name for layer in net.layers if layer.kind == "table"]
+    if tables:
+        raise ValueError(f"The .npz sparse format stores no truth tables, and layers {tables} are truth-table neurons "
+                         "(LutTable); export them with to_c or to_verilog.")
     arrays = {"header": np.array(json.dumps(_header(net)))}
     for i, layer in enumerate(net.layers):
         arrays.update(_layer_arrays(i, layer))

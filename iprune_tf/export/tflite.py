@@ -11,6 +11,7 @@ from iprune_tf._keras import tf
 from iprune_tf.export.finalize import finalize_for_lce, finalize_for_tflm
 from iprune_tf.export.tflite_common import quiet_converter, representative_samples
 from iprune_tf.export.tflite_sparse import SPARSE_MODES, to_sparse_tflite
+from iprune_tf.workflow.tables import LutTable
 
 MODES = ("float", "int8", "lce", *SPARSE_MODES)
 """The modes of :func:`to_tflite`: dense float32, full-integer int8, larq-compute-engine, and the sparse ones."""
@@ -35,6 +36,7 @@ def to_tflite(model, mode="float", representative_data=None, int8_io=False, per_
         "int8 and sizes" in the module docstring). Convolutions are always per channel.
     """
     _require_mode(mode, MODES)
+    _refuse_tables(model)
     if mode in SPARSE_MODES:
         return to_sparse_tflite(model, mode, representative_data, int8_io)
     if mode == "lce":
@@ -51,6 +53,15 @@ def to_tflite(model, mode="float", representative_data=None, int8_io=False, per_
             converter.inference_output_type = tf.int8
     with quiet_converter():
         return converter.convert()
+
+
+def _refuse_tables(model):
+    """ValueError for truth-table neurons: no TFLite (Micro) kernel reads a bit of a per-neuron table."""
+    tables = [layer.name for layer in model.layers if isinstance(layer, LutTable)]
+    if tables:
+        raise ValueError(f"Layers {tables} are truth-table neurons (LutTable): each reads a bit of its own table at the "
+                         "address of its K input bits, which no TFLite or TFLite Micro op does. Export the model with "
+                         "to_c (mode 'c') or to_verilog instead.")
 
 
 def _set_per_channel_dense(converter, per_channel_dense):

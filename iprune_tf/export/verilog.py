@@ -110,7 +110,7 @@ def check_lut_net(net):
                 "Use the fully binary flavour (flavour='binary') with an input encoding "
                 "(input_encoding='thermometer:3' or 'threshold') so every layer reads ±1 bits."
             )
-        if layer.kind == "sparse" and layer.k > MAX_K and layer is not last:  # the last layer is a popcount
+        if layer.pruned and layer.k > MAX_K and layer is not last:  # the last layer is a popcount
             raise ValueError(
                 f"Layer '{layer.name}' keeps K={layer.k} inputs per neuron: a {2 ** layer.k}-entry truth table per "
                 f"neuron. The Verilog backend builds tables up to K={MAX_K}; prune to K <= {MAX_K} (6 fills one LUT6)."
@@ -293,7 +293,7 @@ def to_verilog(model_or_lowered, out_dir, pipeline=True, overwrite=False, granul
             body, fraction_bits, conflicts, head_registers, score_bits = score_layer(
                 layer, module, class_bits, tree_levels, scores, compare_bits, input_copies)
             style = "popcount_argmax"
-        elif layer.kind == "sparse":
+        elif layer.pruned:  # a sparse threshold layer's truth tables, or a table layer's own
             body, style = table_layer(layer, module, granularity), "truth_tables"
         else:
             body, style = popcount_threshold_layer(layer, module), "popcount_threshold"

@@ -11,14 +11,6 @@ LEAF_BITS = 6  # the popcount trees start from sums of 6 bits: 3 LUT6 outputs, a
 LUT_ROM_ENTRIES = 64  # a rank table this small is one LUT6 per bit: no block RAM (slow clock-to-output on ECP5)
 
 
-def truth_tables(layer):
-    """bool (units, 2**K): entry a of neuron n is ``s >= T[n]`` for input bits ``(a >> k) & 1``."""
-    k = layer.k
-    bits = (np.arange(2**k)[:, None] >> np.arange(k)) & 1
-    sums = (2 * bits - 1) @ layer.signs.T.astype(np.int64)  # (2**K, units)
-    return (sums >= layer.threshold).T
-
-
 def _hex(bits):
     """Verilog hex digits of a bit sequence, bits[0] the least significant."""
     value = int("".join("1" if b else "0" for b in reversed(list(bits))), 2)
@@ -27,7 +19,7 @@ def _hex(bits):
 
 def table_layer(layer, module, granularity):
     """A pruned layer: one truth table per neuron, in one module or one module per neuron."""
-    tables, lines, neurons = truth_tables(layer), [], []
+    tables, lines, neurons = layer.truth_tables(), [], []
     header = f"{KEEP}\nmodule {module} (input wire [{layer.fan_in - 1}:0] x, output wire [{layer.units - 1}:0] y);"
     for n in range(layer.units):
         if granularity == "neuron":

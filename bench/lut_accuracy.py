@@ -36,6 +36,7 @@ from iprune_tf.workflow import distill, encoding, models  # noqa: E402
 from iprune_tf.workflow import recipes  # noqa: E402
 from iprune_tf._keras import keras  # noqa: E402
 from iprune_tf.export import to_verilog  # noqa: E402
+from iprune_tf.workflow.tables import to_table_net  # noqa: E402
 from iprune_tf.export import verilog_verify as vv  # noqa: E402
 
 WORK = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "runs", "lut_accuracy")
@@ -135,6 +136,13 @@ CONFIGS["f_p32"] = {**CONFIGS["f_dense"], "head": "pruned:32", "dense_from": "f_
 # dense ones, as screened), 3 seeds; the dense head pruned from the same dense nets for the paired comparison.
 CONFIGS["f_dense_t7"] = {**_SCREEN, "head": "dense", "encoding": "thermometer:7", "epochs_prune": 15, "epochs_retrain": 10}
 CONFIGS["f_p32_t7"] = {**CONFIGS["f_dense_t7"], "head": "pruned:32", "dense_from": "f_dense_t7"}
+# Session 3: truth tables fine-tuned per LUT neuron (iprune_tf.workflow.tables) on the K nets of a trained configuration
+# (tables_from): table_epochs epochs of Adam at table_lr with a cosine decay to 0, tables started at table_margin per unit
+# of (sum - threshold) (the screens of bench/results/lut_tables.json chose 10 epochs, 3e-3, 0.05); the head's ±1 weights
+# stay, its batch norm trains; no weight decay (the recipe's goes to the output layer's weights, frozen here).
+_TABLES = dict(table_epochs=10, table_lr=3e-3, table_margin=0.05)
+CONFIGS["s_p32_t7_pr25_tables"] = {**CONFIGS["s_p32_t7_pr25"], **_TABLES, "tables_from": "s_p32_t7_pr25"}
+CONFIGS["f_p32_t7_tables"] = {**CONFIGS["f_p32_t7"], **_TABLES, "tables_from": "f_p32_t7"}
 VALIDATION = 5000  # --validation: the last 5,000 training images, never trained on
 BATCH = 100
 FREQUENCY = 100
@@ -256,6 +264,8 @@ def train(config, ks=None, seed=0, validation=False):
     configuration with ``distill`` learns from the full-precision net of its dense net's run in every phase it trains
     (with ``dense_from``, only the pruned one)."""
     cfg = CONFIGS[config]
+    if cfg.get("tables_from"):
+        return train_tables(config, ks, seed, validation)
     name = run_name(config, seed, validation)
     os.makedirs(WORK, exist_ok=True)
     keras.utils.set_random_seed(seed)
@@ -282,6 +292,36 @@ def train(config, ks=None, seed=0, validation=False):
         stripped.save(model_path(name, f"k{k}"), include_optimizer=False)
         save_entry(name, {f"k{k}": {f"keras_{evaluated}_accuracy": recipes.top1_accuracy(stripped, x_test, labels),
                                     "wall_time_s": round(time.time() - start, 1), "seed": seed},
+                          "config": {key: list(v) if isinstance(v, tuple) else v for key, v in cfg.items()}})
+        print(f"{name} K={k}: {load_results()['configs'][name][f'k{k}']}", flush=True)
+
+
+def train_tables(config, ks=None, seed=0, validation=False):
+    """Fine-tune the truth tables (:func:`iprune_tf.workflow.tables.to_table_net`) of each K net of ``config``'s
+    ``tables_from`` run; the table net must start at that net's classes on every evaluated image."""
+    cfg = CONFIGS[config]
+    name, source = run_name(config, seed, validation), run_name(cfg["tables_from"], seed, validation)
+    x, y, x_test, y_test, labels = split_data(validation)
+    evaluated = "validation" if validation else "test"
+    for k in ks or cfg["ks"]:
+        if os.path.exists(model_path(name, f"k{k}")):
+            continue
+        keras.utils.set_random_seed(seed)
+        pruned = _load(source, k)
+        net = recipes.compile_model(to_table_net(pruned, cfg["table_margin"]), cfg["table_lr"])
+        before = net.predict(x_test, batch_size=1000, verbose=0).argmax(1)
+        reference = pruned.predict(x_test, batch_size=1000, verbose=0).argmax(1)
+        if not np.array_equal(before, reference):
+            raise AssertionError(f"{name}: the table net starts on other classes than {source} on "
+                                 f"{int(np.sum(before != reference))} images")
+        steps = cfg["table_epochs"] * -(-len(x) // BATCH)
+        start = time.time()
+        net.fit(x, y, batch_size=BATCH, epochs=cfg["table_epochs"], validation_data=(x_test, y_test), verbose=2,
+                callbacks=[recipes.CosineRetraining(cfg["table_lr"], 0, steps)])
+        net.save(model_path(name, f"k{k}"), include_optimizer=False)
+        save_entry(name, {f"k{k}": {f"keras_{evaluated}_accuracy": recipes.top1_accuracy(net, x_test, labels),
+                                    f"start_{evaluated}_accuracy": float(np.mean(before == labels)),
+                                    "wall_time_s": round(time.time() - start, 1), "seed": seed, "source": source},
                           "config": {key: list(v) if isinstance(v, tuple) else v for key, v in cfg.items()}})
         print(f"{name} K={k}: {load_results()['configs'][name][f'k{k}']}", flush=True)
 

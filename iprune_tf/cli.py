@@ -131,6 +131,10 @@ def _export_parser(sub):
     p.add_argument("--verify-samples", type=int, default=1000)
     p.add_argument("--overwrite", action="store_true", help="replace earlier exports of this run")
 
+    fpga.add_argument("--compare-bits", type=int, default=None,
+                      help="output head: the argmax compares its scores in registered chunks of at most this many bits")
+    fpga.add_argument("--input-copies", action="store_true",
+                      help="output head: each class reads its own registered copy of the head's input bits")
 
 def parser():
     p = argparse.ArgumentParser(prog="iprune", description="iPrune: per-neuron fan-in pruning of binary networks.")
@@ -208,7 +212,8 @@ def export_command(args):
         model, os.path.join(run.dir, "export"), "pruned", modes,
         representative_x=dataset.x_train[:REPRESENTATIVE_SAMPLES], verify_x=dataset.x_test[:args.verify_samples],
         c_array=args.c_array, overwrite=args.overwrite, fpga_options=export.FpgaOptions(
-            args.device, args.clock_mhz, args.bus_width, args.tree_levels, args.scores),
+            args.device, args.clock_mhz, args.bus_width, args.tree_levels, args.scores, args.compare_bits,
+            args.input_copies),
     )
     print(export.format_export_table(rows))
 

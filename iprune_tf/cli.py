@@ -91,6 +91,9 @@ def _train_parser(sub):
                    help="knowledge distillation: the binary phases' loss mixes the square hinge (1 - WEIGHT) with "
                         "the squared distance to the run's full-precision net's scores clipped to [-1, 1] (WEIGHT); "
                         "a number in [0, 1], default 0: off")
+    p.add_argument("--epochs-tables", type=int, default=DEFAULTS.epochs_tables, metavar="EPOCHS",
+                   help="fully binary flavour: after retraining, fine-tune every hidden neuron as a truth table of its "
+                        "K inputs (any boolean function, still one K-input LUT) for EPOCHS epochs; default 0: off")
     p.add_argument("--seed", type=int, default=DEFAULTS.seed)
     p.add_argument("--strategy", default="default", choices=list(strategies.STRATEGIES),
                    help="default: one device; mirrored: all local GPUs; multiworker: the cluster in TF_CONFIG "
@@ -156,7 +159,7 @@ def _run_config(args):
         retrain_lr=args.retrain_lr, width=args.width, zca=None if args.zca is None else args.zca == "on",
         binary_init=args.binary_init,
         hidden_units=args.hidden_units, skip=args.skip, input_encoding=args.input_encoding, head=args.head,
-        distill=args.distill,
+        distill=args.distill, epochs_tables=args.epochs_tables,
     )
 
 
@@ -193,7 +196,8 @@ REPRESENTATIVE_SAMPLES = 500
 
 
 def export_command(args):
-    """Export the run's pruned model to RUN_DIR/export and print the size and agreement table.
+    """Export the run's pruned model (its truth tables after a ``tables`` phase) to RUN_DIR/export and print the size
+    and agreement table.
 
     int8 is calibrated on training inputs and every file is verified on test inputs, both with
     the run's preprocessing (its stored ZCA for CIFAR-10).
@@ -204,10 +208,11 @@ def export_command(args):
     if not args.verbose:  # TensorFlow's Python-side chatter while converters reload the model
         _keras.tf.get_logger().setLevel("ERROR")
     run = run_lib.Run(args.run_dir)
-    model = run.load_model("pruned_stripped")
+    tables = run.done(run_lib.TABLES)  # truth tables (workflow.tables): exported instead, to C by default (no TFLite op)
+    model = run.load_model(run_lib.TABLES if tables else "pruned_stripped")
     dataset, _ = recipes.prepare_data(run.config, run.dir)
     encoded = any(encoding.is_encoding(layer) for layer in model.layers)  # the .npz format has no encodings
-    modes = ["h5", *(args.mode or ["float", "int8"]), *([] if encoded else ["npz"])]
+    modes = ["h5", *(args.mode or (["c"] if tables else ["float", "int8"])), *([] if encoded or tables else ["npz"])]
     rows = export.export_run_files(
         model, os.path.join(run.dir, "export"), "pruned", modes,
         representative_x=dataset.x_train[:REPRESENTATIVE_SAMPLES], verify_x=dataset.x_test[:args.verify_samples],

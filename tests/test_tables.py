@@ -1,11 +1,12 @@
 """Truth-table neurons (iprune_tf.workflow.tables): exact start, gradients, lowering and the C/Verilog exports."""
+import os
 import shutil
 
 import numpy as np
 import pytest
 
 import iprune_tf
-from iprune_tf import export
+from iprune_tf import cli, export
 from iprune_tf._keras import keras, tf
 from iprune_tf.export import c_verify, lower, save_sparse, to_c, verilog
 from iprune_tf.export import verilog_verify as vv
@@ -171,3 +172,39 @@ def test_table_net_refuses_what_is_not_a_lut_net(flavour, k, message):
     model = iprune_tf.prune_now(model, k) if k else model
     with pytest.raises(ValueError, match=message):
         to_table_net(model)
+
+
+def test_cli_trains_reports_and_exports_truth_tables(tmp_path, capsys, tiny_mnist_npz):
+    """``--epochs-tables``: a ``tables`` phase after retraining from the pruned net's outputs, its row in the report
+    (table bits counted) and the export of the table net (its C and Verilog files: the tests above)."""
+    out = str(tmp_path / "run")
+    assert cli.main(["train", "--data", tiny_mnist_npz, "--out", out, "--flavour", "binary", "--head", "pruned:8",
+                     "--hidden-units", "32,20", "--input-encoding", "thermometer:2", "--inputs", "6",
+                     "--epochs-dense", "1", "--epochs-prune", "1", "--epochs-retrain", "0", "--epochs-tables", "1",
+                     "--limit-train", "200", "--limit-test", "100"]) == 0
+    from iprune_tf.workflow.runs import Run
+
+    run = Run(out)
+    assert run.phases["tables"]["epochs"] == 1
+    assert run.phases["tables"]["test_accuracy_at_start"] == run.phases["pruned"]["test_accuracy"]
+    assert [type(layer).__name__ for layer in run.load_model("tables").layers][2:4] == ["LutTable", "LutTable"]
+    assert cli.main(["report", out, "--no-plots"]) == 0
+    assert "| Pruned binary, truth tables |" in capsys.readouterr().out
+    costs = lower(run.load_model("tables")).cost()["layers"]
+    assert [(c["kind"], c["paper_bits"]) for c in costs] == [("table", 32 * 64), ("table", 20 * 64), ("sparse", 80)]
+    _need("iverilog")
+    assert cli.main(["export", out, "--mode", "verilog", "--verify-samples", "20"]) == 0
+    exported = keras.models.load_model(os.path.join(out, "export", "pruned.h5"), compile=False)
+    assert sum(isinstance(layer, LutTable) for layer in exported.layers) == 2
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[2:] if line.strip()}
+    assert set(rows) == {"h5", "verilog"} and rows["verilog"][4:6] == ["iverilog", "100.00%"], rows
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--flavour", "binaryconnect_det"], "only the fully binary flavour has"),
+    (["--flavour", "binary", "--preset", "cifar10"], "has convolutions"),
+    (["--flavour", "binary", "--epochs-tables", "-1"], "epochs_tables must be >= 0")])
+def test_cli_refuses_tables_that_cannot_be_trained(tmp_path, capsys, tiny_mnist_npz, extra, message):
+    out = tmp_path / "run"
+    code = cli.main(["train", "--data", tiny_mnist_npz, "--out", str(out), "--epochs-tables", "2", *extra])
+    assert code == 2 and message in capsys.readouterr().err and not out.exists()

@@ -12,7 +12,12 @@ Phases, each saved to the run directory (:mod:`iprune_tf.workflow.runs`) as soon
    to K at the first step instead), then
    retrained with fixed masks for ``epochs_retrain`` epochs; stripped to ``pruned_stripped``.
 
-With ``distill > 0`` both binary phases learn from the ``dense_fp`` net's scores too
+4. ``tables`` (only with ``epochs_tables > 0``): the pruned net's hidden neurons as truth tables of
+   their K inputs (:func:`~iprune_tf.workflow.tables.to_table_net`, starting at the pruned net's
+   outputs), fine-tuned for ``epochs_tables`` epochs at the binary rate with a cosine decay to 0, no
+   weight decay (the output layer's ±1 weights stay).
+
+With ``distill > 0`` the binary phases learn from the ``dense_fp`` net's scores too
 (:mod:`~iprune_tf.workflow.distill`).
 
 Every epoch ends with a checkpoint: all model weights (masks, pruning steps and batch-norm
@@ -37,9 +42,10 @@ from iprune_tf.workflow import data as data_lib
 from iprune_tf.workflow import distill
 from iprune_tf.workflow import recipes
 from iprune_tf.workflow import strategies
+from iprune_tf.workflow import tables
 from iprune_tf._keras import keras, tf
 from iprune_tf.pruning.prune import strip_pruning
-from iprune_tf.workflow.runs import PHASES, Run
+from iprune_tf.workflow.runs import ALL_PHASES, PHASES, TABLES, Run
 from iprune_tf.pruning.wrapper import PruneFanIn
 from tensorflow_model_optimization.python.core.sparsity.keras.pruning_callbacks import UpdatePruningStep
 
@@ -83,7 +89,7 @@ def _train(run, raw, strategy, verbose):
         "num_classes": dataset.num_classes, "input_shape": list(dataset.x_train.shape[1:]),
         "preprocessing": recipes.preprocessing(config),
     }
-    for phase in PHASES:
+    for phase in ALL_PHASES:
         if run.done(phase):
             run.clear_checkpoints(phase)  # left over when killed between saving the phase and this cleanup
     run.begin_segment(None, **strategies.describe(strategy))
@@ -102,7 +108,7 @@ def mask_digest(model):
 
 def epoch_order(seed, phase, epoch, n):
     """The order in which ``epoch`` of ``phase`` visits the ``n`` training samples: a function of these alone."""
-    return np.random.default_rng([seed, PHASES.index(phase), epoch]).permutation(n)
+    return np.random.default_rng([seed, ALL_PHASES.index(phase), epoch]).permutation(n)
 
 
 class _PhaseProgress(keras.callbacks.ProgbarLogger):
@@ -137,11 +143,13 @@ class _Pipeline:
                                                                            config.epochs_dense))
         if not self.run.done("pruned"):
             self._phase("pruned", lambda: self._pruned(dense_binary or self.run.load_model("dense_binary")))
+        if config.epochs_tables and not self.run.done(TABLES):
+            self._phase(TABLES, self._tables)
 
     def _phase(self, name, train_fn):
         """Train phase ``name`` from its seed, then save its model and results at once (the resume point)."""
         print(f"\n== {name} ==", flush=True)
-        keras.utils.set_random_seed(self.config.seed * len(PHASES) + PHASES.index(name))
+        keras.utils.set_random_seed(self.config.seed * len(PHASES) + ALL_PHASES.index(name))
         self.phase_start = time.time()
         model, result = train_fn()
         result["wall_time_s"] = round(time.time() - self.phase_start, 1)
@@ -207,6 +215,16 @@ class _Pipeline:
             binary_init.warm_start(model, self.run.load_model("dense_fp"))
         self._fit_epochs(name, model, epochs)
         return model, {"test_accuracy": self.evaluate(model), "epochs": epochs, "flavour": flavour}
+
+    def _tables(self):
+        config, pruned = self.config, self.run.load_model("pruned_stripped")
+        with self.strategy.scope():
+            model = recipes.compile_model(tables.to_table_net(pruned), config.rate(TABLES), distill=config.distill)
+        steps = config.epochs_tables * recipes.steps_per_epoch(config, len(self.dataset.x_train))
+        start = self.evaluate(model)
+        self._fit_epochs(TABLES, model, config.epochs_tables, [recipes.CosineRetraining(config.rate(TABLES), 0, steps)])
+        return model, {"test_accuracy": self.evaluate(model), "test_accuracy_at_start": start,
+                       "epochs": config.epochs_tables}
 
     def _pruned(self, dense):
         config, run = self.config, self.run

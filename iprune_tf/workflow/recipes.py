@@ -78,6 +78,7 @@ class RunConfig:
     zca: bool | None = None  # ZCA whitening of the inputs (None: the preset's choice); False records why in run.json
     distill: float = 0.0  # weight of the dense_fp teacher's term in the binary phases' loss (workflow.distill); 0: off
     binary_init: str = "random"  # the dense binary net's start: "random" (the paper's) or "fp" (workflow.binary_init)
+    epochs_tables: int = 0  # after retraining, epochs fine-tuning each LUT neuron's truth table (workflow.tables); 0: off
 
     def __post_init__(self):
         models.get_preset(self.preset)
@@ -112,7 +113,14 @@ class RunConfig:
             raise ValueError(f"binary_lr must be > 0 (or None: learning_rate), got {self.binary_lr}.")
         if self.epochs_fp is not None and self.epochs_fp < 1:
             raise ValueError(f"epochs_fp must be >= 1 (or None: the binary pipeline's total), got {self.epochs_fp}.")
-        for name in ("epochs_dense", "epochs_prune", "epochs_retrain"):
+        if self.epochs_tables and self.flavour != "binary":
+            raise ValueError(f"epochs_tables fine-tunes the truth tables of LUT neurons (±1 inputs and outputs), which "
+                             f"only the fully binary flavour has; flavour is {self.flavour!r}. Use flavour 'binary' or "
+                             "epochs_tables=0.")
+        if self.epochs_tables and models.get_preset(self.preset).images:
+            raise ValueError(f"epochs_tables turns Dense neurons into truth tables (LutTable); preset {self.preset!r} has "
+                             "convolutions, which it cannot. Use the mnist preset or epochs_tables=0.")
+        for name in ("epochs_dense", "epochs_prune", "epochs_retrain", "epochs_tables"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
         if self.epochs_prune + self.epochs_retrain < 1:

@@ -39,6 +39,7 @@ ROWS = (
     ("dense_fp", "Full-precision dense"),
     ("dense_binary", "Binary dense"),
     ("pruned_stripped", "Pruned binary"),
+    ("tables", "Pruned binary, truth tables"),
 )
 
 

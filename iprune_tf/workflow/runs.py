@@ -31,6 +31,8 @@ from iprune_tf.workflow.checkpoints import atomic_write, read_checkpoint
 from iprune_tf.pruning.prune import prune_scope
 
 PHASES = ("dense_fp", "dense_binary", "pruned")
+TABLES = "tables"  # the optional phase after them (RunConfig.epochs_tables): the pruned net's truth tables fine-tuned
+ALL_PHASES = (*PHASES, TABLES)
 SNAPSHOTS = ("before_pruning", "after_pruning", "after_retraining")
 KEPT_CHECKPOINTS = 2
 _OWN_ENTRIES = {"run.json", "zca.npz", "models", "weights", "checkpoints", "export", "plots", "report.md", "report.json"}
@@ -144,7 +146,8 @@ class Run:
         return _snapshot_path(self.dir, name)
 
     def load_model(self, name):
-        """The model saved after phase ``name`` (``dense_fp``, ``dense_binary``, ``pruned``, ``pruned_stripped``)."""
+        """The model saved after phase ``name`` (``dense_fp``, ``dense_binary``, ``pruned``, ``pruned_stripped``,
+        ``tables``)."""
         path = self.model_path(name)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path} does not exist: phase '{name}' of this run has not finished.")
@@ -266,7 +269,7 @@ def _config_diff(old, new):
 
 def _remove_run_files(run_dir):
     """Delete what a previous run wrote (only iprune_tf's own files), for ``overwrite=True``."""
-    paths = [_model_path(run_dir, name) for name in (*PHASES, "pruned_stripped")]
+    paths = [_model_path(run_dir, name) for name in (*PHASES, "pruned_stripped", TABLES)]
     paths += [_snapshot_path(run_dir, name) for name in SNAPSHOTS]
     paths += glob.glob(os.path.join(run_dir, "checkpoints", "*.npz*"))
     paths += [os.path.join(run_dir, name) for name in ("run.json", "zca.npz")]

@@ -142,7 +142,8 @@ def main(argv=None):
     p.add_argument("--tree-levels", type=int, default=1)
     p.add_argument("--scores", default="affine", choices=["affine", "ranks"], help="design: the head's class scores")
     p.add_argument("--compare-bits", type=int, default=None, help="design: the argmax compares chunks of this many bits")
-    p.add_argument("--input-copies", action="store_true", help="design: each class reads its own copy of the head's input")
+    p.add_argument("--input-copies", type=int, default=None,
+                   help="design: that many registered copies of the head's input, each read by a group of classes")
     p.add_argument("--seed", type=int, default=0, help="design: the random net's seed (--config random:...)")
     p.add_argument("--tag", default="", help="appended to the net's name (its directory and results key)")
     p.add_argument("--device", default="lfe5u-85f", choices=sorted(fpga.DEVICES))

@@ -131,13 +131,13 @@ def _export_parser(sub):
     fpga.add_argument("--tree-levels", type=int, default=1, help="output head: a register every this many tree levels")
     fpga.add_argument("--scores", choices=["affine", "ranks"], default="affine",
                       help="output head's class scores: A*popcount+B, or per-class rank tables (narrow, exact)")
+    fpga.add_argument("--compare-bits", type=int, default=None,
+                      help="output head: the argmax compares its scores in registered chunks of at most this many bits")
+    fpga.add_argument("--input-copies", type=int, default=None, metavar="G",
+                      help="output head: G registered copies of the head's input bits, each read by a group of classes")
     p.add_argument("--verify-samples", type=int, default=1000)
     p.add_argument("--overwrite", action="store_true", help="replace earlier exports of this run")
 
-    fpga.add_argument("--compare-bits", type=int, default=None,
-                      help="output head: the argmax compares its scores in registered chunks of at most this many bits")
-    fpga.add_argument("--input-copies", action="store_true",
-                      help="output head: each class reads its own registered copy of the head's input bits")
 
 def parser():
     p = argparse.ArgumentParser(prog="iprune", description="iPrune: per-neuron fan-in pruning of binary networks.")

@@ -220,10 +220,10 @@ def test_split_comparisons_and_input_copies_keep_the_argmax_and_its_ties(tmp_pat
                     offset=np.array([0.25, 0.25, 0.5, -0.25, 0.0], np.float32))  # classes 0 and 1 score alike
     plain = verilog.to_verilog(net, tmp_path / "plain", tree_levels=1, scores=scores)
     design = verilog.to_verilog(net, tmp_path, tree_levels=1, io="stream", bus_width=7, scores=scores, compare_bits=2,
-                                input_copies=True)
+                                input_copies=5)
     text = (tmp_path / "net.v").read_text()
     assert design.score_bits > 4 and "_g2 <= " in text and "_e2 <= " in text  # at least 3 chunks of 2 bits
-    assert text.count("(* keep *) always @(posedge clk) x") == 5  # a copy of its 4 input bits per class
+    assert text.count("(* keep *) always @(posedge clk) xg") == 5  # a copy of the head's input per class
     assert design.latency == plain.latency + 3 + 1  # 3 argmax rounds (5 -> 3 -> 2 -> 1) one level longer, the copies
     x = rng.normal(size=(300, 30)).astype(np.float32)
     scores_ = net.predict(x)
@@ -258,7 +258,8 @@ def test_stream_top_with_one_word_per_image(trained, tmp_path):
     (dict(io="stream", bus_width=8, pipeline=False), "need pipeline=True"),
     (dict(tree_levels=1, compare_bits=0), "compare_bits must be a positive int"),
     (dict(compare_bits=8), "compare_bits splits comparisons over pipeline levels: it needs tree_levels"),
-    (dict(input_copies=True, pipeline=False), "need pipeline=True"),
+    (dict(input_copies=2, pipeline=False), "need pipeline=True"),
+    (dict(input_copies=True), "input_copies must be a positive int"),
 ])
 def test_bad_pipeline_and_stream_options_are_refused(trained, tmp_path, options, message):
     with pytest.raises(ValueError, match=message):

@@ -61,7 +61,7 @@ class FpgaOptions:
     tree_levels: int = 1
     scores: str = "affine"
     compare_bits: int | None = None
-    input_copies: bool = False
+    input_copies: int | None = None
 
 
 class DesignTooLarge(ValueError):

@@ -63,7 +63,7 @@ class VerilogDesign:
     scores: str = "affine"
     score_bits: int | None = None
     compare_bits: int | None = None
-    input_copies: bool = False
+    input_copies: int | None = None
 
     @property
     def top(self):
@@ -245,7 +245,7 @@ def _positive_int(value):
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
-def _check_options(granularity, pipeline, tree_levels, io, bus_width, scores, compare_bits=None, input_copies=False):
+def _check_options(granularity, pipeline, tree_levels, io, bus_width, scores, compare_bits=None, input_copies=None):
     if scores not in SCORES:
         raise ValueError(f"scores must be one of {tuple(SCORES)}, got {scores!r}.")
     if granularity not in ("layer", "neuron"):
@@ -256,6 +256,8 @@ def _check_options(granularity, pipeline, tree_levels, io, bus_width, scores, co
         raise ValueError(f"tree_levels must be a positive int (levels per pipeline stage) or None, got {tree_levels!r}.")
     if compare_bits is not None and not _positive_int(compare_bits):
         raise ValueError(f"compare_bits must be a positive int (bits per comparison chunk) or None, got {compare_bits!r}.")
+    if input_copies is not None and not _positive_int(input_copies):
+        raise ValueError(f"input_copies must be a positive int (copies of the head's input) or None, got {input_copies!r}.")
     if compare_bits and not tree_levels:
         raise ValueError("compare_bits splits comparisons over pipeline levels: it needs tree_levels.")
     if (tree_levels or io == "stream" or input_copies) and not pipeline:
@@ -265,7 +267,7 @@ def _check_options(granularity, pipeline, tree_levels, io, bus_width, scores, co
 
 
 def to_verilog(model_or_lowered, out_dir, pipeline=True, overwrite=False, granularity="layer", tree_levels=None,
-               io="parallel", bus_width=None, scores="affine", compare_bits=None, input_copies=False):
+               io="parallel", bus_width=None, scores="affine", compare_bits=None, input_copies=None):
     """Write the Verilog netlist, its testbench and ``design.json``; returns the :class:`VerilogDesign`.
 
     ``granularity``: ``"layer"`` (one module per layer, the tables as constants inside) or
@@ -276,9 +278,10 @@ def to_verilog(model_or_lowered, out_dir, pipeline=True, overwrite=False, granul
     (per class a table from popcount to the rank of its float32 score: narrow comparisons, exact; a
     block RAM read on a registered level). ``compare_bits``: the argmax's comparisons in chunks of at
     most that many bits, "greater" and "equal" per chunk registered and combined on the next level (a
-    round takes 3 levels instead of 2: shorter carry chains). ``input_copies``: each class of the head
-    reads its own registered copy of its input bits (one more clock), placed beside its popcount tree
-    instead of one register fanning out across the part.
+    round takes 3 levels instead of 2: shorter carry chains). ``input_copies=G``: the head's classes
+    fall into G groups, each reading its own registered copy of the head's input (one more clock; G =
+    classes gives every class its own), placed beside their popcount trees instead of one register
+    fanning out across the part.
     """
     _check_options(granularity, pipeline, tree_levels, io, bus_width, scores, compare_bits, input_copies)
     net = check_lut_net(lowered_of(model_or_lowered))

@@ -49,7 +49,7 @@ class _Levels:
     An item is a tuple of ``(expression, max_value)`` fields (a sum; or a score and its class index).
     """
 
-    def __init__(self, registered=frozenset(), compare_bits=None, input_copies=False):
+    def __init__(self, registered=frozenset(), compare_bits=None, input_copies=None):
         self.lines, self.level, self.registered = [], 0, registered
         self.compare_bits, self.input_copies = compare_bits, input_copies
 
@@ -166,13 +166,19 @@ class _Levels:
 def _popcounts(levels, layer, flip=()):
     """Per neuron the popcount of its agreement bits (disagreements for neurons in ``flip``): items ((wire, count),).
 
-    Level 0 sums groups of LEAF_BITS bits, then an adder tree. With ``levels.input_copies`` each neuron
-    first registers its own copy of its input bits (one clock before level 0).
+    Level 0 sums groups of LEAF_BITS bits, then an adder tree. With ``levels.input_copies`` G, the
+    neurons fall into G groups (consecutive neurons), each reading its own registered copy of the
+    input (one clock before level 0).
     """
-    leaves = []
+    leaves, copies = [], {}
     for n in range(layer.units):
-        vector, weights, count = _terms(layer, n)
-        vector = levels.copy(f"x{n}", count, vector) if levels.input_copies else vector
+        source = "x"
+        if levels.input_copies:
+            group = n * levels.input_copies // layer.units
+            if group not in copies:
+                copies[group] = levels.copy(f"xg{group}", layer.fan_in, "x")
+            source = copies[group]
+        vector, weights, count = _terms(layer, n, source)
         weights = ~weights if n in flip else weights
         levels.lines.append(f"  wire [{count - 1}:0] t{n} = ~({vector} ^ {_hex(weights)});")
         groups = [range(start, min(start + LEAF_BITS, count)) for start in range(0, count, LEAF_BITS)]
@@ -259,7 +265,7 @@ def _rank_scores(levels, layer):
 SCORES = {"affine": _affine_scores, "ranks": _rank_scores}
 
 
-def _head(layer, class_bits, scores, registered=frozenset(), compare_bits=None, input_copies=False):
+def _head(layer, class_bits, scores, registered=frozenset(), compare_bits=None, input_copies=None):
     """The output layer's popcounts, scores and argmax: (levels, class index expression, F, conflicts, score bits)."""
     levels = _Levels(registered, compare_bits, input_copies)
     items, fraction_bits, conflicts = SCORES[scores](levels, layer)
@@ -269,13 +275,14 @@ def _head(layer, class_bits, scores, registered=frozenset(), compare_bits=None, 
     return levels, winner, fraction_bits, conflicts, score_bits
 
 
-def score_layer(layer, module, class_bits, tree_levels, scores="affine", compare_bits=None, input_copies=False):
+def score_layer(layer, module, class_bits, tree_levels, scores="affine", compare_bits=None, input_copies=None):
     """The output layer as a module: (lines, F, conflicts, registers, score bits).
 
     ``scores``: "affine" (``A * popcount + B``) or "ranks" (:func:`score_ranks`). With
     ``tree_levels``, a register after every that many levels, except after the last (the top
     registers the class). ``compare_bits``: the argmax compares chunks of at most that many bits
-    (:meth:`_Levels.argmax`); ``input_copies``: each class reads its own registered copy of its inputs.
+    (:meth:`_Levels.argmax`); ``input_copies``: that many registered copies of the input, each read by
+    a group of classes (:func:`_popcounts`).
     """
     if scores not in SCORES:
         raise ValueError(f"scores must be one of {tuple(SCORES)}, got {scores!r}.")
@@ -285,7 +292,7 @@ def score_layer(layer, module, class_bits, tree_levels, scores="affine", compare
         registered = frozenset(range(tree_levels - 1, depth - 1, tree_levels))
     levels, winner, fraction_bits, conflicts, score_bits = _head(layer, class_bits, scores, registered, compare_bits,
                                                                  input_copies)
-    clocks = len(registered) + int(input_copies)
+    clocks = len(registered) + int(bool(input_copies))
     ports = (["input wire clk"] if clocks else []) + [f"input wire [{layer.fan_in - 1}:0] x",
                                                       f"output wire [{class_bits - 1}:0] class_idx"]
     what = (f"A * popcount + B, scaled by 2**{fraction_bits} ({conflicts} reachable pairs ordered differently)"

@@ -70,7 +70,9 @@ class LoweredLayer:
 
     @property
     def weight_bits(self):
-        """1 for ±1 weights, 32 for real ones."""
+        """1 for ±1 weights, 32 for real ones, 0 for a table layer (no weights: :meth:`cost` counts its table bits)."""
+        if self.kind == "table":
+            return 0
         return 1 if self.signs is not None else FLOAT_BITS
 
     @property

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import iprune_tf
-from iprune_tf.export import export_run_files, fpga, tools, verilog
+from iprune_tf.export import export_run_files, fpga, fpga_report, tools, verilog
 from iprune_tf.workflow import models
 
 
@@ -68,9 +68,31 @@ def test_split_comparisons_and_input_copies_equal_keras_after_synthesis(tmp_path
                                 "files": {"synth.v": str(out / "synth.v")}})
     check = fpga.verify_netlist(model, design, report, x, simulator="iverilog")
     assert check["class_agreement"] == 100
-    netlist = (out / "synth.v").read_text()
-    assert all(re.search(rf"net\.u3\.xg{g}_SB_DFF", netlist) for g in range(2))  # 2 copies kept, not merged
+    text = (tmp_path / "net.v").read_text().splitlines()
+    copies = [text.index(f"  (* keep *) always @(posedge clk) xg{g} <= x;") + 1 for g in range(2)]
+    cells = json.loads((out / "synth.json").read_text())["modules"]["lut_stream"]["cells"].values()
+    sources = [re.match(r"net\.v:(\d+)\.", cell["attributes"].get("src", "")) for cell in cells if "DFF" in cell["type"]]
+    assert [sum(int(m.group(1)) == line for m in sources if m) for line in copies] == [8, 8]  # 2 copies of 8 bits
     assert len(set(check["classes"].tolist())) > 1
+
+
+def test_critical_path_is_labelled_by_the_layers_its_registers_hold(tmp_path):
+    model, _ = _tiny_trained()
+    design = verilog.to_verilog(model, tmp_path, tree_levels=1)
+    text = (tmp_path / "net.v").read_text().splitlines()
+    lines = [text.index(f"  always @(posedge clk) {h} <= {h}_d;") + 1 for h in ("h1", "h2")]
+    # Yosys names a flip-flop after an alias of its output: h1 after layer 2's input, h2 after a wire of the head
+    cells = ["net.u2.x_TRELLIS_FF_Q_3", "net.u3.t0_TRELLIS_FF_Q_5"]
+    synth = {"modules": {"lut_net": {"cells": {cell: {"attributes": {"src": f"net.v:{n}.3-{n}.36|cells_map.v:1.1-1.9"}}
+                                               for cell, n in zip(cells, lines)}}}}
+    (tmp_path / "synth.json").write_text(json.dumps(synth))
+    path = [{"type": "clk-to-q", "from": {"cell": cells[0]}, "to": {"cell": cells[0]}, "delay": 0.5},
+            {"type": "routing", "from": {"cell": cells[0]}, "to": {"cell": cells[1]}, "net": "net.u3.t0_DI", "delay": 2.0}]
+    registers = fpga_report.register_lines(tmp_path / "synth.json", cells)
+    assert registers == dict(zip(cells, lines))
+    path_report = fpga_report.critical_path({"critical_paths": [{"path": path}]}, design, registers)
+    assert path_report["layers"] == [design.layers[0]["name"], design.layers[1]["name"]]  # dense_1 -> dense_2
+    assert path_report["delay_ns"] == 2.5 and path_report["steps"] == 2
 
 
 def test_unknown_device_lists_the_supported_ones():

@@ -5,6 +5,7 @@ the critical path (cells, nets, delays, source lines); :func:`critical_path` nam
 path crosses. :func:`stage_seconds` reads nextpnr's own placement and routing times from its log.
 """
 import dataclasses
+import json
 import os
 import re
 
@@ -40,15 +41,75 @@ class FpgaReport:
         return dataclasses.asdict(self)
 
 
-def critical_path(report, design):
-    """The longest path of nextpnr's report: start and end cells, delay and the layers its nets come from."""
+def critical_path(report, design, register_lines=None):
+    """The longest path of nextpnr's report: start and end cells, delay and the layers it runs through.
+
+    ``register_lines`` (:func:`register_lines`): the ``net.v`` line of each endpoint register. Where
+    both ends have one, the path is labelled by the layers whose outputs the two registers hold; else
+    by its nets (:func:`_layers_of`). Register names alone mislead: Yosys names a flip-flop after any
+    alias of its output, e.g. a layer's output register after a wire inside the next layer.
+    """
     paths = report.get("critical_paths") or []
     if not paths:
         return {}
     path = paths[0]["path"]
-    return {"from": path[0]["from"]["cell"], "to": path[-1]["to"]["cell"],
-            "delay_ns": round(sum(step.get("delay", 0.0) for step in path), 3),
-            "layers": _layers_of(path, design), "steps": len(path)}
+    ends = [path[0]["from"]["cell"], path[-1]["to"]["cell"]]
+    lines = [(register_lines or {}).get(cell) for cell in ends]
+    if all(lines):
+        spans, text = _spans(design)
+        layers = _unique([_register_label(line, spans, text, design) for line in lines])
+    else:
+        layers = _layers_of(path, design)
+    return {"from": ends[0], "to": ends[1], "delay_ns": round(sum(step.get("delay", 0.0) for step in path), 3),
+            "layers": layers, "steps": len(path)}
+
+
+def register_lines(synth_json, cells):
+    """The ``net.v`` line of each of ``cells`` in Yosys' netlist (its ``src`` attribute), where it has one."""
+    with open(synth_json) as f:
+        modules = json.load(f)["modules"].values()
+    found = {}
+    for cell in cells:
+        for module in modules:
+            src = module["cells"].get(cell, {}).get("attributes", {}).get("src", "")
+            line = re.match(r"net\.v:(\d+)\.", src)
+            if line:
+                found[cell] = int(line.group(1))
+    return found
+
+
+def _spans(design):
+    """(first line, last line, part of the design) of each module in ``net.v``, and its lines."""
+    names = {layer["module"]: layer["name"] for layer in design.layers}
+    names.update({TOP: "layer registers", STREAM_TOP: "stream input"})
+    spans, module = [], None
+    with open(design.path("net.v")) as f:
+        text = f.read().splitlines()
+    for number, line in enumerate(text, start=1):
+        found = re.match(r"module (\w+)", line)
+        if found:
+            module, first = found.group(1), number
+        elif line.startswith("endmodule") and module:
+            spans.append((first, number, names.get(module, module)))
+    return spans, text
+
+
+def _register_label(line, spans, text, design):
+    """The layer whose output a register (its ``net.v`` line) holds; a register inside a layer: that layer."""
+    part = next((name for first, last, name in spans if first <= line <= last), None)
+    held = re.search(r"\b(?:h(\d+)|(c)) <=", text[line - 1])
+    if part == "layer registers" and held:
+        return design.layers[int(held.group(1)) - 1 if held.group(1) else -1]["name"]
+    return part
+
+
+def _unique(labels):
+    """``labels`` without Nones and without a label repeating the one before it."""
+    result = []
+    for label in labels:
+        if label and (not result or result[-1] != label):
+            result.append(label)
+    return result
 
 
 def _layers_of(path, design):
@@ -57,25 +118,12 @@ def _layers_of(path, design):
     From the nets' source lines in ``net.v`` where Yosys kept any, else from their hierarchical names
     (``net.u3.…``: the instance of layer 3; ``net.u3.x…``: its input register, fed by layer 2).
     """
-    names = {layer["module"]: layer["name"] for layer in design.layers}
-    names.update({TOP: "layer registers", STREAM_TOP: "stream input"})
-    spans, module = [], None
-    with open(design.path("net.v")) as f:
-        for number, text in enumerate(f, start=1):
-            found = re.match(r"module (\w+)", text)
-            if found:
-                module, first = found.group(1), number
-            elif text.startswith("endmodule") and module:
-                spans.append((first, number, names.get(module, module)))
+    spans, _ = _spans(design)
     by_source = [next((name for src in step.get("sources", []) for m in [re.match(r"net\.v:(\d+)\.", src)] if m
                        for first, last, name in spans if first <= int(m.group(1)) <= last), None) for step in path]
     if not any(by_source):
         by_source = [_instance_of(step.get("net", ""), design) for step in path]
-    labels = []
-    for label in by_source:
-        if label and (not labels or labels[-1] != label):
-            labels.append(label)
-    return labels
+    return _unique(by_source)
 
 
 def _instance_of(net, design):

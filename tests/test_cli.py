@@ -1,5 +1,6 @@
 """The `iprune` command line: train, report, and its error handling."""
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -24,14 +25,16 @@ def test_train_then_report(tmp_path, tiny_mnist_npz, capsys):
     assert cli.main(args + ["--resume"]) == 0
 
 
-def test_export_writes_verified_files(tiny_run, capsys):
-    assert cli.main(["export", tiny_run.dir, "--mode", "float", "--verify-samples", "50"]) == 0
+def test_export_writes_verified_files(tiny_run, tmp_path, capsys):
+    run_dir = str(tmp_path / "run")  # its own copy: other tests export into the shared run with --overwrite
+    shutil.copytree(tiny_run.dir, run_dir, ignore=shutil.ignore_patterns("export"))
+    assert cli.main(["export", run_dir, "--mode", "float", "--verify-samples", "50"]) == 0
     table = capsys.readouterr().out
     for name in ("pruned.h5", "pruned_float.tflite", "pruned_sparse.npz"):
-        assert os.path.isfile(os.path.join(tiny_run.dir, "export", name))
+        assert os.path.isfile(os.path.join(run_dir, "export", name))
         assert name in table
     assert "100.00%" in table and "tflm" in table
-    assert cli.main(["export", tiny_run.dir, "--mode", "float"]) == 2  # existing exports need --overwrite
+    assert cli.main(["export", run_dir, "--mode", "float"]) == 2  # existing exports need --overwrite
     assert "overwrite" in capsys.readouterr().err
 
 

@@ -1,6 +1,7 @@
 """Shared fixtures: small larq/Keras models, random and real (Fashion-MNIST) data, finished runs."""
 import functools
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -8,10 +9,25 @@ import pytest
 import iprune_tf  # noqa: F401  (pins Keras 2 before tensorflow is imported)
 import larq as lq
 from iprune_tf._keras import keras, tf
+from iprune_tf.export.tools import PACKAGES
 from iprune_tf.workflow.data import DEBIAN_FASHION_MNIST, load_dataset, to_hinge_targets
 from iprune_tf.workflow.models import mnist_mlp
 
 BINARY = dict(kernel_quantizer="ste_sign", kernel_constraint="weight_clip", use_bias=False)
+
+
+def need_tool(tool):
+    """Skip the calling test, naming ``tool``'s Debian package, where ``tool`` is not installed."""
+    if shutil.which(tool) is None:
+        pytest.skip(f"{tool} is not installed (Debian package {PACKAGES[tool]})")
+
+
+def pixel_data(n, seed, classes):
+    """``n`` 6x6 images of 8-bit pixels (what sparse_int8 reads exactly) and ±1 targets of a fixed random linear rule."""
+    rng = np.random.default_rng(seed)
+    x = (rng.integers(0, 256, (n, 6, 6)) / np.float32(255)).astype(np.float32)
+    labels = np.argmax(x.reshape(n, -1) @ np.random.default_rng(9).normal(size=(36, classes)), axis=1)
+    return x, np.where(np.eye(classes)[labels] > 0, 1.0, -1.0).astype(np.float32)
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,5 @@
 """Verilog LUT netlist (iprune_tf.export.verilog): simulated bit-exactly, synthesized with Yosys."""
 import os
-import shutil
 
 import numpy as np
 import pytest
@@ -13,10 +12,7 @@ from iprune_tf.export import tools
 from iprune_tf.export import verilog_verify as vv
 from iprune_tf.export.lowered import LoweredLayer, LoweredNet
 
-
-def _need(tool):
-    if shutil.which(tool) is None:
-        pytest.skip(f"{tool} is not installed (Debian package {tools.PACKAGES[tool]})")
+from conftest import need_tool
 
 
 def _trained(k_first=8, k_second=6, steps=30, flavour="binary", encoding="thermometer:2", skip=None):
@@ -47,7 +43,7 @@ def test_truth_table_of_a_hand_made_neuron():
 
 @pytest.mark.parametrize("simulator, pipeline", [("iverilog", True), ("iverilog", False), ("verilator", True)])
 def test_netlist_simulation_equals_keras_and_lowered_bits(trained, tmp_path, simulator, pipeline):
-    _need(simulator)
+    need_tool(simulator)
     model, x = trained
     design = verilog.to_verilog(model, tmp_path, pipeline=pipeline)
     assert design.input_bits == 72 and design.latency == (3 if pipeline else 0)
@@ -62,7 +58,7 @@ def test_netlist_simulation_equals_keras_and_lowered_bits(trained, tmp_path, sim
 
 
 def test_unpruned_hidden_layer_and_pruned_output_layer(tmp_path):
-    _need("iverilog")
+    need_tool("iverilog")
     model, x = _trained(skip=["dense_2"])  # dense_2 dense binary (popcount >= threshold), output pruned to K=6
     design = verilog.to_verilog(model, tmp_path)
     assert [layer["style"] for layer in design.layers] == ["truth_tables", "popcount_threshold", "popcount_argmax"]
@@ -71,7 +67,7 @@ def test_unpruned_hidden_layer_and_pruned_output_layer(tmp_path):
 
 
 def test_yosys_luts_within_hand_computed_bounds(trained, tmp_path):
-    _need("yosys")
+    need_tool("yosys")
     model, _ = trained
     design = verilog.to_verilog(model, tmp_path)
     figures = vv.synthesize(design, "lut6")
@@ -121,7 +117,7 @@ def test_missing_tool_names_the_debian_package(monkeypatch):
 
 
 def test_cli_trains_with_input_encoding_and_exports_verilog(tmp_path, tiny_mnist_npz, capsys):
-    _need("iverilog")
+    need_tool("iverilog")
     from iprune_tf import cli
 
     out = str(tmp_path / "run")
@@ -155,7 +151,7 @@ def _hand_net(rng, head_k=5, scale=None, offset=None, units=16, classes=5, fan_i
                                                      (None, "stream", "affine"), (1, "stream", "ranks"),
                                                      (None, "parallel", "ranks")])
 def test_sparse_head_with_negative_scales_equals_lowered_argmax(tmp_path, tree_levels, io, scores):
-    _need("iverilog")
+    need_tool("iverilog")
     rng = np.random.default_rng(1)
     net = _hand_net(rng, scale=np.array([0.71, -0.93, 0.52, -0.37, 1.09], np.float32),
                     offset=np.array([0.05, 0.33, -0.21, 0.12, -0.47], np.float32))
@@ -175,7 +171,7 @@ def test_sparse_head_with_negative_scales_equals_lowered_argmax(tmp_path, tree_l
 
 
 def test_group_sum_head_compares_popcounts_without_a_score_adder(tmp_path):
-    _need("iverilog")
+    need_tool("iverilog")
     rng = np.random.default_rng(2)
     ones = np.ones(5, np.float32)
     net = _hand_net(rng, head_k=3, scale=0.5 * ones, offset=0.25 * ones)  # one scale > 0 and offset: score = popcount
@@ -200,7 +196,7 @@ def test_score_ranks_order_like_float32_scores_and_tie_equal_scores():
 
 
 def test_tied_rank_scores_go_to_the_lowest_class(tmp_path):
-    _need("iverilog")
+    need_tool("iverilog")
     rng = np.random.default_rng(3)
     net = _hand_net(rng, head_k=4, scale=np.array([0.5, 0.5, -0.25, 0.5, 0.75], np.float32),
                     offset=np.array([0.25, 0.25, 0.5, -0.25, 0.0], np.float32))  # classes 0 and 1 score alike
@@ -214,7 +210,7 @@ def test_tied_rank_scores_go_to_the_lowest_class(tmp_path):
 
 @pytest.mark.parametrize("scores", ["affine", "ranks"])
 def test_split_comparisons_and_input_copies_keep_the_argmax_and_its_ties(tmp_path, scores):
-    _need("iverilog")
+    need_tool("iverilog")
     rng = np.random.default_rng(3)
     net = _hand_net(rng, head_k=4, scale=np.array([0.5, 0.5, -0.25, 0.5, 0.75], np.float32),
                     offset=np.array([0.25, 0.25, 0.5, -0.25, 0.0], np.float32))  # classes 0 and 1 score alike
@@ -233,7 +229,7 @@ def test_split_comparisons_and_input_copies_keep_the_argmax_and_its_ties(tmp_pat
 
 
 def test_pipelined_dense_head_keeps_keras_classes_and_hidden_bits(trained, tmp_path):
-    _need("iverilog")
+    need_tool("iverilog")
     model, x = trained
     design = verilog.to_verilog(model, tmp_path, tree_levels=1)
     # 12 inputs per class: level 0 two 6-bit sums, level 1 their sum; score terms; a 4-way argmax (2 levels)
@@ -243,7 +239,7 @@ def test_pipelined_dense_head_keeps_keras_classes_and_hidden_bits(trained, tmp_p
 
 
 def test_stream_top_with_one_word_per_image(trained, tmp_path):
-    _need("iverilog")
+    need_tool("iverilog")
     model, x = trained
     design = verilog.to_verilog(model, tmp_path, io="stream", bus_width=72, tree_levels=2)
     assert design.words == 1 and design.top == "lut_stream"

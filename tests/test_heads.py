@@ -1,6 +1,4 @@
 """Output heads (iprune_tf.workflow.heads): dense, pruned:K_OUT and groupsum, trained, lowered and exported."""
-import os
-import shutil
 import time
 
 import numpy as np
@@ -17,21 +15,14 @@ from iprune_tf.pruning.wrapper import PruneFanIn
 from iprune_tf.workflow import heads, models, recipes
 from iprune_tf.workflow.heads import GroupSum
 
+from conftest import need_tool, pixel_data
+
 HEADS = ("dense", "pruned:5", "groupsum")
 CLASSES, HIDDEN, SAMPLES = 4, (24, 16), 200
 
 
-def _need(tool):
-    if shutil.which(tool) is None:
-        pytest.skip(f"{tool} is not installed (Debian package {export.tools.PACKAGES[tool]})")
-
-
 def _data(n, seed):
-    """8-bit pixels (what sparse_int8 reads exactly) and ±1 targets of a random linear rule."""
-    rng = np.random.default_rng(seed)
-    x = (rng.integers(0, 256, (n, 6, 6)) / np.float32(255)).astype(np.float32)
-    labels = np.argmax(x.reshape(n, -1) @ np.random.default_rng(9).normal(size=(36, CLASSES)), axis=1)
-    return x, np.where(np.eye(CLASSES)[labels] > 0, 1.0, -1.0).astype(np.float32)
+    return pixel_data(n, seed, CLASSES)
 
 
 @pytest.fixture(scope="module", params=HEADS)
@@ -80,7 +71,7 @@ def test_lowered_scores_and_classes_equal_keras(trained):
 
 
 def test_verilog_netlist_equals_keras(trained, tmp_path):
-    _need("iverilog")
+    need_tool("iverilog")
     head, _, model, x = trained
     design = verilog.to_verilog(model, tmp_path)
     assert design.score_order_conflicts == 0
@@ -92,7 +83,7 @@ def test_verilog_netlist_equals_keras(trained, tmp_path):
 
 def test_group_sum_wider_than_a_truth_table_is_one_popcount_per_class(tmp_path):
     """Groups of 13 bits (more than a truth table's MAX_K inputs): the head is a popcount, not a table."""
-    _need("iverilog")
+    need_tool("iverilog")
     model = models.mnist_mlp("binary", hidden_units=(24, 52), num_classes=CLASSES, input_shape=(6, 6),
                              input_encoding="thermometer:2", head="groupsum")
     model = iprune_tf.prune_now(model, 6, skip=models.get_preset("mnist").skip("groupsum"))
@@ -103,7 +94,7 @@ def test_group_sum_wider_than_a_truth_table_is_one_popcount_per_class(tmp_path):
 
 
 def test_c_export_equals_keras(trained, tmp_path):
-    _need("gcc")
+    need_tool("gcc")
     head, _, model, x = trained
     cmodel = to_c(model, "head_net", tmp_path / "c")
     classes, scores, _ = c_verify.run_host(c_verify.build_host(cmodel, tmp_path / "build"), x, CLASSES)

@@ -1,6 +1,5 @@
 """Truth-table neurons (iprune_tf.workflow.tables): exact start, gradients, lowering and the C/Verilog exports."""
 import os
-import shutil
 
 import numpy as np
 import pytest
@@ -14,19 +13,13 @@ from iprune_tf.pruning.prune import strip_pruning
 from iprune_tf.workflow import models, recipes
 from iprune_tf.workflow.tables import LutTable, to_table_net
 
+from conftest import need_tool, pixel_data
+
 CLASSES, HIDDEN, SAMPLES = 4, (24, 16), 200
 
 
-def _need(tool):
-    if shutil.which(tool) is None:
-        pytest.skip(f"{tool} is not installed (Debian package {export.tools.PACKAGES[tool]})")
-
-
 def _data(n, seed):
-    rng = np.random.default_rng(seed)
-    x = (rng.integers(0, 256, (n, 6, 6)) / np.float32(255)).astype(np.float32)
-    labels = np.argmax(x.reshape(n, -1) @ np.random.default_rng(9).normal(size=(36, CLASSES)), axis=1)
-    return x, np.where(np.eye(CLASSES)[labels] > 0, 1.0, -1.0).astype(np.float32)
+    return pixel_data(n, seed, CLASSES)
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +100,7 @@ def test_lowered_table_net_equals_keras(tables):
 
 
 def test_verilog_netlist_equals_keras(tables, tmp_path):
-    _need("iverilog")
+    need_tool("iverilog")
     net, x = tables
     design = verilog.to_verilog(net, tmp_path)
     assert [layer["style"] for layer in design.layers] == ["truth_tables", "truth_tables", "popcount_argmax"]
@@ -117,7 +110,7 @@ def test_verilog_netlist_equals_keras(tables, tmp_path):
 
 
 def test_c_export_equals_keras(tables, tmp_path):
-    _need("gcc")
+    need_tool("gcc")
     net, x = tables
     cmodel = to_c(net, "table_net", tmp_path / "c")
     classes, scores, _ = c_verify.run_host(c_verify.build_host(cmodel, tmp_path / "build"), x, CLASSES)
@@ -192,7 +185,7 @@ def test_cli_trains_reports_and_exports_truth_tables(tmp_path, capsys, tiny_mnis
     assert "| Pruned binary, truth tables |" in capsys.readouterr().out
     costs = lower(run.load_model("tables")).cost()["layers"]
     assert [(c["kind"], c["paper_bits"]) for c in costs] == [("table", 32 * 64), ("table", 20 * 64), ("sparse", 80)]
-    _need("iverilog")
+    need_tool("iverilog")
     assert cli.main(["export", out, "--mode", "verilog", "--verify-samples", "20"]) == 0
     exported = keras.models.load_model(os.path.join(out, "export", "pruned.h5"), compile=False)
     assert sum(isinstance(layer, LutTable) for layer in exported.layers) == 2

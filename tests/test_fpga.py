@@ -90,7 +90,7 @@ def test_critical_path_is_labelled_by_the_layers_its_registers_hold(tmp_path):
             {"type": "routing", "from": {"cell": cells[0]}, "to": {"cell": cells[1]}, "net": "net.u3.t0_DI", "delay": 2.0}]
     registers = fpga_report.register_lines(tmp_path / "synth.json", cells)
     assert registers == dict(zip(cells, lines))
-    path_report = fpga_report.critical_path({"critical_paths": [{"path": path}]}, design, registers)
+    path_report = fpga_report.critical_path({"critical_paths": [{"path": path}]}, design, tmp_path / "synth.json")
     assert path_report["layers"] == [design.layers[0]["name"], design.layers[1]["name"]]  # dense_1 -> dense_2
     assert path_report["delay_ns"] == 2.5 and path_report["steps"] == 2
 

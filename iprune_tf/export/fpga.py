@@ -23,8 +23,7 @@ import numpy as np
 
 from iprune_tf.export.lowered import LoweredNet
 from iprune_tf.export.tools import require_tool
-from iprune_tf.export.fpga_report import (FpgaReport, critical_path, fmax, register_lines, stage_seconds, summary,
-                                          utilization)
+from iprune_tf.export.fpga_report import FpgaReport, critical_path, fmax, stage_seconds, summary, utilization
 from iprune_tf.export.verilog import TOP, VerilogDesign, input_bits, lowered_of
 
 
@@ -248,11 +247,8 @@ def place_and_route(design, dev, out_dir=None, clock_mhz=150.0, out_of_context=F
     luts, flip_flops = _resources(cells, dev.arch)
     used, logic_percent = utilization(report, dev.arch)
     fmax_mhz = fmax(report)
-    ends = [step[end]["cell"] for path in report.get("critical_paths", [])[:1]
-            for step, end in ((path["path"][0], "from"), (path["path"][-1], "to"))]
-    registers = register_lines(os.path.join(out_dir, "synth.json"), ends)
     result = FpgaReport(dev.name, top, out_of_context, clock_mhz, cells, luts, flip_flops, used, logic_percent,
-                        fmax_mhz, critical_path(report, design, registers), bitstream,
+                        fmax_mhz, critical_path(report, design, os.path.join(out_dir, "synth.json")), bitstream,
                         os.path.getsize(bitstream) if bitstream else None, seconds, versions,
                         {name: os.path.join(out_dir, name) for name in ("synth.json", "synth.v", "routed.json",
                                                                          "report.json")})

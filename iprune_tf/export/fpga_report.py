@@ -41,20 +41,22 @@ class FpgaReport:
         return dataclasses.asdict(self)
 
 
-def critical_path(report, design, register_lines=None):
+def critical_path(report, design, synth_json=None):
     """The longest path of nextpnr's report: start and end cells, delay and the layers it runs through.
 
-    ``register_lines`` (:func:`register_lines`): the ``net.v`` line of each endpoint register. Where
-    both ends have one, the path is labelled by the layers whose outputs the two registers hold; else
-    by its nets (:func:`_layers_of`). Register names alone mislead: Yosys names a flip-flop after any
-    alias of its output, e.g. a layer's output register after a wire inside the next layer.
+    ``synth_json``: Yosys' netlist, where :func:`register_lines` finds the ``net.v`` line of each
+    endpoint register. Where both ends have one, the path is labelled by the layers whose outputs the
+    two registers hold; else by its nets (:func:`_layers_of`). Register names alone mislead: Yosys names
+    a flip-flop after any alias of its output, e.g. a layer's output register after a wire inside the
+    next layer.
     """
     paths = report.get("critical_paths") or []
     if not paths:
         return {}
     path = paths[0]["path"]
     ends = [path[0]["from"]["cell"], path[-1]["to"]["cell"]]
-    lines = [(register_lines or {}).get(cell) for cell in ends]
+    found = register_lines(synth_json, ends) if synth_json else {}
+    lines = [found.get(cell) for cell in ends]
     if all(lines):
         spans, text = _spans(design)
         layers = _unique([_register_label(line, spans, text, design) for line in lines])

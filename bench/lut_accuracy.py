@@ -335,19 +335,25 @@ def _load(name, k):
     return keras.models.load_model(model_path(name, f"k{k}"), compile=False)
 
 
-def _design(name, k, model=None):
-    """The netlist of the K model, written once (the stages of one K may run in parallel processes)."""
-    out_dir = os.path.join(WORK, "verilog", f"{name}_k{k}")
+def _design(name, k, model=None, scores="affine"):
+    """The netlist of the K model with the head's ``scores`` (to_verilog's), written once (the stages of one K may
+    run in parallel processes)."""
+    out_dir = os.path.join(WORK, "verilog", f"{name}_k{k}" + ("" if scores == "affine" else f"_{scores}"))
     if os.path.exists(os.path.join(out_dir, "design.json")):
         return vv.VerilogDesign.load(out_dir)
-    return to_verilog(model or _load(name, k), out_dir)
+    return to_verilog(model or _load(name, k), out_dir, scores=scores)
 
 
-def simulate(name, k, simulator="verilator"):
+def hardware_key(k, scores):
+    """Where a K net's netlist figures go: ``k<K>_hardware``, ``k<K>_hardware_ranks`` for rank-table scores."""
+    return f"k{k}_hardware" + ("" if scores == "affine" else f"_{scores}")
+
+
+def simulate(name, k, simulator="verilator", scores="affine"):
     """Netlist classes on all 10,000 test images against Keras' and the labels; hidden bits against lower()."""
     _, _, x_test, _, labels = fashion_mnist()
     model = _load(name, k)
-    design = _design(name, k, model)
+    design = _design(name, k, model, scores)
     start = time.time()
     check = vv.verify(model, design, x_test, simulator=simulator)
     save_entry(name, {"netlist_test_accuracy": float(np.mean(check["classes"] == labels)),
@@ -355,15 +361,15 @@ def simulate(name, k, simulator="verilator"):
                       "hidden_bit_mismatches": check["hidden_bit_mismatches"], "simulator": simulator,
                       "simulation_wall_s": round(time.time() - start, 1),
                       "score_fraction_bits": design.score_fraction_bits,
-                      "score_order_conflicts": design.score_order_conflicts}, key=f"k{k}_hardware")
+                      "score_order_conflicts": design.score_order_conflicts}, key=hardware_key(k, scores))
 
 
-def synthesize(name, k, target, granularity_study=False):
+def synthesize(name, k, target, granularity_study=False, scores="affine"):
     """Yosys figures of the K net for ``target``; with ``granularity_study``, also one module per neuron."""
     model = _load(name, k)
-    design = _design(name, k, model)
+    design = _design(name, k, model, scores)
     figures = vv.synthesize(design, target)
-    save_entry(name, {target: figures}, key=f"k{k}_hardware")
+    save_entry(name, {target: figures}, key=hardware_key(k, scores))
     if granularity_study:
         save_entry(name, {"granularity": granularity(model, os.path.join(WORK, "verilog", f"{name}_k{k}_neuron"),
                                                      figures)}, key=f"k{k}_hardware")
@@ -392,15 +398,17 @@ def main(argv=None):
     p.add_argument("--k", type=int, action="append", help="only these K (default: the configuration's)")
     p.add_argument("--simulator", default="verilator", choices=["verilator", "iverilog"])
     p.add_argument("--granularity-study", action="store_true", help="lut6: also synthesize one module per neuron")
+    p.add_argument("--scores", default="affine", choices=["affine", "ranks"],
+                   help="simulate/lut6/ice40: the head's class scores in the netlist (to_verilog's scores)")
     args = p.parse_args(argv)
     if args.stage == "train":
         return train(args.config, args.k, args.seed, args.validation)
     name = run_name(args.config, args.seed)
     for k in args.k or CONFIGS[args.config]["ks"]:
         if args.stage == "simulate":
-            simulate(name, k, args.simulator)
+            simulate(name, k, args.simulator, args.scores)
         else:
-            synthesize(name, k, args.stage, args.granularity_study)
+            synthesize(name, k, args.stage, args.granularity_study, args.scores)
 
 
 if __name__ == "__main__":

@@ -82,7 +82,7 @@ def design_stage(args, name, out_dir):
     model = _model(args)
     design = to_verilog(model, out_dir, io="stream", bus_width=args.bus_width, tree_levels=args.tree_levels,
                         overwrite=True, scores=args.scores, compare_bits=args.compare_bits,
-                        input_copies=args.input_copies)
+                        input_copies=args.input_copies, input_registers=args.input_registers)
     if isinstance(model, LoweredNet):
         accuracy = {"random_seed": args.seed}
     else:
@@ -94,6 +94,7 @@ def design_stage(args, name, out_dir):
         "network_latency_clocks": design.latency, "head_registers": design.head_registers,
         "stream_latency_clocks": design.stream_latency, "layers": design.layers,
         "compare_bits": design.compare_bits, "input_copies": design.input_copies,
+        "input_registers": design.input_registers,
         "scores": design.scores, "score_bits": design.score_bits, "score_fraction_bits": design.score_fraction_bits,
         "score_order_conflicts": design.score_order_conflicts})
 
@@ -144,6 +145,8 @@ def main(argv=None):
     p.add_argument("--compare-bits", type=int, default=None, help="design: the argmax compares chunks of this many bits")
     p.add_argument("--input-copies", type=int, default=None,
                    help="design: that many registered copies of the head's input, each read by a group of classes")
+    p.add_argument("--input-registers", type=int, nargs="+", default=None, metavar="LAYER",
+                   help="design: hidden layers (1 for the first) whose neurons read their inputs through own registers")
     p.add_argument("--seed", type=int, default=0, help="design: the random net's seed (--config random:...)")
     p.add_argument("--tag", default="", help="appended to the net's name (its directory and results key)")
     p.add_argument("--device", default="lfe5u-85f", choices=sorted(fpga.DEVICES))

@@ -15,6 +15,7 @@ import sys
 from iprune_tf import _keras
 from iprune_tf.workflow import binary_init
 from iprune_tf.workflow import pipeline
+from iprune_tf.workflow import preparation
 from iprune_tf.workflow import recipes
 from iprune_tf.workflow import runs as run_lib
 from iprune_tf.workflow import strategies
@@ -135,6 +136,9 @@ def _export_parser(sub):
                       help="output head: the argmax compares its scores in registered chunks of at most this many bits")
     fpga.add_argument("--input-copies", type=int, default=None, metavar="G",
                       help="output head: G registered copies of the head's input bits, each read by a group of classes")
+    fpga.add_argument("--input-registers", type=int, nargs="+", default=None, metavar="LAYER",
+                      help="hidden layers (1 for the first, pruned) whose neurons read their K inputs through registers "
+                           "of their own: a long wire split over two clocks, one clock and K flip-flops per neuron more")
     p.add_argument("--verify-samples", type=int, default=1000)
     p.add_argument("--overwrite", action="store_true", help="replace earlier exports of this run")
 
@@ -210,7 +214,7 @@ def export_command(args):
     run = run_lib.Run(args.run_dir)
     tables = run.done(run_lib.TABLES)  # truth tables (workflow.tables): exported instead, to C by default (no TFLite op)
     model = run.load_model(run_lib.TABLES if tables else "pruned_stripped")
-    dataset, _ = recipes.prepare_data(run.config, run.dir)
+    dataset, _ = preparation.prepare_data(run.config, run.dir)
     encoded = any(encoding.is_encoding(layer) for layer in model.layers)  # the .npz format has no encodings
     modes = ["h5", *(args.mode or (["c"] if tables else ["float", "int8"])), *([] if encoded or tables else ["npz"])]
     rows = export.export_run_files(
@@ -218,7 +222,7 @@ def export_command(args):
         representative_x=dataset.x_train[:REPRESENTATIVE_SAMPLES], verify_x=dataset.x_test[:args.verify_samples],
         c_array=args.c_array, overwrite=args.overwrite, fpga_options=export.FpgaOptions(
             args.device, args.clock_mhz, args.bus_width, args.tree_levels, args.scores, args.compare_bits,
-            args.input_copies),
+            args.input_copies, args.input_registers),
     )
     print(export.format_export_table(rows))
 

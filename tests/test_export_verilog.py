@@ -64,6 +64,8 @@ def test_unpruned_hidden_layer_and_pruned_output_layer(tmp_path):
     assert [layer["style"] for layer in design.layers] == ["truth_tables", "popcount_threshold", "popcount_argmax"]
     result = vv.verify(model, design, x)
     assert result["class_agreement"] == 200 and result["hidden_bit_mismatches"] == [0, 0]
+    with pytest.raises(ValueError, match=r"hidden layer 2 \('dense_2'\) is not pruned; .* 288 flip-flops"):
+        verilog.to_verilog(model, tmp_path / "registered", input_registers=[2])  # 24 inputs x 12 neurons
 
 
 def test_yosys_luts_within_hand_computed_bounds(trained, tmp_path):
@@ -238,6 +240,24 @@ def test_pipelined_dense_head_keeps_keras_classes_and_hidden_bits(trained, tmp_p
     assert result["class_agreement"] == 200 and result["hidden_bit_mismatches"] == [0, 0]
 
 
+def test_input_registers_add_a_clock_per_layer_and_keep_keras_classes_and_hidden_bits(trained, tmp_path):
+    need_tool("iverilog")
+    model, x = trained  # 72 -> 24 (K=8) -> 12 (K=6) -> 4
+    plain = verilog.to_verilog(model, tmp_path / "plain", tree_levels=1)
+    design = verilog.to_verilog(model, tmp_path, tree_levels=1, input_registers=[2, 1])
+    text = (tmp_path / "net.v").read_text()
+    assert design.input_registers == [1, 2] and design.latency == plain.latency + 2
+    assert [design.clocks_to(i) for i in (1, 2)] == [2, 4]
+    assert text.count("(* keep *) always @(posedge clk) a") == 24 + 12  # one register per neuron
+    assert "  reg [7:0] a0 = 0;" in text and "  reg [5:0] a11 = 0;" in text  # K bits each
+    result = vv.verify(model, design, x)
+    assert result["class_agreement"] == 200 and result["hidden_bit_mismatches"] == [0, 0]
+    streamed = verilog.to_verilog(model, tmp_path / "stream", tree_levels=1, io="stream", bus_width=8,
+                                  input_registers=[2], granularity="neuron")
+    assert streamed.latency == plain.latency + 1 and streamed.stream_latency == 9 + streamed.latency
+    assert vv.verify(model, streamed, x[:60])["class_agreement"] == 60
+
+
 def test_stream_top_with_one_word_per_image(trained, tmp_path):
     need_tool("iverilog")
     model, x = trained
@@ -256,6 +276,10 @@ def test_stream_top_with_one_word_per_image(trained, tmp_path):
     (dict(compare_bits=8), "compare_bits splits comparisons over pipeline levels: it needs tree_levels"),
     (dict(input_copies=2, pipeline=False), "need pipeline=True"),
     (dict(input_copies=True), "input_copies must be a positive int"),
+    (dict(input_registers=[1], pipeline=False), "need pipeline=True"),
+    (dict(input_registers=2), "input_registers must be a non-empty collection of hidden layer numbers"),
+    (dict(input_registers=[0]), "input_registers must be a non-empty collection"),
+    (dict(input_registers=[3]), "names layer 3, but the net has 2 hidden layers .* copied by input_copies"),
 ])
 def test_bad_pipeline_and_stream_options_are_refused(trained, tmp_path, options, message):
     with pytest.raises(ValueError, match=message):

@@ -62,6 +62,7 @@ class FpgaOptions:
     scores: str = "affine"
     compare_bits: int | None = None
     input_copies: int | None = None
+    input_registers: tuple | None = None
 
 
 class DesignTooLarge(ValueError):

@@ -118,7 +118,8 @@ def _write(artifact, mode, path, fpga_options):
         design = verilog.to_verilog(artifact, os.path.dirname(os.path.dirname(path)), overwrite=True, io="stream",
                                     bus_width=fpga_options.bus_width, tree_levels=fpga_options.tree_levels,
                                     scores=fpga_options.scores, compare_bits=fpga_options.compare_bits,
-                                    input_copies=fpga_options.input_copies)
+                                    input_copies=fpga_options.input_copies,
+                                    input_registers=fpga_options.input_registers)
         return design, fpga.place_and_route(design, fpga_options.device, os.path.dirname(path), fpga_options.clock_mhz)
     else:
         with open(path, "wb") as f:

@@ -18,7 +18,7 @@ Bits are 1 for +1 and 0 for -1. With ``pipeline=True`` every layer's output is r
 input is accepted per clock; ``tree_levels=L`` also registers the output head's adder and argmax
 trees every L levels (a level: one 6-bit popcount, one addition, one comparison or one selection), so no
 stage is much deeper than a hidden layer (``compare_bits`` and ``input_copies`` shorten the head's
-comparisons and wires further). ``io="stream"`` adds the top ``lut_stream``: ``bus_width`` input bits
+comparisons and wires further, ``input_registers`` the wires into the hidden layers' neurons). ``io="stream"`` adds the top ``lut_stream``: ``bus_width`` input bits
 per clock with a valid flag, the class index with a valid flag out.
 """
 import dataclasses
@@ -64,6 +64,7 @@ class VerilogDesign:
     score_bits: int | None = None
     compare_bits: int | None = None
     input_copies: int | None = None
+    input_registers: list | None = None
 
     @property
     def top(self):
@@ -77,6 +78,10 @@ class VerilogDesign:
     @property
     def stream_latency(self):
         return self.words + self.latency if self.io == "stream" else None
+
+    def clocks_to(self, i):
+        """Clocks from ``x`` to hidden layer i's output register ``h<i>`` (1-based): one per layer, one per input register."""
+        return i + sum(j <= i for j in self.input_registers or ())
 
     def path(self, name):
         return os.path.join(self.out_dir, name)
@@ -131,7 +136,9 @@ def input_bits(net, x):
     return (x.reshape(len(x), -1) >= 0).astype(np.uint8)
 
 
-def _top(net, modules, class_bits, pipeline, head_clocked):
+def _top(net, modules, class_bits, pipeline, clocked):
+    """``lut_net``: the layer modules in a chain, each output registered with ``pipeline``; ``clocked``: the
+    layer numbers (1-based) whose modules hold registers of their own and take the clock."""
     n_in = net.layers[0].fan_in
     ports = ["input wire clk"] if pipeline else []
     lines = [f"module {TOP} ({', '.join(ports + [f'input wire [{n_in - 1}:0] x', f'output wire [{class_bits - 1}:0] class_idx'])});"]
@@ -139,7 +146,7 @@ def _top(net, modules, class_bits, pipeline, head_clocked):
     for i, (layer, module) in enumerate(zip(net.layers, modules), start=1):
         last = layer is net.layers[-1]
         width, port, reg = (class_bits, "class_idx", "c") if last else (layer.units, "y", f"h{i}")
-        clock = ".clk(clk), " if last and head_clocked else ""
+        clock = ".clk(clk), " if i in clocked else ""
         lines.append(f"  wire [{width - 1}:0] {reg}_d;")
         lines.append(f"  {module} u{i} ({clock}.x({previous}), .{port}({reg}_d));")
         if pipeline:
@@ -245,7 +252,8 @@ def _positive_int(value):
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
-def _check_options(granularity, pipeline, tree_levels, io, bus_width, scores, compare_bits=None, input_copies=None):
+def _check_options(granularity, pipeline, tree_levels, io, bus_width, scores, compare_bits=None, input_copies=None,
+                   input_registers=None):
     if scores not in SCORES:
         raise ValueError(f"scores must be one of {tuple(SCORES)}, got {scores!r}.")
     if granularity not in ("layer", "neuron"):
@@ -260,14 +268,33 @@ def _check_options(granularity, pipeline, tree_levels, io, bus_width, scores, co
         raise ValueError(f"input_copies must be a positive int (copies of the head's input) or None, got {input_copies!r}.")
     if compare_bits and not tree_levels:
         raise ValueError("compare_bits splits comparisons over pipeline levels: it needs tree_levels.")
-    if (tree_levels or io == "stream" or input_copies) and not pipeline:
-        raise ValueError("tree_levels, input_copies and io='stream' need pipeline=True (they add clocked registers).")
+    if input_registers is not None and (isinstance(input_registers, (str, bool, int)) or not input_registers
+                                        or not all(_positive_int(i) for i in input_registers)):
+        raise ValueError("input_registers must be a non-empty collection of hidden layer numbers (1 for the first), "
+                         f"got {input_registers!r}.")
+    if (tree_levels or io == "stream" or input_copies or input_registers) and not pipeline:
+        raise ValueError("tree_levels, input_copies, input_registers and io='stream' need pipeline=True "
+                         "(they add clocked registers).")
     if io == "stream" and not _positive_int(bus_width):
         raise ValueError(f"io='stream' needs bus_width, a positive int (input bits per clock), got {bus_width!r}.")
 
 
+def _check_input_registers(net, input_registers):
+    """The sorted layer numbers of ``input_registers``; ValueError unless each names a pruned hidden layer of ``net``."""
+    hidden = len(net.layers) - 1
+    for i in input_registers:
+        if i > hidden:
+            raise ValueError(f"input_registers names layer {i}, but the net has {hidden} hidden layers (numbered from 1); "
+                             "the output head's input is copied by input_copies.")
+        if not net.layers[i - 1].pruned:
+            raise ValueError(f"input_registers: hidden layer {i} ('{net.layers[i - 1].name}') is not pruned; a register per "
+                             f"neuron input would be {net.layers[i - 1].fan_in * net.layers[i - 1].units:,} flip-flops.")
+    return sorted(set(input_registers))
+
+
 def to_verilog(model_or_lowered, out_dir, pipeline=True, overwrite=False, granularity="layer", tree_levels=None,
-               io="parallel", bus_width=None, scores="affine", compare_bits=None, input_copies=None):
+               io="parallel", bus_width=None, scores="affine", compare_bits=None, input_copies=None,
+               input_registers=None):
     """Write the Verilog netlist, its testbench and ``design.json``; returns the :class:`VerilogDesign`.
 
     ``granularity``: ``"layer"`` (one module per layer, the tables as constants inside) or
@@ -281,10 +308,14 @@ def to_verilog(model_or_lowered, out_dir, pipeline=True, overwrite=False, granul
     round takes 3 levels instead of 2: shorter carry chains). ``input_copies=G``: the head's classes
     fall into G groups, each reading its own registered copy of the head's input (one more clock; G =
     classes gives every class its own), placed beside their popcount trees instead of one register
-    fanning out across the part.
+    fanning out across the part. ``input_registers``: the numbers of pruned hidden layers (1 for the
+    first) whose every neuron reads its K inputs through its own register (one more clock per layer,
+    K flip-flops per neuron), so that a long wire from a previous layer takes two clocks.
     """
-    _check_options(granularity, pipeline, tree_levels, io, bus_width, scores, compare_bits, input_copies)
+    _check_options(granularity, pipeline, tree_levels, io, bus_width, scores, compare_bits, input_copies,
+                   input_registers)
     net = check_lut_net(lowered_of(model_or_lowered))
+    input_registers = _check_input_registers(net, input_registers) if input_registers else None
     out_dir = os.fspath(out_dir)
     _require_writable(out_dir, overwrite)
     class_bits = max(1, (net.num_classes - 1).bit_length())
@@ -298,17 +329,19 @@ def to_verilog(model_or_lowered, out_dir, pipeline=True, overwrite=False, granul
                 layer, module, class_bits, tree_levels, scores, compare_bits, input_copies)
             style = "popcount_argmax"
         elif layer.pruned:  # a sparse threshold layer's truth tables, or a table layer's own
-            body, style = table_layer(layer, module, granularity), "truth_tables"
+            body, style = table_layer(layer, module, granularity, i in (input_registers or ())), "truth_tables"
         else:
             body, style = popcount_threshold_layer(layer, module), "popcount_threshold"
         lines += body
         info.append({"name": layer.name, "module": module, "style": style, "kind": layer.kind, "k": layer.k,
                      "fan_in": layer.fan_in, "units": layer.units})
-    latency = len(net.layers) + head_registers if pipeline else 0
+    latency = len(net.layers) + head_registers + len(input_registers or ()) if pipeline else 0
     design = VerilogDesign(out_dir, net.layers[0].fan_in, class_bits, net.num_classes, latency, pipeline, granularity,
                            info, fraction_bits, conflicts, tree_levels, head_registers, io,
-                           bus_width if io == "stream" else None, scores, score_bits, compare_bits, input_copies)
-    lines += _top(net, modules, class_bits, pipeline, head_registers > 0)
+                           bus_width if io == "stream" else None, scores, score_bits, compare_bits, input_copies,
+                           input_registers)
+    clocked = set(input_registers or ()) | ({len(net.layers)} if head_registers else set())
+    lines += _top(net, modules, class_bits, pipeline, clocked)
     lines += (_stream_top(design) if io == "stream" else []) + ["`default_nettype wire", ""]
     with open(design.path("net.v"), "w") as f:
         f.write("\n".join(lines))

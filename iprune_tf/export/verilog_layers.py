@@ -17,19 +17,34 @@ def _hex(bits):
     return f"{len(bits)}'h{value:0{-(-len(bits) // 4)}x}"
 
 
-def table_layer(layer, module, granularity):
-    """A pruned layer: one truth table per neuron, in one module or one module per neuron."""
+def table_layer(layer, module, granularity, input_registers=False):
+    """A pruned layer: one truth table per neuron, in one module or one module per neuron.
+
+    ``input_registers``: each neuron reads its K inputs through a K-bit register of its own (one
+    clock more), which Yosys must not merge with another neuron's copy of the same bits: the placer
+    can then put it between the bits' source and the neuron, splitting a long wire over two clocks.
+    """
     tables, lines, neurons = layer.truth_tables(), [], []
-    header = f"{KEEP}\nmodule {module} (input wire [{layer.fan_in - 1}:0] x, output wire [{layer.units - 1}:0] y);"
+    clock = "input wire clk, " if input_registers else ""
+    header = f"{KEEP}\nmodule {module} ({clock}input wire [{layer.fan_in - 1}:0] x, output wire [{layer.units - 1}:0] y);"
     for n in range(layer.units):
+        address = _address(layer.indices[n])
+        if input_registers:
+            lines += kept_register(f"a{n}", layer.k, address)
+            address = f"a{n}"
         if granularity == "neuron":
             neurons += [f"module {module}_n{n} (input wire [{layer.k - 1}:0] a, output wire y);",
                         f"  localparam [{2 ** layer.k - 1}:0] T = {_hex(tables[n])};", "  assign y = T[a];", "endmodule"]
-            lines.append(f"  {module}_n{n} n{n} (.a({_address(layer.indices[n])}), .y(y[{n}]));")
+            lines.append(f"  {module}_n{n} n{n} (.a({address}), .y(y[{n}]));")
         else:
             lines += [f"  localparam [{2 ** layer.k - 1}:0] T{n} = {_hex(tables[n])};",
-                      f"  assign y[{n}] = T{n}[{_address(layer.indices[n])}];"]
+                      f"  assign y[{n}] = T{n}[{address}];"]
     return neurons + [header, *lines, "endmodule"]
+
+
+def kept_register(name, width, expr):
+    """Lines of a register ``name <= expr`` that Yosys must not merge with an identical one: a copy to place elsewhere."""
+    return [f"  reg [{width - 1}:0] {name} = 0;", f"  (* keep *) always @(posedge clk) {name} <= {expr};"]
 
 
 def _address(indices, source="x"):
@@ -91,8 +106,8 @@ class _Levels:
         return name, int(max(values))
 
     def copy(self, name, width, expr):
-        """A register ``name <= expr`` that Yosys must not merge with an identical one: a copy to place elsewhere."""
-        self.lines += [f"  reg [{width - 1}:0] {name} = 0;", f"  (* keep *) always @(posedge clk) {name} <= {expr};"]
+        """A :func:`kept_register` ``name <= expr`` (a copy of ``expr`` to place elsewhere)."""
+        self.lines += kept_register(name, width, expr)
         return name
 
     def carry(self, name, item):

@@ -97,7 +97,7 @@ def simulate(design, bits, simulator="iverilog", hidden=False, timeout=3600, sou
     classes = np.array([int(r[0]) for r in rows[skip:]], dtype=np.int64)
     layers = []
     for i, layer in enumerate(design.layers[:-1] if hidden else [], start=1):
-        offset = i - 1 if design.pipeline else 0  # register h_i holds input k-i+1 after clock k
+        offset = design.clocks_to(i) - 1 if design.pipeline else 0  # h_i holds input k-c+1 after clock k, c clocks in
         layers.append(np.array([_hex_bits(r[i], layer["units"]) for r in rows[offset : offset + len(bits)]], np.uint8))
     if len(classes) != len(bits):
         raise RuntimeError(f"The testbench wrote {len(classes)} classes for {len(bits)} inputs.")

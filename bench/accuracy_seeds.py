@@ -37,6 +37,7 @@ import numpy as np
 
 import iprune_tf  # noqa: F401  (pins Keras 2 before tensorflow is imported)
 from common import RESULTS, write_result
+from iprune_tf.workflow import preparation
 from iprune_tf.workflow import recipes
 from iprune_tf.workflow import runs as run_lib
 from iprune_tf._keras import keras
@@ -87,7 +88,7 @@ def dense_binary_first(run_dir, seed, verbose=2):
     config = recipes.RunConfig(epochs_retrain=15, seed=seed)
     run = Run.create(run_dir, config)
     keras.utils.set_random_seed(seed)
-    data, _ = recipes.prepare_data(config, run.dir)
+    data, _ = preparation.prepare_data(config, run.dir)
     run.data = {"name": data.name, "train_samples": len(data.x_train), "test_samples": len(data.x_test),
                 "num_classes": data.num_classes, "input_shape": list(data.x_train.shape[1:]), "preprocessing": "none"}
     start = time.time()
@@ -120,7 +121,7 @@ def prune(run_dir, inputs, variants, epochs_prune=None, frequency=None, interpol
                                  epochs_retrain=total - epochs_prune, frequency=frequency or base.frequency,
                                  last_halving=last_halving)
     keras.utils.set_random_seed(config.seed)
-    data, _ = recipes.prepare_data(config, run.dir)
+    data, _ = preparation.prepare_data(config, run.dir)
     y_train = to_hinge_targets(data.y_train, data.num_classes)
     fit = dict(batch_size=config.batch_size, verbose=verbose)
     start = time.time()

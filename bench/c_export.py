@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import RESULTS, write_result  # noqa: E402
 
 import iprune_tf  # noqa: E402
-from iprune_tf.workflow import data, models, recipes  # noqa: E402
+from iprune_tf.workflow import data, models, preparation, recipes  # noqa: E402
 from iprune_tf.workflow import runs as run_lib  # noqa: E402
 from iprune_tf._keras import keras, tf  # noqa: E402
 from iprune_tf.export import c_verify, lower, to_c, to_tflite  # noqa: E402
@@ -103,7 +103,7 @@ def load_trained(source):
     """(model, Fashion-MNIST-like data set) from a run directory or a stripped ``.h5`` (Fashion-MNIST)."""
     if os.path.isdir(source):
         run = run_lib.Run(source)
-        return run.load_model("pruned_stripped"), recipes.prepare_data(run.config, run.dir)[0]
+        return run.load_model("pruned_stripped"), preparation.prepare_data(run.config, run.dir)[0]
     with prune_scope():
         model = keras.models.load_model(source, compile=False)
     return model, data.load_dataset("fashion_mnist")

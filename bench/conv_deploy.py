@@ -24,6 +24,7 @@ import numpy as np
 from common import print_table, write_result
 from iprune_tf.export import c_verify, lower, to_c
 from iprune_tf.export.c_plan import plan_steps
+from iprune_tf.workflow import preparation
 from iprune_tf.workflow import recipes
 from iprune_tf.workflow.runs import Run
 
@@ -94,7 +95,7 @@ def main():
     args = parser.parse_args()
     run = Run(args.run_dir)
     model = run.load_model("pruned_stripped")
-    data, _ = recipes.prepare_data(run.config, run.dir)
+    data, _ = preparation.prepare_data(run.config, run.dir)
     with tempfile.TemporaryDirectory() as work:
         counts = args.qemu_samples * len(args.storage) if len(args.qemu_samples) == 1 else args.qemu_samples
         rows = [deploy(model, data, storage, args.samples, n, args.board, work)

@@ -43,6 +43,7 @@ import larq_compute_engine as lce  # noqa: E402
 from common import fashion_mnist, median_seconds, print_table, write_result  # noqa: E402
 from iprune_tf import export  # noqa: E402
 from iprune_tf.workflow import models
+from iprune_tf.workflow import preparation
 from iprune_tf.workflow import recipes
 from iprune_tf.workflow import runs as run_lib
 from iprune_tf._keras import keras, tf  # noqa: E402
@@ -74,7 +75,7 @@ def from_run(run_dir):
     run = run_lib.Run(run_dir)
     if run.config.preset != "mnist":
         raise ValueError(f"{run_dir} is a '{run.config.preset}' run; this benchmark measures the MNIST preset.")
-    data, _ = recipes.prepare_data(run.config, run.dir)
+    data, _ = preparation.prepare_data(run.config, run.dir)
     return run.load_model("pruned_stripped"), data.x_train, data.x_test[:VERIFY], data.y_test[:VERIFY]
 
 

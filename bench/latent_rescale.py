@@ -20,6 +20,7 @@ from common import write_result
 from iprune_tf._keras import keras
 from iprune_tf.pruning.layers import latent_kernel
 from iprune_tf.pruning.prune import prune_fan_in
+from iprune_tf.workflow import preparation
 from iprune_tf.workflow import recipes
 from iprune_tf.workflow.data import to_hinge_targets
 from iprune_tf.workflow.runs import Run
@@ -36,7 +37,7 @@ def screen(run_dir, alphas, inputs=8):
     run = Run(run_dir)
     config = dataclasses.replace(run.config, inputs_per_neuron=inputs)
     keras.utils.set_random_seed(config.seed)
-    data, _ = recipes.prepare_data(config, run.dir)
+    data, _ = preparation.prepare_data(config, run.dir)
     y = to_hinge_targets(data.y_train, data.num_classes)
     model = prune_fan_in(run.load_model("dense_binary"), inputs, recipes.pruning_schedule(config, len(data.x_train)),
                          skip=recipes.skip_list(config))

@@ -12,7 +12,7 @@ from iprune_tf import cli
 from iprune_tf._keras import keras
 from iprune_tf.export import c_verify, lower, to_c
 from iprune_tf.export.c_plan import plan_steps
-from iprune_tf.workflow import data, models, recipes
+from iprune_tf.workflow import data, models, preparation, recipes
 from iprune_tf.workflow import runs as run_lib
 from iprune_tf.workflow.data import ZCAWhitening, load_dataset
 
@@ -57,13 +57,13 @@ def test_zca_whitens_one_channel_images():
 def test_zca_off_is_recorded_with_its_reason_and_on_whitens_grey_images(tmp_path):
     raw = load_dataset(write_npz_dataset(tmp_path / "grey.npz", (10, 10), 40, 8))
     off = recipes.RunConfig(preset="cifar10", data="x", zca=False)
-    images, zca = recipes.preprocess(off, raw)
+    images, zca = preparation.preprocess(off, raw)
     assert zca is None and images.x_train.shape == (40, 10, 10, 1)
     np.testing.assert_array_equal(images.x_test[..., 0], raw.x_test)
-    assert recipes.preprocessing(off).startswith("none: zca=False in the run's config (the paper whitens CIFAR-10 only")
+    assert preparation.preprocessing(off).startswith("none: zca=False in the run's config (the paper whitens CIFAR-10 only")
     on = recipes.RunConfig(preset="cifar10", data="x")
-    whitened, zca = recipes.preprocess(on, raw, str(tmp_path))
-    assert recipes.preprocessing(on) == "zca" and os.path.isfile(tmp_path / "zca.npz")
+    whitened, zca = preparation.preprocess(on, raw, str(tmp_path))
+    assert preparation.preprocessing(on) == "zca" and os.path.isfile(tmp_path / "zca.npz")
     np.testing.assert_allclose(whitened.x_test, zca.transform(raw.x_test[..., None]))
 
 

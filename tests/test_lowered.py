@@ -8,7 +8,7 @@ from conftest import BINARY, kept_per_neuron
 from iprune_tf.workflow import models
 from iprune_tf._keras import keras
 from iprune_tf.export import load_sparse, lower, save_sparse
-from iprune_tf.export.lowering import _threshold_of
+from iprune_tf.export.folding import threshold_of
 
 SAMPLES = 1000
 CIFAR_SAMPLES = 24  # the full-size VGG in numpy and Keras; bench/lowered_check.py runs 1,000
@@ -96,12 +96,12 @@ def test_cifar10_preset_random_weights_lowered_equals_keras(flavour):
 
 def test_threshold_covers_decreasing_and_constant_neurons():
     k = 3  # sums -3..3
-    assert _threshold_of(np.array([0, 0, 0, 1, 1, 1, 1], bool), k, "l", 0) == (0, False)
-    assert _threshold_of(np.array([1, 1, 0, 0, 0, 0, 0], bool), k, "l", 0) == (2, True)  # s <= -2  <=>  -s >= 2
-    assert _threshold_of(np.ones(7, bool), k, "l", 0) == (-3, False)
-    assert _threshold_of(np.zeros(7, bool), k, "l", 0) == (4, False)
+    assert threshold_of(np.array([0, 0, 0, 1, 1, 1, 1], bool), k, "l", 0) == (0, False)
+    assert threshold_of(np.array([1, 1, 0, 0, 0, 0, 0], bool), k, "l", 0) == (2, True)  # s <= -2  <=>  -s >= 2
+    assert threshold_of(np.ones(7, bool), k, "l", 0) == (-3, False)
+    assert threshold_of(np.zeros(7, bool), k, "l", 0) == (4, False)
     with pytest.raises(ValueError, match="not monotonic"):
-        _threshold_of(np.array([1, 0, 1, 0, 0, 0, 0], bool), k, "l", 0)
+        threshold_of(np.array([1, 0, 1, 0, 0, 0, 0], bool), k, "l", 0)
 
 
 def test_negative_and_zero_gamma_are_exact():

@@ -8,6 +8,7 @@ import pytest
 from conftest import TINY_RUN, kept_per_neuron, write_npz_dataset
 from iprune_tf.workflow import models
 from iprune_tf.workflow import pipeline
+from iprune_tf.workflow import preparation
 from iprune_tf.workflow import recipes
 from iprune_tf.workflow import runs as run_lib
 from iprune_tf._keras import keras, tf
@@ -206,7 +207,7 @@ def test_cifar10_zca_is_fitted_on_train_and_applied_to_test(cifar_run):
     zca = ZCAWhitening.load(os.path.join(run.dir, "zca.npz"))
     raw = load_dataset(path)
     np.testing.assert_allclose(zca.mean, raw.x_train.reshape(len(raw.x_train), -1).mean(axis=0), rtol=1e-6)
-    prepared, _ = recipes.prepare_data(run.config, run.dir)
+    prepared, _ = preparation.prepare_data(run.config, run.dir)
     np.testing.assert_allclose(prepared.x_train, zca.transform(raw.x_train))
     np.testing.assert_allclose(prepared.x_test, zca.transform(raw.x_test))
     assert not np.allclose(prepared.x_test, raw.x_test)

@@ -8,16 +8,14 @@ quantizers, the input encodings of :mod:`iprune_tf.workflow.encoding`, the group
 indices its group, every sign +1, scaled by its positive factor) and truth-table neurons
 (:class:`~iprune_tf.workflow.tables.LutTable`: a kind ``table`` layer, the signs of its tables).
 
-A layer whose inputs and weights are ±1 computes an integer sum ``s`` in ``[-k, k]``. When the
-next thing that reads its output is a sign, ``sign(BN(s + bias))`` is replaced by ``s >= T``: T is
-found by evaluating Keras' own float32 bias add and batch-norm layer on every integer in
-``[-k, k]``, so the integer model is bit-exact by construction (gamma < 0: the signs are negated;
-gamma = 0: a constant).
+What follows each layer's sum (bias, batch norm) is folded by :mod:`~iprune_tf.export.folding`:
+into an integer threshold when a sign reads the output, else into a float32 affine map.
 """
 import larq as lq
 import numpy as np
 
-from iprune_tf._keras import keras, tf
+from iprune_tf._keras import keras
+from iprune_tf.export import folding
 from iprune_tf.export.lowered import Flatten, LoweredLayer, LoweredNet, MaxPool
 from iprune_tf.pruning.inspection import effective_kernel
 from iprune_tf.pruning.layers import kernel_precision, require_keras2
@@ -198,10 +196,10 @@ def _finish(steps, encoding):
             continue
         layer = _lowered_layer(step.layer, inputs_binary or has_sign_input(step.layer))
         if _sign_reads_output(steps[i + 1 :], step) and layer.kind != "float" and layer.binary_input:
-            _set_threshold(layer, step)
+            folding.set_threshold(layer, step)
             inputs_binary = True
         else:
-            _set_affine(layer, step)
+            folding.set_affine(layer, step)
             inputs_binary = False
         lowered.append(layer)
     return lowered
@@ -280,65 +278,3 @@ def _same_padding(size, out, kernel, stride):
     """TensorFlow's (and larq's) 'same' padding: the extra pixel goes after."""
     total = max((out - 1) * stride + kernel - size, 0)
     return total // 2, total - total // 2
-
-
-def _post_sum(step, s):
-    """What Keras computes after the integer sum ``s`` (a numpy grid): bias add, then batch norm, in float32."""
-    layer = step.layer
-    y = tf.constant(s, tf.float32)
-    if layer.use_bias:
-        y = tf.nn.bias_add(y, layer.bias)
-    if step.batch_norm is not None:
-        y = step.batch_norm(y, training=False)
-    return y.numpy()
-
-
-def _set_threshold(lowered, step):
-    """Integer thresholds from Keras' own float32 post-sum ops on every integer sum in [-k, k]."""
-    k, units = lowered.k, lowered.units
-    sums = np.arange(-k, k + 1, dtype=np.float32)
-    grid = np.repeat(sums[:, None], units, axis=1)
-    if lowered.op == "conv2d":
-        grid = grid[:, None, None, :]
-    bits = _post_sum(step, grid).reshape(len(sums), units) >= 0
-    threshold = np.empty(units, np.int32)
-    for n in range(units):
-        threshold[n], negate = _threshold_of(bits[:, n], k, step.layer.name, n)
-        if negate:
-            lowered.signs[n] = -lowered.signs[n]
-    lowered.output, lowered.threshold = "threshold", threshold
-
-
-def _threshold_of(bits, k, name, neuron):
-    """``(T, negate)`` with ``bit(s) == (s' >= T)``, ``s' = -s`` when ``negate``; bits over s = -k..k."""
-    on = np.flatnonzero(bits)
-    if on.size == 0:
-        return k + 1, False
-    if on.size == len(bits):
-        return -k, False
-    if np.all(bits[on[0] :]):
-        return on[0] - k, False
-    if np.all(bits[: on[-1] + 1]):
-        return -(on[-1] - k), True
-    raise ValueError(f"Layer '{name}' neuron {neuron}: its batch norm is not monotonic in the sum; cannot threshold it.")
-
-
-def _set_affine(lowered, step):
-    """Scale and offset: the bias and batch norm folded into one float32 affine map."""
-    layer, bn = step.layer, step.batch_norm
-    bias = layer.bias.numpy().astype(np.float32) if layer.use_bias else np.zeros(lowered.units, np.float32)
-    scale, offset = np.ones(lowered.units, np.float32), bias
-    if bn is not None:
-        a, b = _batch_norm_affine(bn, lowered.units)
-        scale, offset = a, bias * a + b
-    lowered.output, lowered.scale, lowered.offset = "affine", scale, offset.astype(np.float32)
-    lowered.activation = step.activation
-
-
-def _batch_norm_affine(bn, units):
-    """Inference batch norm as ``y = x * a + b`` (float32), as Keras computes it."""
-    weights = {w.name.rsplit("/", 1)[-1].split(":")[0]: w.numpy() for w in bn.weights}
-    gamma = weights.get("gamma", np.ones(units, np.float32))
-    beta = weights.get("beta", np.zeros(units, np.float32))
-    a = (gamma / np.sqrt(weights["moving_variance"] + np.float32(bn.epsilon))).astype(np.float32)
-    return a, (beta - weights["moving_mean"] * a).astype(np.float32)

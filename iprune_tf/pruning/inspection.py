@@ -1,7 +1,8 @@
 """Per-layer pruning statistics of a model: fan-in before and after, kept-input histogram, binary-ness.
 
 Works on pruned (wrapped), stripped and plain models alike, by reading each layer's *effective*
-kernel: the weights the layer actually computes with (quantized and masked).
+kernel: the weights the layer actually computes with (quantized and masked). The latent kernels
+(before quantization) are what the weight plots show.
 """
 import collections
 from dataclasses import asdict, dataclass, field
@@ -41,6 +42,29 @@ def effective_kernel(layer):
     quantizer = getattr(layer, "kernel_quantizer", None)
     latent = tf.convert_to_tensor(latent_kernel(layer))
     return (quantizer(latent) if quantizer is not None else latent).numpy()
+
+
+def latent_kernels(model):
+    """``{layer name: latent kernel * mask}`` for every prunable layer: what the plots show."""
+    kernels = {}
+    for layer in model.layers:
+        if isinstance(layer, PruneFanIn):
+            kernels[layer.layer.name] = (tf.convert_to_tensor(latent_kernel(layer.layer)) * layer.mask).numpy()
+        elif is_supported(layer):
+            kernels[layer.name] = tf.convert_to_tensor(latent_kernel(layer)).numpy()
+    return kernels
+
+
+def one_shot_masked(model, kernels):
+    """``kernels`` with each pruned layer's per-neuron top-K mask applied: the weights right after
+    a one-shot pruning, before any retraining step."""
+    masked = dict(kernels)
+    for layer in model.layers:
+        if isinstance(layer, PruneFanIn):
+            name = layer.layer.name
+            mask = masking.per_neuron_topk_mask(tf.constant(kernels[name]), layer.final_inputs_per_neuron)
+            masked[name] = kernels[name] * mask.numpy()
+    return masked
 
 
 def inspect_pruning(model):

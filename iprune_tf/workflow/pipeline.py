@@ -40,10 +40,12 @@ import numpy as np
 from iprune_tf.workflow import binary_init
 from iprune_tf.workflow import data as data_lib
 from iprune_tf.workflow import distill
+from iprune_tf.workflow import preparation
 from iprune_tf.workflow import recipes
 from iprune_tf.workflow import strategies
 from iprune_tf.workflow import tables
 from iprune_tf._keras import keras, tf
+from iprune_tf.pruning import inspection
 from iprune_tf.pruning.prune import strip_pruning
 from iprune_tf.workflow.runs import ALL_PHASES, PHASES, TABLES, Run
 from iprune_tf.pruning.wrapper import PruneFanIn
@@ -83,11 +85,11 @@ def train(run_dir, config, resume=False, overwrite=False, verbose=1, strategy=No
 
 def _train(run, raw, strategy, verbose):
     config = run.config
-    dataset, _ = recipes.preprocess(config, raw, run.dir)
+    dataset, _ = preparation.preprocess(config, raw, run.dir)
     run.data = {
         "name": dataset.name, "train_samples": len(dataset.x_train), "test_samples": len(dataset.x_test),
         "num_classes": dataset.num_classes, "input_shape": list(dataset.x_train.shape[1:]),
-        "preprocessing": recipes.preprocessing(config),
+        "preprocessing": preparation.preprocessing(config),
     }
     for phase in ALL_PHASES:
         if run.done(phase):
@@ -228,24 +230,24 @@ class _Pipeline:
 
     def _pruned(self, dense):
         config, run = self.config, self.run
-        before = recipes.latent_kernels(dense)
+        before = inspection.latent_kernels(dense)
         run.save_snapshot("before_pruning", before)
         n_train = len(self.dataset.x_train)
         model = self._build_compiled(lambda: recipes.prune(config, dense, n_train), "pruned")
         gradual = config.schedule == "gradual" and config.epochs_prune > 0
         if not gradual:
-            run.save_snapshot("after_pruning", recipes.one_shot_masked(model, before))
+            run.save_snapshot("after_pruning", inspection.one_shot_masked(model, before))
 
         def at_epoch_end(epoch):
             if not (gradual and epoch == config.epochs_prune):
                 return {}
-            run.save_snapshot("after_pruning", recipes.latent_kernels(model))
+            run.save_snapshot("after_pruning", inspection.latent_kernels(model))
             return {"test_accuracy_after_pruning": self.evaluate(model)}
 
         total = config.epochs_prune + config.epochs_retrain
         callbacks = [UpdatePruningStep(), *recipes.retraining_callbacks(config, n_train)]
         meta = self._fit_epochs("pruned", model, total, callbacks, at_epoch_end)
-        run.save_snapshot("after_retraining", recipes.latent_kernels(model))
+        run.save_snapshot("after_retraining", inspection.latent_kernels(model))
         digest = mask_digest(model)
         print(f"pruned: masks sha256 {digest}", flush=True)  # equal on every worker, and after a resume
         return model, {

@@ -1,4 +1,4 @@
-"""The paper's training recipe: configuration, data preparation, models, compile, schedules.
+"""The paper's training recipe: configuration, models, compile, schedules (data preparation: :mod:`~iprune_tf.workflow.preparation`).
 
 Recipe (iPrune, following BinaryConnect): square hinge loss on ±1 targets, Adam with a constant
 learning rate of 3e-3, weight decay 5e-2 on the last dense layer only (with the hinge loss it
@@ -18,23 +18,20 @@ directory it fills is :mod:`iprune_tf.workflow.runs`.
 """
 import dataclasses
 import math
-import os
 
 import numpy as np
 
 from iprune_tf.workflow import binary_init as binary_init_lib
-from iprune_tf.workflow import data as data_lib
 from iprune_tf.workflow import distill as distill_lib
 from iprune_tf.workflow import encoding
 from iprune_tf.workflow import heads
 from iprune_tf.pruning import masking
 from iprune_tf.workflow import models
-from iprune_tf._keras import keras, tf
-from iprune_tf.workflow.checkpoints import atomic_write
+from iprune_tf.workflow import preparation
+from iprune_tf._keras import keras
 from iprune_tf.pruning.layers import is_supported, latent_kernel
 from iprune_tf.pruning.prune import prune_fan_in
 from iprune_tf.pruning.schedules import FanInSchedule, validate_last_halving
-from iprune_tf.pruning.wrapper import PruneFanIn
 
 LOSS = "squared_hinge"
 LEARNING_RATE = 3e-3
@@ -187,54 +184,6 @@ def decay_kernel(model, name=None):
     return latent_kernel(inner[name])
 
 
-def prepare_data(config, run_dir=None):
-    """Load the run's data and apply its preprocessing (ZCA for presets that use it).
-
-    The ZCA transform is fitted on the training set once and stored as ``RUN_DIR/zca.npz``;
-    later calls (resume, report, export) load it, so every input sees the same transform.
-    Returns ``(dataset, zca or None)`` with ``x_*`` preprocessed and ``y_*`` as class indices.
-    """
-    return preprocess(config, data_lib.load_dataset(config.data, config.limit_train, config.limit_test), run_dir)
-
-
-def uses_zca(config):
-    """Whether the run whitens its inputs: the config's ``zca``, else the preset's choice."""
-    return models.get_preset(config.preset).zca if config.zca is None else config.zca
-
-
-def preprocessing(config):
-    """What run.json records as the run's preprocessing, with the reason when ZCA is switched off."""
-    if uses_zca(config):
-        return "zca"
-    if models.get_preset(config.preset).zca:
-        return ("none: zca=False in the run's config (the paper whitens CIFAR-10 only, not MNIST-like data; "
-                "a deployed net would also need the H*W*C-square whitening matrix on the device)")
-    return "none"
-
-
-def as_images(config, dataset):
-    """``dataset`` with a channel axis added to (N, H, W) inputs when the preset's model takes images."""
-    if not models.get_preset(config.preset).images or dataset.x_train.ndim != 3:
-        return dataset
-    return dataclasses.replace(dataset, x_train=dataset.x_train[..., None], x_test=dataset.x_test[..., None])
-
-
-def preprocess(config, dataset, run_dir=None):
-    """:func:`prepare_data` on a loaded ``dataset``."""
-    dataset = as_images(config, dataset)
-    if not uses_zca(config):
-        return dataset, None
-    zca_path = os.path.join(run_dir, "zca.npz") if run_dir else None
-    if zca_path and os.path.exists(zca_path):
-        zca = data_lib.ZCAWhitening.load(zca_path)
-    else:
-        zca = data_lib.ZCAWhitening().fit(dataset.x_train)
-        if zca_path:
-            atomic_write(zca_path, zca.save)
-    whitened = dataclasses.replace(dataset, x_train=zca.transform(dataset.x_train), x_test=zca.transform(dataset.x_test))
-    return whitened, zca
-
-
 def steps_per_epoch(config, n_train):
     return -(-n_train // config.batch_size)
 
@@ -309,7 +258,7 @@ def check_config(config, dataset):
     if len(dataset.x_train) == 0 or len(dataset.x_test) == 0:
         raise ValueError(f"data {dataset.name!r} has {len(dataset.x_train)} training and {len(dataset.x_test)} "
                          "test samples after the limits; both must be >= 1.")
-    dataset = as_images(config, dataset)
+    dataset = preparation.as_images(config, dataset)
     if models.get_preset(config.preset).images and dataset.x_train.ndim != 4:
         raise ValueError(f"preset {config.preset!r} needs images (N, H, W, C) or (N, H, W); data {dataset.name!r} "
                          f"has shape {dataset.x_train.shape}.")
@@ -328,27 +277,3 @@ def top1_accuracy(model, x, labels):
     """Top-1 accuracy of ``model`` on ``x``: the argmax of its outputs against class ``labels``."""
     scores = model.predict(x, batch_size=1000, verbose=0)
     return float(np.mean(np.argmax(scores, axis=1) == labels))
-
-
-def latent_kernels(model):
-    """``{layer name: latent kernel * mask}`` for every prunable layer: what the plots show."""
-    kernels = {}
-    for layer in model.layers:
-        if isinstance(layer, PruneFanIn):
-            kernels[layer.layer.name] = (tf.convert_to_tensor(latent_kernel(layer.layer)) * layer.mask).numpy()
-        elif is_supported(layer):
-            kernels[layer.name] = tf.convert_to_tensor(latent_kernel(layer)).numpy()
-    return kernels
-
-
-def one_shot_masked(model, kernels):
-    """``kernels`` with each pruned layer's per-neuron top-K mask applied: the weights right after
-    a one-shot pruning, before any retraining step."""
-    masked = dict(kernels)
-    for layer in model.layers:
-        if isinstance(layer, PruneFanIn):
-            name = layer.layer.name
-            mask = masking.per_neuron_topk_mask(tf.constant(kernels[name]), layer.final_inputs_per_neuron)
-            masked[name] = kernels[name] * mask.numpy()
-    return masked
-

@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from iprune_tf.export.c_kernels import _indices
+from iprune_tf.export.c_layout import index_code
 from iprune_tf.export.lowered import Flatten, LoweredLayer
 
 ACTIVATIONS = {"int8": ("int8_t", 127), "int16": ("int16_t", 32767)}
@@ -123,7 +123,7 @@ def _layer(fn, layer, data, tag, index_format, delta, out_delta, itype, qmax):
     scale, offset = _affine(layer)
     if layer.kind == "sparse":
         doubled = np.where(np.asarray(layer.signs) > 0, 0, layer.fan_in) + np.asarray(layer.indices, np.int64)
-        setup, idx, facts = _indices(doubled, data, tag, layer.k, index_format)
+        setup, idx, facts = index_code(doubled, data, tag, layer.k, index_format)
         sum_code = _sparse_sum(setup, idx, layer.k)
     else:
         sum_code, facts = _binary_sum(layer, data, tag)

@@ -9,7 +9,8 @@ import math
 
 import numpy as np
 
-_MAX_PACKED_BITS = 17  # ipr_unpack reads 3 bytes
+from iprune_tf.export import c_layout
+
 _MAX_BLOCK = 12  # at most this many accumulators (x86-64 has 16 vector registers)
 _UNROLL = 32  # a popcount neuron with at most this many kept inputs gathers them in straight-line code
 
@@ -76,7 +77,7 @@ def _sparse(layer, step, g, data, tag, int_path, index_format):
     if block > 1:  # K-major within each block of neurons: the block's k-th indices are adjacent
         offsets = offsets.reshape(-1, block, k).transpose(0, 2, 1).reshape(layer.units, k)
         return _sparse_block(layer, step, data, tag, index_format, offsets, block)
-    setup, idx_fmt, facts = _indices(offsets, data, tag, k, index_format)
+    setup, idx_fmt, facts = c_layout.index_code(offsets, data, tag, k, index_format)
     idx = idx_fmt.format(k="k", b=0)
     if layer.signs is None:
         values = data.array(f"{tag}_val", "float", layer.values)
@@ -107,7 +108,7 @@ def _sparse(layer, step, g, data, tag, int_path, index_format):
 
 def _table(layer, step, g, data, tag, int_path, index_format):
     """A table neuron's address ``a``: bit j is its j-th kept input's sign bit (1 for >= 0)."""
-    setup, idx, facts = _indices(_offsets(layer, g), data, tag, layer.k, index_format)
+    setup, idx, facts = c_layout.index_code(_offsets(layer, g), data, tag, layer.k, index_format)
     bits = [f"IPR_BIT(in, base + {idx.format(k=f'{j}u', b=0)})" if step.tin.bits else
             f"({read_in(step, 'base + ' + idx.format(k=f'{j}u', b=0))} >= 0.0f)" for j in range(layer.k)]
     return "\n".join([setup, "const uint32_t a = " + " | ".join(f"(uint32_t){b} << {j}u" for j, b in enumerate(bits)) + ";"]), facts
@@ -116,13 +117,13 @@ def _table(layer, step, g, data, tag, int_path, index_format):
 def _signs(layer, data, tag):
     """(bits per word, words per neuron, array name) of the sign bits of a pruned binary layer."""
     bw = 8 if layer.k <= 8 else 16 if layer.k <= 16 else 32
-    return bw, math.ceil(layer.k / bw), data.array(f"{tag}_sg", f"uint{bw}_t", _pack_rows(layer.signs > 0, bw))
+    return bw, math.ceil(layer.k / bw), data.array(f"{tag}_sg", f"uint{bw}_t", c_layout.pack_rows(layer.signs > 0, bw))
 
 
 def _sparse_block(layer, step, data, tag, index_format, offsets, block):
     """Float sums of ``block`` pruned neurons at once, each over k in ascending order."""
     k = layer.k
-    setup, idx, facts = _indices(offsets, data, tag, k, index_format, row="n0", block=block)
+    setup, idx, facts = c_layout.index_code(offsets, data, tag, k, index_format, row="n0", block=block)
     value = [read_in(step, "base + " + idx.format(k="k", b=b)) for b in range(block)]
     if layer.signs is None:
         values = data.array(f"{tag}_val", "float", layer.values)
@@ -143,58 +144,10 @@ def _offsets(layer, g):
     return idx // g["row"] * g["rowstep"] + idx % g["row"]
 
 
-def _indices(offsets, data, tag, k, index_format, row="n", block=1):
-    """(setup line, C expression of an index, facts): natural unsigned width or a bit-packed stream.
-
-    The expression is a format string of ``{k}`` (the kept input's rank) and ``{b}`` (the neuron
-    within a block of ``block`` neurons starting at ``row``, whose indices are stored k-major; 0
-    without blocks). Packed rows (or a block's k-th indices) that start on a byte are read from a
-    byte pointer, so that constant ranks decode with constant shifts.
-    ``auto`` packs when that saves at least a quarter of the index bytes (e.g. 10 of 16 bits for
-    fan-in 784 or 1024): a few shifts per connection for about a quarter less flash.
-    """
-    top = int(offsets.max()) if offsets.size else 0
-    bits = max(1, top.bit_length())
-    natural = 8 if top < 2**8 else 16 if top < 2**16 else 32
-    packed = index_format == "packed" or (index_format == "auto" and bits * 4 <= natural * 3)
-    if packed and bits <= _MAX_PACKED_BITS:
-        stream = _bitstream(offsets.ravel(), bits)
-        arr = data.array(f"{tag}_idx", "uint8_t", stream)
-        facts, mask = dict(index_format="packed", index_bits=bits), f"{(1 << bits) - 1}u"
-        if block > 1 and block * bits % 8 == 0:  # each rank of a block starts on a byte
-            step = block * bits // 8
-            return (f"const uint8_t *pb = {arr} + {row} / {block}u * {k * step}u;",
-                    f"ipr_unpack(pb + ({{k}}) * {step}u, {{b}}u * {bits}u, {mask})", facts)
-        if k * bits % 8 == 0:  # each row starts on a byte
-            return (f"const uint8_t *pb = {arr} + {row} * {k * bits // 8}u;",
-                    f"ipr_unpack(pb, (({{k}}) * {block}u + {{b}}u) * {bits}u, {mask})", facts)
-        return (f"const uint32_t bp = {row} * {k * bits}u;",
-                f"ipr_unpack({arr}, bp + (({{k}}) * {block}u + {{b}}u) * {bits}u, {mask})", facts)
-    arr = data.array(f"{tag}_idx", f"uint{natural}_t", offsets)
-    return (f"const uint{natural}_t *ix = {arr} + {row} * {k}u;", f"ix[({{k}}) * {block}u + {{b}}u]",
-            dict(index_format=f"uint{natural}", index_bits=natural))
-
-
-def _bitstream(values, bits):
-    """``values`` as ``bits``-bit fields, least significant bit first, plus 3 bytes of read slack."""
-    field = (values[:, None].astype(np.uint64) >> np.arange(bits, dtype=np.uint64)) & 1
-    return np.concatenate([np.packbits(field.astype(np.uint8).ravel(), bitorder="little"), np.zeros(3, np.uint8)])
-
-
-def _pack_rows(bits, word):
-    """Rows of booleans as little-endian words of ``word`` bits each (rows padded with zeros)."""
-    bits = np.asarray(bits, bool).reshape(len(bits), -1)
-    n_words = math.ceil(bits.shape[1] / word)
-    padded = np.zeros((bits.shape[0], n_words * word), np.uint64)
-    padded[:, : bits.shape[1]] = bits
-    weights = np.uint64(1) << np.arange(word, dtype=np.uint64)
-    return (padded.reshape(len(bits), n_words, word) * weights).sum(axis=2, dtype=np.uint64)
-
-
 def _binary(layer, step, g, data, tag, int_path, index_format):
     kh, row, rowstep = g["kh"], g["row"], g["rowstep"]
     rw = math.ceil(row / 32)
-    w = data.array(f"{tag}_w", "uint32_t", _pack_rows(np.asarray(layer.signs).reshape(-1, row) > 0, 32))
+    w = data.array(f"{tag}_w", "uint32_t", c_layout.pack_rows(np.asarray(layer.signs).reshape(-1, row) > 0, 32))
     head = [f"for (uint32_t i = 0; i < {kh}u; ++i) {{", f"    const uint32_t *wr = {w} + (n * {kh}u + i) * {rw}u;"]
     facts = dict(index_format=None, index_bits=0)
     if int_path and (layer.op == "dense" or g["channels"] % 32 == 0):
@@ -260,7 +213,7 @@ def _output(layer, step, data, tag, int_path, kk, words=False):
     write = _word_write if words else write_out
     if layer.kind == "table":  # 32 table bits per word, the neuron's 2**k bits in ceil(2**k / 32) words
         n_words = math.ceil(2**layer.k / 32)
-        tables = data.array(f"{tag}_tb", "uint32_t", _pack_rows(layer.tables, 32))
+        tables = data.array(f"{tag}_tb", "uint32_t", c_layout.pack_rows(layer.tables, 32))
         return write(step, pos, cond=f"{tables}[n * {n_words}u + (a >> 5)] >> (a & 31u) & 1u")
     if layer.output == "threshold":
         threshold = np.asarray(layer.threshold, np.int64)

@@ -34,7 +34,7 @@ static inline float ipr_signed(float v, uint32_t bit)
 }
 
 /* An unsigned integer ordered like the float v (not NaN): compares of the input with thresholds
- * (float_keys in c.py) need no float operation. */
+ * (float_keys in c_steps.py) need no float operation. */
 static inline uint32_t ipr_fkey(float v)
 {
     uint32_t u;

@@ -143,10 +143,9 @@ CONFIGS["f_p32_t7"] = {**CONFIGS["f_dense_t7"], "head": "pruned:32", "dense_from
 _TABLES = dict(table_epochs=10, table_lr=3e-3, table_margin=0.05)
 CONFIGS["s_p32_t7_pr25_tables"] = {**CONFIGS["s_p32_t7_pr25"], **_TABLES, "tables_from": "s_p32_t7_pr25"}
 CONFIGS["f_p32_t7_tables"] = {**CONFIGS["f_p32_t7"], **_TABLES, "tables_from": "f_p32_t7"}
-# Session 4: the table phase's rate and length, screened on the same s_p32_t7_pr25 nets (seeds 0 and 1); K=8 with tables
+# Session 4: the table phase's rate, screened on the same s_p32_t7_pr25 nets (seeds 0 and 1); K=8 with tables
 # from session 1's f_p32 K=8 net (3 levels, 4 + 3 + 5 epochs: the only K=8 pruned:32 net trained).
 CONFIGS["s_p32_t7_pr25_tables_lr1e2"] = {**CONFIGS["s_p32_t7_pr25_tables"], "table_lr": 1e-2}
-CONFIGS["s_p32_t7_pr25_tables_e20"] = {**CONFIGS["s_p32_t7_pr25_tables"], "table_epochs": 20}
 # The rate 1e-2 gained on both seeds (+0.32, +0.38): the final of session 4, from the same f_p32_t7 nets; K=8 likewise.
 CONFIGS["f_p32_t7_tables_lr1e2"] = {**CONFIGS["f_p32_t7_tables"], "table_lr": 1e-2}
 CONFIGS["f_p32_tables_lr1e2"] = {**CONFIGS["f_p32"], **_TABLES, "table_lr": 1e-2, "tables_from": "f_p32", "ks": (8,)}

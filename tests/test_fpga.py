@@ -55,11 +55,11 @@ def test_stream_top_placed_routed_packed_and_simulated_after_synthesis(tmp_path)
     assert len(set(np.argmax(model.predict(x, verbose=0), axis=1).tolist())) > 1  # not one constant class
 
 
-def test_split_comparisons_and_input_copies_equal_keras_after_synthesis(tmp_path):
+def test_split_comparisons_input_copies_and_input_registers_equal_keras_after_synthesis(tmp_path):
     _need_flow()
-    model, x = _tiny_trained()
+    model, x = _tiny_trained()  # 72 -> 16 -> 8 at K=4 -> 4 classes
     design = verilog.to_verilog(model, tmp_path, tree_levels=1, io="stream", bus_width=8, compare_bits=3,
-                                input_copies=2)
+                                input_copies=2, input_registers=[1, 2])
     dev, out = fpga.device("ice40-up5k"), tmp_path / "synth"
     out.mkdir()
     cells, _ = fpga.synthesize(design, dev, str(out), design.top)
@@ -73,6 +73,8 @@ def test_split_comparisons_and_input_copies_equal_keras_after_synthesis(tmp_path
     cells = json.loads((out / "synth.json").read_text())["modules"]["lut_stream"]["cells"].values()
     sources = [re.match(r"net\.v:(\d+)\.", cell["attributes"].get("src", "")) for cell in cells if "DFF" in cell["type"]]
     assert [sum(int(m.group(1)) == line for m in sources if m) for line in copies] == [8, 8]  # 2 copies of 8 bits
+    registers = {number for number, line in enumerate(text, start=1) if "(* keep *) always @(posedge clk) a" in line}
+    assert sum(int(m.group(1)) in registers for m in sources if m) == (16 + 8) * 4  # none merged: K per neuron
     assert len(set(check["classes"].tolist())) > 1
 
 

@@ -95,6 +95,8 @@ def _train_parser(sub):
     p.add_argument("--epochs-tables", type=int, default=DEFAULTS.epochs_tables, metavar="EPOCHS",
                    help="fully binary flavour: after retraining, fine-tune every hidden neuron as a truth table of its "
                         "K inputs (any boolean function, still one K-input LUT) for EPOCHS epochs; default 0: off")
+    p.add_argument("--tables-lr", type=float, default=DEFAULTS.tables_lr, metavar="RATE",
+                   help="Adam's rate in the tables phase, cosine-decayed to 0 (default: the binary phases' rate)")
     p.add_argument("--seed", type=int, default=DEFAULTS.seed)
     p.add_argument("--strategy", default="default", choices=list(strategies.STRATEGIES),
                    help="default: one device; mirrored: all local GPUs; multiworker: the cluster in TF_CONFIG "
@@ -163,7 +165,7 @@ def _run_config(args):
         retrain_lr=args.retrain_lr, width=args.width, zca=None if args.zca is None else args.zca == "on",
         binary_init=args.binary_init,
         hidden_units=args.hidden_units, skip=args.skip, input_encoding=args.input_encoding, head=args.head,
-        distill=args.distill, epochs_tables=args.epochs_tables,
+        distill=args.distill, epochs_tables=args.epochs_tables, tables_lr=args.tables_lr,
     )
 
 

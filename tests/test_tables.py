@@ -174,10 +174,11 @@ def test_cli_trains_reports_and_exports_truth_tables(tmp_path, capsys, tiny_mnis
     assert cli.main(["train", "--data", tiny_mnist_npz, "--out", out, "--flavour", "binary", "--head", "pruned:8",
                      "--hidden-units", "32,20", "--input-encoding", "thermometer:2", "--inputs", "6",
                      "--epochs-dense", "1", "--epochs-prune", "1", "--epochs-retrain", "0", "--epochs-tables", "1",
-                     "--limit-train", "200", "--limit-test", "100"]) == 0
+                     "--tables-lr", "1e-2", "--limit-train", "200", "--limit-test", "100"]) == 0
     from iprune_tf.workflow.runs import Run
 
     run = Run(out)
+    assert run.config.tables_lr == 1e-2 and run.config.rate("tables") == 1e-2  # read back from run.json
     assert run.phases["tables"]["epochs"] == 1
     assert run.phases["tables"]["test_accuracy_at_start"] == run.phases["pruned"]["test_accuracy"]
     assert [type(layer).__name__ for layer in run.load_model("tables").layers][2:4] == ["LutTable", "LutTable"]
@@ -196,8 +197,20 @@ def test_cli_trains_reports_and_exports_truth_tables(tmp_path, capsys, tiny_mnis
 @pytest.mark.parametrize("extra, message", [
     (["--flavour", "binaryconnect_det"], "only the fully binary flavour has"),
     (["--flavour", "binary", "--preset", "cifar10"], "has convolutions"),
-    (["--flavour", "binary", "--epochs-tables", "-1"], "epochs_tables must be >= 0")])
+    (["--flavour", "binary", "--epochs-tables", "-1"], "epochs_tables must be >= 0"),
+    (["--flavour", "binary", "--tables-lr", "0"], "tables_lr must be > 0"),
+    (["--flavour", "binary", "--epochs-tables", "0", "--tables-lr", "1e-2"], "leaves no tables")])
 def test_cli_refuses_tables_that_cannot_be_trained(tmp_path, capsys, tiny_mnist_npz, extra, message):
     out = tmp_path / "run"
     code = cli.main(["train", "--data", tiny_mnist_npz, "--out", str(out), "--epochs-tables", "2", *extra])
     assert code == 2 and message in capsys.readouterr().err and not out.exists()
+
+
+def test_tables_lr_is_the_tables_phase_rate_only():
+    """``--tables-lr``: Adam's rate (and the cosine decay's start) in the tables phase; the other phases keep theirs."""
+    args = cli.parser().parse_args(["train", "--out", "runs/x", "--flavour", "binary", "--binary-lr", "1e-3",
+                                    "--epochs-tables", "2", "--tables-lr", "1e-2"])
+    config = cli._run_config(args)
+    assert [config.rate(p) for p in ("dense_fp", "dense_binary", "pruned", "tables")] == [3e-3, 1e-3, 1e-3, 1e-2]
+    unset = recipes.RunConfig(flavour="binary", epochs_tables=2, binary_lr=1e-3)
+    assert unset.rate("tables") == 1e-3  # the binary phases' rate

@@ -14,8 +14,8 @@ Phases, each saved to the run directory (:mod:`iprune_tf.workflow.runs`) as soon
 
 4. ``tables`` (only with ``epochs_tables > 0``): the pruned net's hidden neurons as truth tables of
    their K inputs (:func:`~iprune_tf.workflow.tables.to_table_net`, starting at the pruned net's
-   outputs), fine-tuned for ``epochs_tables`` epochs at the binary rate with a cosine decay to 0, no
-   weight decay (the output layer's ±1 weights stay).
+   outputs), fine-tuned for ``epochs_tables`` epochs at ``tables_lr`` (default the binary rate) with a cosine
+   decay to 0, no weight decay (the output layer's ±1 weights stay).
 
 With ``distill > 0`` the binary phases learn from the ``dense_fp`` net's scores too
 (:mod:`~iprune_tf.workflow.distill`).

@@ -76,6 +76,7 @@ class RunConfig:
     distill: float = 0.0  # weight of the dense_fp teacher's term in the binary phases' loss (workflow.distill); 0: off
     binary_init: str = "random"  # the dense binary net's start: "random" (the paper's) or "fp" (workflow.binary_init)
     epochs_tables: int = 0  # after retraining, epochs fine-tuning each LUT neuron's truth table (workflow.tables); 0: off
+    tables_lr: float | None = None  # Adam's rate in the tables phase (None: the binary phases' rate)
 
     def __post_init__(self):
         models.get_preset(self.preset)
@@ -117,6 +118,11 @@ class RunConfig:
         if self.epochs_tables and models.get_preset(self.preset).images:
             raise ValueError(f"epochs_tables turns Dense neurons into truth tables (LutTable); preset {self.preset!r} has "
                              "convolutions, which it cannot. Use the mnist preset or epochs_tables=0.")
+        if self.tables_lr is not None and not self.tables_lr > 0:
+            raise ValueError(f"tables_lr must be > 0 (or None: the binary rate), got {self.tables_lr}.")
+        if self.tables_lr is not None and not self.epochs_tables:
+            raise ValueError("tables_lr sets the rate of the tables phase, but epochs_tables=0 leaves no tables "
+                             "phase. Set epochs_tables (e.g. 10) or leave tables_lr unset.")
         for name in ("epochs_dense", "epochs_prune", "epochs_retrain", "epochs_tables"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
@@ -131,7 +137,10 @@ class RunConfig:
         return self.epochs_dense + self.epochs_prune + self.epochs_retrain
 
     def rate(self, phase):
-        """Adam's rate in ``phase``: ``binary_lr`` in the binary phases when set, else ``learning_rate``."""
+        """Adam's rate in ``phase``: ``tables_lr`` in the tables phase when set, ``binary_lr`` in the binary phases
+        when set, else ``learning_rate``."""
+        if phase == "tables" and self.tables_lr is not None:
+            return self.tables_lr
         return self.learning_rate if phase == "dense_fp" or self.binary_lr is None else self.binary_lr
 
     @property

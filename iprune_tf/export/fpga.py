@@ -53,7 +53,8 @@ EXTENSION = {"ecp5": ".bit", "ice40": ".bin"}
 
 @dataclasses.dataclass(frozen=True)
 class FpgaOptions:
-    """What ``iprune export --mode fpga`` builds: the streaming top's bus, the head's pipelining and scores, the part."""
+    """What ``iprune export --mode fpga`` builds: the streaming top's bus, the pipelining, the head's scores, the part
+    and nextpnr's placer weight of timing (``timing_weight``, nextpnr's default 10 where None)."""
 
     device: str = "lfe5u-85f"
     clock_mhz: float = 150.0
@@ -63,6 +64,7 @@ class FpgaOptions:
     compare_bits: int | None = None
     input_copies: int | None = None
     input_registers: tuple | None = None
+    timing_weight: int | None = None
 
 
 class DesignTooLarge(ValueError):

@@ -120,7 +120,8 @@ def _write(artifact, mode, path, fpga_options):
                                     scores=fpga_options.scores, compare_bits=fpga_options.compare_bits,
                                     input_copies=fpga_options.input_copies,
                                     input_registers=fpga_options.input_registers)
-        return design, fpga.place_and_route(design, fpga_options.device, os.path.dirname(path), fpga_options.clock_mhz)
+        return design, fpga.place_and_route(design, fpga_options.device, os.path.dirname(path), fpga_options.clock_mhz,
+                                            timing_weight=fpga_options.timing_weight)
     else:
         with open(path, "wb") as f:
             f.write(artifact)

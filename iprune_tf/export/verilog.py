@@ -18,8 +18,9 @@ Bits are 1 for +1 and 0 for -1. With ``pipeline=True`` every layer's output is r
 input is accepted per clock; ``tree_levels=L`` also registers the output head's adder and argmax
 trees every L levels (a level: one 6-bit popcount, one addition, one comparison or one selection), so no
 stage is much deeper than a hidden layer (``compare_bits`` and ``input_copies`` shorten the head's
-comparisons and wires further, ``input_registers`` the wires into the hidden layers' neurons). ``io="stream"`` adds the top ``lut_stream``: ``bus_width`` input bits
-per clock with a valid flag, the class index with a valid flag out.
+comparisons and wires further, ``input_registers`` the wires into the hidden layers' neurons).
+``io="stream"`` adds the top ``lut_stream``: ``bus_width`` input bits per clock with a valid flag,
+the class index with a valid flag out.
 """
 import dataclasses
 import json

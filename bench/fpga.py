@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import RESULTS, fashion_mnist  # noqa: E402
 
 from iprune_tf._keras import keras  # noqa: E402
-from iprune_tf.export import fpga, to_verilog  # noqa: E402
+from iprune_tf.export import fpga, fpga_verify, to_verilog  # noqa: E402
 from iprune_tf.export.lowered import LoweredLayer, LoweredNet  # noqa: E402
 from iprune_tf.export.verilog import VerilogDesign  # noqa: E402
 from iprune_tf.workflow import recipes  # noqa: E402
@@ -123,7 +123,7 @@ def simulate_stage(args, name, out_dir):
     else:
         _, _, x_test, _, labels = fashion_mnist()
         x = x_test[: args.samples]
-    check = fpga.verify_netlist(model, design, report, x, simulator=args.simulator, yosys=args.yosys)
+    check = fpga_verify.verify_netlist(model, design, report, x, simulator=args.simulator, yosys=args.yosys)
     accuracy = ({} if isinstance(model, LoweredNet) else
                 {"netlist_accuracy": float(np.mean(check["classes"] == labels[: args.samples]))})
     save_entry(args.results, name, f"{args.device}_post_synthesis", {

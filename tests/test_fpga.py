@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import iprune_tf
-from iprune_tf.export import export_run_files, fpga, fpga_report, tools, verilog
+from iprune_tf.export import export_run_files, fpga, fpga_report, fpga_verify, tools, verilog
 from iprune_tf.workflow import models
 
 
@@ -66,7 +66,7 @@ def test_split_comparisons_input_copies_and_input_registers_equal_keras_after_sy
     fields = {f.name: None for f in dataclasses.fields(fpga.FpgaReport)}
     report = fpga.FpgaReport(**{**fields, "device": dev.name, "top": design.top, "cells": cells,
                                 "files": {"synth.v": str(out / "synth.v")}})
-    check = fpga.verify_netlist(model, design, report, x, simulator="iverilog")
+    check = fpga_verify.verify_netlist(model, design, report, x, simulator="iverilog")
     assert check["class_agreement"] == 100
     text = (tmp_path / "net.v").read_text().splitlines()
     copies = [text.index(f"  (* keep *) always @(posedge clk) xg{g} <= x;") + 1 for g in range(2)]

@@ -9,7 +9,7 @@ import json
 import os
 import re
 
-from iprune_tf.export.verilog import STREAM_TOP, TOP
+from iprune_tf.export.verilog_tops import STREAM_TOP, TOP
 
 
 @dataclasses.dataclass

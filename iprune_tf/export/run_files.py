@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 
 from iprune_tf._keras import keras
-from iprune_tf.export import c_verify, fpga, npz, verilog, verilog_verify
+from iprune_tf.export import c_verify, fpga, fpga_verify, npz, verilog, verilog_verify
 from iprune_tf.export.c import to_c
 from iprune_tf.export.c_array import _C_IDENTIFIER, _refuse_overwrite, to_c_array
 from iprune_tf.export.lowering import lower
@@ -146,7 +146,7 @@ def _check_file(model, artifact, mode, path, x):
         agreement = float(np.mean(classes == np.argmax(expected, axis=1))) if len(x) else 1.0
         return [ExportRow(mode, path, size, "iverilog", agreement, None)]  # the netlist outputs a class only
     if mode == "fpga":
-        check = fpga.verify_netlist(model, *artifact, x)
+        check = fpga_verify.verify_netlist(model, *artifact, x)
         agreement = check["class_agreement"] / len(x) if len(x) else 1.0
         return [ExportRow(mode, path, size, check["simulator"], agreement, None)]  # the synthesized netlist with cell models
     if mode == "c":

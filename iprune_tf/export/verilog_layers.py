@@ -6,9 +6,10 @@ much deeper than a hidden layer. :mod:`iprune_tf.export.verilog` assembles these
 """
 import numpy as np
 
+from iprune_tf.export.verilog_trees import LUT_ROM_ENTRIES, Levels, kept_register
+
 KEEP = "(* keep_hierarchy *)"  # layer modules survive Yosys' flatten: per-layer figures from one synthesis
 LEAF_BITS = 6  # the popcount trees start from sums of 6 bits: 3 LUT6 outputs, as deep as a K=6 neuron
-LUT_ROM_ENTRIES = 64  # a rank table this small is one LUT6 per bit: no block RAM (slow clock-to-output on ECP5)
 
 
 def _hex(bits):
@@ -42,11 +43,6 @@ def table_layer(layer, module, granularity, input_registers=False):
     return neurons + [header, *lines, "endmodule"]
 
 
-def kept_register(name, width, expr):
-    """Lines of a register ``name <= expr`` that Yosys must not merge with an identical one: a copy to place elsewhere."""
-    return [f"  reg [{width - 1}:0] {name} = 0;", f"  (* keep *) always @(posedge clk) {name} <= {expr};"]
-
-
 def _address(indices, source="x"):
     return "{" + ", ".join(f"{source}[{i}]" for i in reversed(indices.tolist())) + "}"
 
@@ -56,126 +52,6 @@ def _terms(layer, n, source="x"):
     if layer.kind == "sparse":
         return _address(layer.indices[n], source), layer.signs[n] > 0, layer.k
     return source, layer.signs[n] > 0, layer.fan_in
-
-
-class _Levels:
-    """Emits a tree's signals level by level; the levels in ``registered`` become clocked registers.
-
-    An item is a tuple of ``(expression, max_value)`` fields (a sum; or a score and its class index).
-    """
-
-    def __init__(self, registered=frozenset(), compare_bits=None, input_copies=None):
-        self.lines, self.level, self.registered = [], 0, registered
-        self.compare_bits, self.input_copies = compare_bits, input_copies
-
-    def signal(self, name, max_value, expr):
-        """Declare ``name = expr`` (unsigned, wide enough for ``max_value``) at the current level."""
-        width = max(1, int(max_value).bit_length())
-        if self.level in self.registered:
-            self.lines += [f"  reg [{width - 1}:0] {name} = 0;", f"  always @(posedge clk) {name} <= {expr};"]
-        else:
-            self.lines.append(f"  wire [{width - 1}:0] {name} = {expr};")
-        return name, max_value
-
-    def reduce(self, prefix, groups, combine):
-        """Combine each group's items pairwise (``combine(name, a, b)``), all groups in step, to one item each.
-
-        A lone item crosses a level unchanged, or through registers on a registered level, so that every
-        group's result arrives on the same clock.
-        """
-        while any(len(group) > 1 for group in groups):
-            groups = [[combine(f"{prefix}{g}_{self.level}_{j // 2}", *group[j : j + 2]) if j + 1 < len(group)
-                       else self.carry(f"{prefix}{g}_{self.level}_{j // 2}", group[j]) for j in range(0, len(group), 2)]
-                      for g, group in enumerate(groups)]
-            self.level += 1
-        return [group[0] for group in groups]
-
-    def table(self, name, address, values):
-        """Declare ``name = values[address]`` at the current level: a ROM, read on the clock on a registered
-        level, else combinational. Up to LUT_ROM_ENTRIES entries it stays in LUTs (one LUT6 per bit);
-        a larger one Yosys may map to block RAM."""
-        width = max(1, int(max(values)).bit_length())
-        entries = " ".join(f"{name}_rom[{i}] = {width}'d{v};" for i, v in enumerate(values))
-        style = '(* rom_style = "logic" *) ' if len(values) <= LUT_ROM_ENTRIES else ""
-        self.lines += [f"  {style}reg [{width - 1}:0] {name}_rom [0:{len(values) - 1}];",
-                       f"  initial begin {entries} end"]
-        if self.level in self.registered:
-            self.lines += [f"  reg [{width - 1}:0] {name};", f"  always @(posedge clk) {name} <= {name}_rom[{address}];"]
-        else:
-            self.lines.append(f"  wire [{width - 1}:0] {name} = {name}_rom[{address}];")
-        return name, int(max(values))
-
-    def copy(self, name, width, expr):
-        """A :func:`kept_register` ``name <= expr`` (a copy of ``expr`` to place elsewhere)."""
-        self.lines += kept_register(name, width, expr)
-        return name
-
-    def carry(self, name, item):
-        if self.level not in self.registered:
-            return item
-        return tuple(self.signal(f"{name}_{f}", m, e) for f, (e, m) in enumerate(item))
-
-    def add(self, name, a, b):
-        (ea, ma), (eb, mb) = a[0], b[0]
-        return (self.signal(name, ma + mb, f"({ea}) + ({eb})"),)
-
-    def argmax(self, items):
-        """The (score, class) item with the highest score, pairwise; the left (lower classes) wins ties.
-
-        Each round takes two levels: compare (the comparison bit, beside both candidates) then select,
-        so that no level holds a wide comparator and a wide multiplexer in series. With ``compare_bits``
-        a round takes three: per chunk of that many bits "greater" and "equal", then their combination.
-        """
-        while len(items) > 1:
-            pairs = [items[j : j + 2] for j in range(0, len(items), 2)]
-            flags = [self.compare(f"m{self.level}_{j}", pair) for j, pair in enumerate(pairs)]
-            pairs = self.carry_pairs(pairs)
-            if self.compare_bits:
-                flags = [flag and self.combine(f"m{self.level}_{j}_r", flag) for j, flag in enumerate(flags)]
-                pairs = self.carry_pairs(pairs)
-            items = []
-            for j, (flag, pair) in enumerate(zip(flags, pairs)):
-                name = f"m{self.level}_{j}"
-                if flag is None:
-                    items.append(self.carry(name, pair[0]))
-                    continue
-                (better, _), (a, b) = flag[0], pair
-                items.append(tuple(self.signal(f"{name}_{f}", max(ma, mb), f"{better} ? ({eb}) : ({ea})")
-                                   for f, ((ea, ma), (eb, mb)) in enumerate(zip(a, b))))
-            self.level += 1
-        return items[0]
-
-    def compare(self, name, pair):
-        """Flags of ``b > a`` for a pair's scores (None for a lone item): the comparison bit, or with
-        ``compare_bits`` per chunk (least significant first) a "greater" and, above the first, an "equal"."""
-        if len(pair) == 1:
-            return None
-        ((sa, ma), _), ((sb, mb), _) = pair
-        if not self.compare_bits:
-            return [self.signal(f"{name}_r", 1, f"({sb}) > ({sa})")]
-        width = max(int(ma), int(mb)).bit_length()
-        self.lines += [f"  wire [{width - 1}:0] {name}_xa = {sa};", f"  wire [{width - 1}:0] {name}_xb = {sb};"]
-        flags = []
-        for i, low in enumerate(range(0, width, self.compare_bits)):
-            bits = f"[{min(low + self.compare_bits, width) - 1}:{low}]"
-            flags.append(self.signal(f"{name}_g{i}", 1, f"{name}_xb{bits} > {name}_xa{bits}"))
-            if i:
-                flags.append(self.signal(f"{name}_e{i}", 1, f"{name}_xb{bits} == {name}_xa{bits}"))
-        return flags
-
-    def combine(self, name, flags):
-        """``b > a`` from the chunk flags of :meth:`compare`: the highest unequal chunk decides."""
-        (expr, _), rest = flags[0], flags[1:]
-        for (greater, _), (equal, _) in zip(rest[::2], rest[1::2]):
-            expr = f"{greater} | ({equal} & ({expr}))"
-        return [self.signal(name, 1, expr)]
-
-    def carry_pairs(self, pairs):
-        """Every pair's items across one level (through registers on a registered level)."""
-        pairs = [[self.carry(f"m{self.level}_{j}_{'ab'[i]}", item) for i, item in enumerate(pair)]
-                 for j, pair in enumerate(pairs)]
-        self.level += 1
-        return pairs
 
 
 def _popcounts(levels, layer, flip=()):
@@ -204,7 +80,7 @@ def _popcounts(levels, layer, flip=()):
 
 
 def popcount_threshold_layer(layer, module):
-    levels = _Levels()
+    levels = Levels()
     counts = _popcounts(levels, layer)
     lines = [KEEP, f"module {module} (input wire [{layer.fan_in - 1}:0] x, output wire [{layer.units - 1}:0] y);"]
     for n, ((p, count),) in enumerate(counts):
@@ -282,7 +158,7 @@ SCORES = {"affine": _affine_scores, "ranks": _rank_scores}
 
 def _head(layer, class_bits, scores, registered=frozenset(), compare_bits=None, input_copies=None):
     """The output layer's popcounts, scores and argmax: (levels, class index expression, F, conflicts, score bits)."""
-    levels = _Levels(registered, compare_bits, input_copies)
+    levels = Levels(registered, compare_bits, input_copies)
     items, fraction_bits, conflicts = SCORES[scores](levels, layer)
     items = [(score[0], (f"{class_bits}'d{c}", c)) for c, score in enumerate(items)]
     score_bits = max(int(m).bit_length() for (_, m), _ in items)
@@ -296,7 +172,7 @@ def score_layer(layer, module, class_bits, tree_levels, scores="affine", compare
     ``scores``: "affine" (``A * popcount + B``) or "ranks" (:func:`score_ranks`). With
     ``tree_levels``, a register after every that many levels, except after the last (the top
     registers the class). ``compare_bits``: the argmax compares chunks of at most that many bits
-    (:meth:`_Levels.argmax`); ``input_copies``: that many registered copies of the input, each read by
+    (:meth:`Levels.argmax`); ``input_copies``: that many registered copies of the input, each read by
     a group of classes (:func:`_popcounts`).
     """
     if scores not in SCORES:

@@ -19,7 +19,8 @@ import tempfile
 import numpy as np
 
 from iprune_tf.export.lowered import LoweredLayer
-from iprune_tf.export.verilog import TOP, VerilogDesign, input_bits, lowered_of
+from iprune_tf.export.verilog import VerilogDesign, input_bits, lowered_of
+from iprune_tf.export.verilog_tops import TOP
 from iprune_tf.export.tools import require_tool
 
 SYNTH = {  # (flattened, hierarchy kept)

@@ -119,6 +119,19 @@ def test_missing_tool_names_its_pypi_package(monkeypatch):
         tools.require_tool("yowasp-icepack")
 
 
+def test_a_webassembly_trap_points_to_the_4_gib_ceiling_and_native_yosys(tmp_path):
+    tool = tmp_path / "fake-yosys"
+    tool.write_text("#!/bin/sh\necho 'wasmtime._trap.Trap: error while executing'\necho '    thrown Wasm exception'\nexit 1\n")
+    tool.chmod(0o755)
+    with pytest.raises(RuntimeError, match=r"(?s)synthesis \(fake-yosys\) failed \(fake-yosys exit 1\).*4 GiB memory ceiling.*yosys='yosys'"):
+        fpga._stage("synthesis (fake-yosys)", [str(tool)], str(tmp_path))
+    assert "thrown Wasm exception" in (tmp_path / "synthesis.log").read_text()
+    tool.write_text("#!/bin/sh\necho 'ERROR: syntax error'\nexit 1\n")
+    with pytest.raises(RuntimeError) as plain:
+        fpga._stage("synthesis (fake-yosys)", [str(tool)], str(tmp_path))
+    assert "syntax error" in str(plain.value) and "4 GiB" not in str(plain.value)
+
+
 def test_reuse_synthesis_only_of_the_same_netlist(tmp_path):
     design = verilog.VerilogDesign(str(tmp_path), 72, 2, 4, 3, True, "layer", [], 0, 0)
     out = tmp_path / "fpga"

@@ -76,6 +76,11 @@ def device(name):
     return DEVICES[key]
 
 
+WASM_CEILING = ("\nThe yowasp tools are 32-bit WebAssembly with a 4 GiB memory ceiling, which a trap like this one on a "
+                "large design usually means: synthesize with a native Yosys instead (place_and_route(..., yosys='yosys'), "
+                "Debian's package yosys).")
+
+
 def _stage(label, command, cwd):
     """Run one tool, print a progress line with its elapsed time; RuntimeError with its log tail on failure."""
     start = time.time()
@@ -89,7 +94,8 @@ def _stage(label, command, cwd):
         process.wait()
     elapsed = time.time() - start
     if process.returncode != 0:
-        raise RuntimeError(f"{label} failed ({os.path.basename(command[0])} exit {process.returncode}):\n{''.join(tail)}")
+        raise RuntimeError(f"{label} failed ({os.path.basename(command[0])} exit {process.returncode}):\n{''.join(tail)}"
+                           + (WASM_CEILING if any("Wasm" in line for line in tail) else ""))
     print(f"[fpga] {label}: {elapsed:.1f} s", flush=True)
     return elapsed
 

@@ -32,6 +32,7 @@ from iprune_tf._keras import keras
 from iprune_tf.pruning.layers import is_supported, latent_kernel
 from iprune_tf.pruning.prune import prune_fan_in
 from iprune_tf.pruning.schedules import FanInSchedule, validate_last_halving
+from iprune_tf.workflow.runs import TABLES
 
 LOSS = "squared_hinge"
 LEARNING_RATE = 3e-3
@@ -139,7 +140,7 @@ class RunConfig:
     def rate(self, phase):
         """Adam's rate in ``phase``: ``tables_lr`` in the tables phase when set, ``binary_lr`` in the binary phases
         when set, else ``learning_rate``."""
-        if phase == "tables" and self.tables_lr is not None:
+        if phase == TABLES and self.tables_lr is not None:
             return self.tables_lr
         return self.learning_rate if phase == "dense_fp" or self.binary_lr is None else self.binary_lr
 

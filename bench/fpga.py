@@ -11,7 +11,8 @@ Stages, each its own process (a trained model from ``bench/lut_accuracy.py train
 ``design`` writes the netlist (``runs/fpga/<config>_k<K>/``) with its Keras and netlist-model
 accuracy; ``pnr`` runs :func:`iprune_tf.export.fpga.place_and_route` (synthesis, nextpnr, bitstream)
 and ``simulate`` the post-synthesis netlist with Yosys' cell models against Keras on the first
-``--samples`` test images. Each result is merged into ``bench/results/fpga.json`` (``--results``).
+``--samples`` test images; ``simulate`` reads the synthesis of the ``pnr`` run with the same options
+(``--ooc``, ``--speed``, ``--pnr-seed``, ``--timing-weight``). Each result is merged into ``bench/results/fpga.json`` (``--results``).
 ``--config random:<widths>`` builds a random lowered net instead (sparse K-input hidden layers, a
 dense binary head; ``--seed``): a quick Fmax probe of the hardware with no training.
 """
@@ -99,11 +100,16 @@ def design_stage(args, name, out_dir):
         "score_order_conflicts": design.score_order_conflicts})
 
 
+def _flow_key(args):
+    """The directory under <net>/fpga/ and the results key of one place-and-route configuration."""
+    return (args.device + ("_ooc" if args.ooc else "") + (f"_speed{args.speed}" if args.speed else "")
+            + (f"_seed{args.pnr_seed}" if args.pnr_seed != 1 else "")
+            + (f"_tw{args.timing_weight}" if args.timing_weight is not None else ""))
+
+
 def pnr_stage(args, name, out_dir):
     design = VerilogDesign.load(out_dir)
-    key = (args.device + ("_ooc" if args.ooc else "") + (f"_speed{args.speed}" if args.speed else "")
-           + (f"_seed{args.pnr_seed}" if args.pnr_seed != 1 else "")
-           + (f"_tw{args.timing_weight}" if args.timing_weight is not None else ""))
+    key = _flow_key(args)
     report = fpga.place_and_route(design, args.device, os.path.join(out_dir, "fpga", key), clock_mhz=args.clock_mhz,
                                   out_of_context=args.ooc, yosys=args.yosys, seed=args.pnr_seed,
                                   reuse_synthesis=args.reuse_synthesis, speed=args.speed, timing_weight=args.timing_weight)
@@ -115,7 +121,8 @@ def pnr_stage(args, name, out_dir):
 
 def simulate_stage(args, name, out_dir):
     design = VerilogDesign.load(out_dir)
-    with open(os.path.join(out_dir, "fpga", args.device, "fpga.json")) as f:
+    key = _flow_key(args)
+    with open(os.path.join(out_dir, "fpga", key, "fpga.json")) as f:
         report = fpga.FpgaReport(**json.load(f))
     model = _model(args)
     if isinstance(model, LoweredNet):  # random inputs, the lowered net's argmax the reference
@@ -126,7 +133,7 @@ def simulate_stage(args, name, out_dir):
     check = fpga_verify.verify_netlist(model, design, report, x, simulator=args.simulator, yosys=args.yosys)
     accuracy = ({} if isinstance(model, LoweredNet) else
                 {"netlist_accuracy": float(np.mean(check["classes"] == labels[: args.samples]))})
-    save_entry(args.results, name, f"{args.device}_post_synthesis", {
+    save_entry(args.results, name, f"{key}_post_synthesis", {
         "samples": check["samples"], "netlist_equals_keras": f"{check['class_agreement']}/{check['samples']}", **accuracy,
         "simulator": check["simulator"], "wall_s": check["wall_s"], "cell_models": f"{args.yosys} share/{report.device[:5]}"})
 

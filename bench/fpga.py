@@ -135,7 +135,8 @@ def simulate_stage(args, name, out_dir):
                 {"netlist_accuracy": float(np.mean(check["classes"] == labels[: args.samples]))})
     save_entry(args.results, name, f"{key}_post_synthesis", {
         "samples": check["samples"], "netlist_equals_keras": f"{check['class_agreement']}/{check['samples']}", **accuracy,
-        "simulator": check["simulator"], "wall_s": check["wall_s"], "cell_models": f"{args.yosys} share/{report.device[:5]}"})
+        "simulator": check["simulator"], "wall_s": check["wall_s"],
+        "cell_models": f"{args.yosys} share/{fpga.device(report.device).arch}"})
 
 
 STAGES = {"design": design_stage, "pnr": pnr_stage, "simulate": simulate_stage}

@@ -81,7 +81,7 @@ class VerilogDesign:
 
     def clocks_to(self, i):
         """Clocks from ``x`` to hidden layer i's output register ``h<i>`` (1-based): one per layer, one per input register."""
-        return i + sum(j <= i for j in self.input_registers or ())
+        return clocks_to_layer(i, self.input_registers)
 
     def path(self, name):
         return os.path.join(self.out_dir, name)
@@ -90,6 +90,11 @@ class VerilogDesign:
     def load(cls, out_dir):
         with open(os.path.join(out_dir, "design.json")) as f:
             return cls(**{**json.load(f), "out_dir": os.fspath(out_dir)})
+
+
+def clocks_to_layer(i, input_registers):
+    """Clocks from ``x`` to layer i's output register (1-based) of a pipelined net: one per layer, one per input register."""
+    return i + sum(j <= i for j in input_registers or ())
 
 
 def lowered_of(model_or_lowered):
@@ -230,7 +235,7 @@ def to_verilog(model_or_lowered, out_dir, pipeline=True, overwrite=False, granul
         lines += body
         info.append({"name": layer.name, "module": module, "style": style, "kind": layer.kind, "k": layer.k,
                      "fan_in": layer.fan_in, "units": layer.units})
-    latency = len(net.layers) + head_registers + len(input_registers or ()) if pipeline else 0
+    latency = clocks_to_layer(len(net.layers), input_registers) + head_registers if pipeline else 0
     design = VerilogDesign(out_dir, net.layers[0].fan_in, class_bits, net.num_classes, latency, pipeline, granularity,
                            info, fraction_bits, conflicts, tree_levels, head_registers, io,
                            bus_width if io == "stream" else None, scores, score_bits, compare_bits, input_copies,

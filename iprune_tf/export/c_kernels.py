@@ -10,6 +10,7 @@ import math
 import numpy as np
 
 from iprune_tf.export import c_layout
+from iprune_tf.export.c_plan import ROWS
 
 _MAX_BLOCK = 12  # at most this many accumulators (x86-64 has 16 vector registers)
 _UNROLL = 32  # a popcount neuron with at most this many kept inputs gathers them in straight-line code
@@ -28,24 +29,27 @@ def layer_function(fn, step, data, tag, index_format):
     words = step.tout.bits and layer.units % 32 == 0  # whole output words, no read-modify-write
     out_code = _output(layer, step, data, tag, int_path, kk, words)
     if block > 1:  # the sums of `block` neurons at once, each in its own order: independent float chains
-        neurons = [f"for (uint32_t n0 = 0; n0 < {layer.units}u; n0 += {block}u) {{", _indent(sum_code, 4),
+        neurons = [f"for (uint32_t n0 = 0; n0 < {layer.units}u; n0 += {block}u) {{", indent(sum_code, 4),
                    f"    for (uint32_t n = n0; n < n0 + {block}u; ++n) {{", "        const float s = acc[n - n0];",
-                   _indent(out_code, 8), "    }", "}"]
+                   indent(out_code, 8), "    }", "}"]
     else:
-        neurons = [f"for (uint32_t n = 0; n < {layer.units}u; ++n) {{", _indent(sum_code, 4), _indent(out_code, 4), "}"]
+        neurons = [f"for (uint32_t n = 0; n < {layer.units}u; ++n) {{", indent(sum_code, 4), indent(out_code, 4), "}"]
     neurons = (["uint32_t word = 0u;"] if words else []) + neurons
     oh, ow, _ = layer.output_hwc if layer.op == "conv2d" else (1, 1, 0)
+    rows = step.out_buffer == ROWS  # output rows oy0, oy0 + 1, ... into the rows buffer (c_plan.pooled_rows)
+    row_loop = (f"for (uint32_t r = 0u, oy = oy0; r < {step.tout.hwc[0]}u; ++r, ++oy)" if rows
+                else f"for (uint32_t oy = 0; oy < {oh}u; ++oy)")
     body = [
         fill_padding(step),
-        f"    for (uint32_t oy = 0; oy < {oh}u; ++oy)",
+        f"    {row_loop}",
         f"        for (uint32_t ox = 0; ox < {ow}u; ++ox) {{",
-        f"            const uint32_t base = {geometry['base']}, obase = {step.tout.at('oy', 'ox')};",
-        _indent("\n".join(neurons), 12), "        }",
+        f"            const uint32_t base = {geometry['base']}, obase = {step.tout.at('r' if rows else 'oy', 'ox')};",
+        indent("\n".join(neurons), 12), "        }",
     ]
     facts.update(name=layer.name, op=layer.op, kind=layer.kind, k=int(layer.k), fan_in=int(layer.fan_in),
                  units=int(layer.units), path="table" if layer.kind == "table" else "popcount" if int_path else "float",
                  data_bytes=data.bytes - before)
-    return c_function(fn, step, body), facts
+    return c_function(fn, step, body, ", uint32_t oy0" if rows else ""), facts
 
 
 def _block(layer, int_path):
@@ -270,11 +274,14 @@ def fill_padding(step):
     return "    " + tout.fill("out")
 
 
-def c_function(fn, step, body):
+def c_function(fn, step, body, extra_parameters=""):
     tin = "const float *in" if step.in_buffer is None else "const uint32_t *in"
     tout = "float *out" if step.out_buffer is None else "uint32_t *out"
-    return "\n".join([f"static void {fn}({tin}, {tout})", "{", *[line for line in body if line], "}", ""])
+    return "\n".join([f"static void {fn}({tin}, {tout}{extra_parameters})", "{", *[line for line in body if line],
+                      "}", ""])
 
 
-def _indent(code, spaces):
-    return "\n".join(" " * spaces + line for line in code.splitlines())
+def indent(code, spaces):
+    """``code`` (a string, or a list of lines) indented by ``spaces``, as one string."""
+    lines = code.splitlines() if isinstance(code, str) else code
+    return "\n".join(" " * spaces + line for line in lines)

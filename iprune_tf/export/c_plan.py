@@ -6,6 +6,11 @@ packed bits; it is bits when its values are ±1 and its padding (if any) is ±1 
 writes its output already binarized when the next layer binarizes its input (sign commutes with
 max-pool), and already padded when the next step is a padded convolution.
 
+A convolution followed by a max-pool whose stride is at least its height may write *pooled rows*
+(``pooled_rows``): it computes the pool's input rows of one pooled row at a time into a small third
+buffer (:data:`ROWS`), and the pool reads them from there, so the convolution's whole output never
+exists. Max-pooling commutes with the rounding of the narrow storages, so the result is unchanged.
+
 A float tensor kept in a buffer may be stored narrower (``storage``), to lower the activation RAM:
 ``f16`` (IEEE half, rounded to nearest) or ``q8`` (8 bits, value = q * scale, the scale calibrated on
 representative inputs: uint8 for tensors never negative there, int8 otherwise). Arithmetic stays
@@ -19,6 +24,7 @@ import numpy as np
 from iprune_tf.export.lowered import Flatten, LoweredLayer, MaxPool
 
 STORAGE = ("f32", "f16", "q8")
+ROWS = "rows"  # the buffer of a convolution's pooled rows (see pooled_rows)
 _STORE_BYTES = {"f32": 4, "f16": 2, "q8": 1}
 
 
@@ -104,12 +110,33 @@ def _unsupported_shape(shape):
     raise ValueError(f"C export supports inputs of 1 to 3 dimensions, got input shape {shape}.")
 
 
-def plan_steps(net, storage="f32", representative_data=None):
+def plan_steps(net, storage="f32", representative_data=None, pooled_rows="auto"):
     """The list of :class:`Step` of ``net``; ValueError naming a step the C export cannot run.
 
     ``storage``: the element format of the float tensors kept in buffers (:data:`STORAGE`); ``q8``
-    calibrates each tensor's scale on ``representative_data`` (model inputs).
+    calibrates each tensor's scale on ``representative_data`` (model inputs). ``pooled_rows``:
+    ``True``: each convolution followed by a max-pool it can feed row by row writes pooled rows (see
+    the module); ``False``: none does; ``auto``: ``True`` where that needs fewer buffer words (a
+    convolution's output may already be smaller than the largest tensor in its buffer).
     """
+    if pooled_rows == "auto":
+        plans = [_plan(net, storage, representative_data, fused) for fused in (False, True)]
+        return min(plans, key=lambda plan: sum(buffer_words(plan).values()))
+    if pooled_rows not in (True, False):
+        raise ValueError(f"pooled_rows must be 'auto', True or False, got {pooled_rows!r}.")
+    return _plan(net, storage, representative_data, pooled_rows)
+
+
+def buffer_words(plan):
+    """32-bit words of each buffer of ``plan`` (0, 1 and :data:`ROWS`): the largest tensor it holds."""
+    words = {0: 0, 1: 0, ROWS: 0}
+    for step in plan:
+        if step.out_buffer is not None:
+            words[step.out_buffer] = max(words[step.out_buffer], step.tout.words)
+    return words
+
+
+def _plan(net, storage, representative_data, pooled_rows):
     steps = list(net.steps)
     _check_steps(steps)
     ranges = _storage_ranges(net, storage, representative_data)
@@ -125,8 +152,24 @@ def plan_steps(net, storage="f32", representative_data=None):
         if step.out_buffer is not None and step.kind != "flatten":
             step.tout = _stored(step.tout, storage, ranges[i + 1])
         plan.append(step)
+        if pooled_rows and _feeds_pool_by_rows(plan[-2:]):
+            _write_pooled_rows(*plan[-2:])
         tensor, buffer = step.tout, step.out_buffer
     return plan
+
+
+def _feeds_pool_by_rows(pair):
+    """A convolution writing a buffer, then a max-pool whose windows do not overlap vertically."""
+    if len(pair) < 2 or pair[0].kind != "layer" or pair[0].op.op != "conv2d" or pair[1].kind != "pool":
+        return False
+    return pair[0].out_buffer is not None and pair[1].op.strides[0] >= pair[1].op.pool_size[0]
+
+
+def _write_pooled_rows(layer, pool):
+    """The convolution writes the pool's input rows into :data:`ROWS`; the pool takes its buffer."""
+    rows = dataclasses.replace(layer.tout, hwc=(pool.op.pool_size[0], *layer.tout.hwc[1:]))
+    pool.tin, pool.in_buffer, pool.out_buffer = rows, ROWS, layer.out_buffer
+    layer.tout, layer.out_buffer = rows, ROWS
 
 
 def _storage_ranges(net, storage, representative_data):

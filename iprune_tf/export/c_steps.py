@@ -1,36 +1,57 @@
 """C code of the steps that are not layers: the input step (encoded, binarized or padded into the
-first layer's layout) and valid max-pooling (max of floats, OR of bits)."""
+first layer's layout), valid max-pooling (max of floats, OR of bits), and a convolution and its
+max-pool fused into pooled rows (:mod:`iprune_tf.export.c_plan`)."""
+import dataclasses
+
 import numpy as np
 
-from iprune_tf.export.c_kernels import c_function, fill_padding, read_in, write_out
+from iprune_tf.export.c_kernels import c_function, fill_padding, indent, read_in, write_out
+from iprune_tf.export.c_plan import ROWS
 
 
 def pool_function(fn, step):
-    """C function of a valid max-pool: max of floats, OR of bits."""
+    """C function of a valid max-pool: max of floats, OR of bits. Reading the rows buffer, it makes
+    one output row ``oy`` (a parameter) from the pool's input rows held there."""
     pool, tin, tout = step.op, step.tin, step.tout
     (ph, pw), (sh, sw) = pool.pool_size, pool.strides
     oh, ow, ch = pool.output_hwc
-    pos = f"{tin.at(f'oy * {sh}u + i', f'ox * {sw}u + j')} + ch"
+    rows = step.in_buffer == ROWS
+    top = "0u" if rows else f"oy * {sh}u"
+    pos = f"{tin.at(f'{top} + i', f'ox * {sw}u + j')} + ch"
     if tin.bits:
         init, update, result = "uint32_t m = 0u;", f"m |= IPR_BIT(in, {pos});", dict(cond="m")
     else:
-        first = read_in(step, tin.at(f"oy * {sh}u", f"ox * {sw}u") + " + ch")
+        first = read_in(step, tin.at(top, f"ox * {sw}u") + " + ch")
         init = f"float m = {first};"
         update = f"{{ const float v = {read_in(step, pos)}; m = v > m ? v : m; }}"
         result = dict(cond="m >= 0.0f") if tout.pm1 else dict(value="m")
-    body = [
-        fill_padding(step),
-        f"    for (uint32_t oy = 0; oy < {oh}u; ++oy)",
-        f"        for (uint32_t ox = 0; ox < {ow}u; ++ox)",
-        f"            for (uint32_t ch = 0; ch < {ch}u; ++ch) {{",
-        f"                {init}",
-        f"                for (uint32_t i = 0; i < {ph}u; ++i)",
-        f"                    for (uint32_t j = 0; j < {pw}u; ++j)",
-        f"                        {update}",
-        "                " + write_out(step, f"{tout.at('oy', 'ox')} + ch", **result),
-        "            }",
+    row = [
+        f"for (uint32_t ox = 0; ox < {ow}u; ++ox)",
+        f"    for (uint32_t ch = 0; ch < {ch}u; ++ch) {{",
+        f"        {init}",
+        f"        for (uint32_t i = 0; i < {ph}u; ++i)",
+        f"            for (uint32_t j = 0; j < {pw}u; ++j)",
+        f"                {update}",
+        "        " + write_out(step, f"{tout.at('oy', 'ox')} + ch", **result),
+        "    }",
     ]
+    if rows:
+        return c_function(fn, step, [indent(row, 4)], ", uint32_t oy")
+    body = [fill_padding(step), f"    for (uint32_t oy = 0; oy < {oh}u; ++oy)", indent(row, 8)]
     return c_function(fn, step, body)
+
+
+def pooled_rows_function(fn, layer, pool, layer_fn, pool_fn, rows_buffer):
+    """C function of a convolution and its max-pool: per output row, the convolution writes the
+    pool's input rows into ``rows_buffer``, the pool reduces them into its output."""
+    body = [
+        fill_padding(pool),
+        f"    for (uint32_t oy = 0; oy < {pool.op.output_hwc[0]}u; ++oy) {{",
+        f"        {layer_fn}(in, {rows_buffer}, oy * {pool.op.strides[0]}u);",
+        f"        {pool_fn}({rows_buffer}, out, oy);",
+        "    }",
+    ]
+    return c_function(fn, dataclasses.replace(pool, in_buffer=layer.in_buffer), body)
 
 
 def prep_function(fn, step, data, tag, encoding):

@@ -11,6 +11,7 @@ from iprune_tf.pruning.masking import per_neuron_topk_mask
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "bench"))
 from common import m_by_n_kwargs, tfmot_pruned  # noqa: E402
+from lut_pareto import rows as lut_pareto_rows  # noqa: E402
 from mask_speed import numpy_argsort_mask  # noqa: E402
 
 
@@ -31,3 +32,31 @@ def test_tfmot_m_by_n_baseline_keeps_k_inputs_per_neuron():
         kernel = stripped.get_layer(name).kernel.numpy()
         assert set(np.count_nonzero(kernel, axis=0)) == {3}, name
     assert np.count_nonzero(stripped.get_layer("output").kernel.numpy()) == 12 * 10
+
+
+def _lut_entry(k, accuracy, lut6=None, check=None, **config):
+    entry = {f"k{k}": {"keras_test_accuracy": accuracy}}
+    if lut6 is not None:
+        entry[f"k{k}_hardware"] = {"lut6": {"total": {"luts": lut6}}, "netlist_equals_keras": check}
+    return dict(entry, config=config) if config else entry
+
+
+def test_lut_pareto_groups_seeds_and_marks_the_front():
+    """Seeds grouped under their configuration, screens left out, the front and the K=6 target as defined."""
+    configs = {
+        "a": _lut_entry(6, 0.87, 2900, "10000/10000", head="pruned:32", hidden=[512, 500]),
+        "a_s1": _lut_entry(6, 0.88, 2950, "10000/10000"), "a_s2": _lut_entry(6, 0.86, 3010, "9998/10000"),
+        "b": _lut_entry(6, 0.85, 1800, "10000/10000", head="groupsum"),
+        "c": _lut_entry(6, 0.86, 4000, "10000/10000"),  # dominated by a: less accurate, more LUTs
+        "d": _lut_entry(6, 0.90),  # no LUT figure: never on the front
+        "s_a_val": _lut_entry(6, 0.99, 10), "a_val": _lut_entry(6, 0.99, 10),  # validation screens
+    }
+    table = {r["config"]: r for r in lut_pareto_rows(configs)}
+    assert sorted(table) == ["a", "b", "c", "d"]
+    a = table["a"]
+    assert a["seeds"] == [0, 1, 2] and a["lut6"] == [2900, 2950, 3010] and a["netlists_equal"] == 2
+    assert abs(a["accuracy_mean"] - 87.0) < 1e-9 and abs(a["accuracy_std"] - 1.0) < 1e-9
+    assert {name: r["pareto"] for name, r in table.items()} == {"a": True, "b": True, "c": False, "d": False}
+    assert not a["meets_k6_target"]  # one seed's circuit is above 3,000 LUT6
+    configs["a_s2"] = _lut_entry(6, 0.86, 2990, "10000/10000")
+    assert {r["config"]: r["meets_k6_target"] for r in lut_pareto_rows(configs)} == {"a": True, "b": False, "c": False, "d": False}

@@ -12,7 +12,8 @@ from tensorflow_model_optimization.python.core.sparsity.keras.pruning_callbacks 
 
 from iprune_tf.workflow.encoding import ThermometerEncoding, ThresholdEncoding  # noqa: E402
 from iprune_tf.workflow.heads import GroupSum  # noqa: E402
-from iprune_tf.workflow.tables import LutTable, to_table_net  # noqa: E402
+from iprune_tf.workflow.lut_table import LutTable  # noqa: E402
+from iprune_tf.workflow.tables import to_table_net  # noqa: E402
 from iprune_tf.pruning.inspection import LayerStats, effective_kernel, format_inspection, inspect_pruning  # noqa: E402
 from iprune_tf.pruning.masking import per_neuron_topk_mask  # noqa: E402
 from iprune_tf.pruning.prune import custom_objects, prune_fan_in, prune_now, prune_scope, strip_pruning  # noqa: E402

@@ -1,4 +1,4 @@
-"""Truth-table neurons (iprune_tf.workflow.tables): exact start, gradients, lowering and the C/Verilog exports."""
+"""Truth-table neurons (iprune_tf.workflow.tables, .lut_table): exact start, gradients, lowering and the C/Verilog exports."""
 import os
 
 import numpy as np
@@ -11,7 +11,8 @@ from iprune_tf.export import c_verify, lower, save_sparse, to_c, verilog
 from iprune_tf.export import verilog_verify as vv
 from iprune_tf.pruning.prune import strip_pruning
 from iprune_tf.workflow import models, recipes
-from iprune_tf.workflow.tables import LutTable, to_table_net
+from iprune_tf.workflow.lut_table import LutTable
+from iprune_tf.workflow.tables import to_table_net
 
 from conftest import need_tool, pixel_data
 

@@ -6,7 +6,7 @@ Supported chains (Sequential or functional, one path): ``Flatten``, ``Dense``/``
 quantizers, the input encodings of :mod:`iprune_tf.workflow.encoding`, the group-sum head
 (:class:`~iprune_tf.workflow.heads.GroupSum`: a sparse layer over the signs of its input, class c's
 indices its group, every sign +1, scaled by its positive factor) and truth-table neurons
-(:class:`~iprune_tf.workflow.tables.LutTable`: a kind ``table`` layer, the signs of its tables).
+(:class:`~iprune_tf.workflow.lut_table.LutTable`: a kind ``table`` layer, the signs of its tables).
 
 What follows each layer's sum (bias, batch norm) is folded by :mod:`~iprune_tf.export.folding`:
 into an integer threshold when a sign reads the output, else into a float32 affine map.
@@ -21,7 +21,7 @@ from iprune_tf.pruning.inspection import effective_kernel
 from iprune_tf.pruning.layers import kernel_precision, require_keras2
 from iprune_tf.pruning.prune import as_stripped
 from iprune_tf.workflow.heads import GroupSum
-from iprune_tf.workflow.tables import LutTable
+from iprune_tf.workflow.lut_table import LutTable
 
 _DENSE = (keras.layers.Dense, lq.layers.QuantDense)
 _CONV = (keras.layers.Conv2D, lq.layers.QuantConv2D)

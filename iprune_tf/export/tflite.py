@@ -11,7 +11,7 @@ from iprune_tf._keras import tf
 from iprune_tf.export.finalize import finalize_for_lce, finalize_for_tflm
 from iprune_tf.export.tflite_common import quiet_converter, representative_samples
 from iprune_tf.export.tflite_sparse import SPARSE_MODES, to_sparse_tflite
-from iprune_tf.workflow.tables import LutTable
+from iprune_tf.workflow.lut_table import LutTable
 
 MODES = ("float", "int8", "lce", *SPARSE_MODES)
 """The modes of :func:`to_tflite`: dense float32, full-integer int8, larq-compute-engine, and the sparse ones."""

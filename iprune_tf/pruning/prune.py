@@ -10,7 +10,7 @@ from iprune_tf.pruning import schedules as sched
 from iprune_tf._keras import keras
 from iprune_tf.pruning.layers import is_supported, latent_kernel, require_keras2, supported_names
 from iprune_tf.workflow.heads import GroupSum
-from iprune_tf.workflow.tables import LutTable
+from iprune_tf.workflow.lut_table import LutTable
 from iprune_tf.workflow.quantizers import StochasticBinary
 from iprune_tf.pruning.skip import prunable_layers, resolve_skip
 from iprune_tf.pruning.wrapper import PruneFanIn

@@ -47,7 +47,8 @@ from iprune_tf.workflow import tables
 from iprune_tf._keras import keras, tf
 from iprune_tf.pruning import inspection
 from iprune_tf.pruning.prune import strip_pruning
-from iprune_tf.workflow.runs import ALL_PHASES, PHASES, TABLES, Run
+from iprune_tf.workflow.recipes import ALL_PHASES, PHASES, TABLES
+from iprune_tf.workflow.runs import Run
 from iprune_tf.pruning.wrapper import PruneFanIn
 from tensorflow_model_optimization.python.core.sparsity.keras.pruning_callbacks import UpdatePruningStep
 

@@ -32,7 +32,6 @@ from iprune_tf._keras import keras
 from iprune_tf.pruning.layers import is_supported, latent_kernel
 from iprune_tf.pruning.prune import prune_fan_in
 from iprune_tf.pruning.schedules import FanInSchedule, validate_last_halving
-from iprune_tf.workflow.runs import TABLES
 
 LOSS = "squared_hinge"
 LEARNING_RATE = 3e-3
@@ -42,6 +41,9 @@ DECAY_LAYER = "output"
 SCHEDULES = ("gradual", "oneshot")
 RETRAIN_LR = ("constant", "cosine")
 _WIDTH_ARGUMENT = {"mnist": "hidden_units", "cifar10": "dense_units"}
+PHASES = ("dense_fp", "dense_binary", "pruned")  # the paper's pipeline, in order
+TABLES = "tables"  # the optional phase after them (RunConfig.epochs_tables): the pruned net's truth tables fine-tuned
+ALL_PHASES = (*PHASES, TABLES)
 
 
 @dataclasses.dataclass

@@ -34,6 +34,7 @@ import statistics
 from iprune_tf.pruning import inspection
 from iprune_tf.workflow import heads
 from iprune_tf.export.lowering import lower
+from iprune_tf.workflow.runs import Run
 
 ROWS = (
     ("dense_fp", "Full-precision dense"),
@@ -112,8 +113,6 @@ def seeds_report(run_dirs):
     (``{seed: accuracy}``). Memory and operations are the first run's (the same config has the same
     counts). Only phases finished in every run are shown.
     """
-    from iprune_tf.workflow.runs import Run
-
     runs = [Run(d) for d in run_dirs]
     seeds = [r.config.seed for r in runs]
     if len(set(seeds)) != len(seeds):
@@ -141,8 +140,6 @@ def write_report(run_dir, plots=True):
 
     Returns the Markdown text. Needs the ``dense_fp`` phase; later phases appear once done.
     """
-    from iprune_tf.workflow.runs import Run
-
     run = Run(run_dir)
     phases = [phase for phase, _ in ROWS if os.path.isfile(run.model_path(phase))]
     if "dense_fp" not in phases:

@@ -29,20 +29,11 @@ import numpy as np
 from iprune_tf._keras import keras, tf
 from iprune_tf.workflow.checkpoints import atomic_write, read_checkpoint
 from iprune_tf.pruning.prune import prune_scope
+from iprune_tf.workflow.recipes import PHASES, TABLES, RunConfig
 
-PHASES = ("dense_fp", "dense_binary", "pruned")
-TABLES = "tables"  # the optional phase after them (RunConfig.epochs_tables): the pruned net's truth tables fine-tuned
-ALL_PHASES = (*PHASES, TABLES)
 SNAPSHOTS = ("before_pruning", "after_pruning", "after_retraining")
 KEPT_CHECKPOINTS = 2
 _OWN_ENTRIES = {"run.json", "zca.npz", "models", "weights", "checkpoints", "export", "plots", "report.md", "report.json"}
-
-
-def _run_config(fields):
-    """The :class:`~iprune_tf.workflow.recipes.RunConfig` stored as ``fields`` (recipes imports this module)."""
-    from iprune_tf.workflow.recipes import RunConfig
-
-    return RunConfig(**fields)
 
 
 def _now():
@@ -56,7 +47,7 @@ class Run:
         self.dir = os.fspath(run_dir)
         self.path = os.path.join(self.dir, "run.json")
         state = state if state is not None else _read_state(self.path)
-        self.config = _run_config(state["config"])
+        self.config = RunConfig(**state["config"])
         self.data = state.get("data", {})
         self.phases = state.get("phases", {})
         self.segments = state.get("segments", [])
@@ -69,7 +60,7 @@ class Run:
             if not resume:
                 raise FileExistsError(f"{run_dir} already holds a run. Pass resume=True (--resume) to continue it "
                                       "or overwrite=True (--overwrite) to replace it.")
-            old = _run_config(_read_state(os.path.join(run_dir, "run.json"))["config"])
+            old = RunConfig(**_read_state(os.path.join(run_dir, "run.json"))["config"])
             if old != config:
                 raise ValueError(f"Cannot resume {run_dir}: it was started with a different config "
                                  f"({_config_diff(old, config)}). Use another directory or --overwrite.")

@@ -156,6 +156,11 @@ CONFIGS["s_dense_t7_1024"] = {**CONFIGS["s_dense_t7"], "hidden": (1024, 500)}
 CONFIGS["s_p32_t7_pr25_1024"] = {**CONFIGS["s_p32_t7_pr25"], "hidden": (1024, 500), "dense_from": "s_dense_t7_1024"}
 CONFIGS["s_p32_t7_pr25_1024_tables_lr1e2"] = {**CONFIGS["s_p32_t7_pr25_1024"], **_TABLES, "table_lr": 1e-2,
                                               "tables_from": "s_p32_t7_pr25_1024"}
+# Session 6: the other way to spend the budget, a wider second layer: 512-1000 (about 512 + 1,000 + 1,170 LUT6).
+CONFIGS["s_dense_t7_1000"] = {**CONFIGS["s_dense_t7"], "hidden": (512, 1000)}
+CONFIGS["s_p32_t7_pr25_1000"] = {**CONFIGS["s_p32_t7_pr25"], "hidden": (512, 1000), "dense_from": "s_dense_t7_1000"}
+CONFIGS["s_p32_t7_pr25_1000_tables_lr1e2"] = {**CONFIGS["s_p32_t7_pr25_1000"], **_TABLES, "table_lr": 1e-2,
+                                              "tables_from": "s_p32_t7_pr25_1000"}
 VALIDATION = 5000  # --validation: the last 5,000 training images, never trained on
 BATCH = 100
 FREQUENCY = 100

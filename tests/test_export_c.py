@@ -145,8 +145,10 @@ def test_pooled_rows_keep_the_scores_and_lower_the_ram_where_they_can(tmp_path, 
     assert "_rows" in open(results[True][0].source).read() and "_rows" not in open(results[False][0].source).read()
     for rows in (True, "auto"):
         assert np.array_equal(results[rows][2], results[False][2])
-    with pytest.raises(ValueError, match="pooled_rows must be 'auto', True or False, got 'yes'"):
-        to_c(net, "net", tmp_path / "bad", pooled_rows="yes")
+    for bad in ("yes", 1):
+        with pytest.raises(ValueError, match=f"pooled_rows must be 'auto', True or False, got {bad!r}"):
+            to_c(net, "net", tmp_path / "bad", pooled_rows=bad)
+    assert not (tmp_path / "bad").exists()
 
 
 @pytest.mark.slow

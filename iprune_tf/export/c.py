@@ -21,7 +21,7 @@ import numpy as np
 
 from iprune_tf.export.c_fixed import check_fixed, fixed_steps
 from iprune_tf.export.c_kernels import layer_function
-from iprune_tf.export.c_plan import ROWS, buffer_words, plan_steps
+from iprune_tf.export.c_plan import ROWS, buffer_words, check_pooled_rows, plan_steps
 from iprune_tf.export.c_steps import pool_function, pooled_rows_function, prep_function
 
 INDEX_FORMATS = ("auto", "natural", "packed")
@@ -80,6 +80,7 @@ def to_c(model_or_lowered, name, out_dir, overwrite=False, index_format="auto", 
     check_identifier(name)
     if index_format not in INDEX_FORMATS:
         raise ValueError(f"index_format must be one of {INDEX_FORMATS}, got {index_format!r}.")
+    check_pooled_rows(pooled_rows)
     net = _lowered(model_or_lowered)
     if activations != "float":
         check_fixed(net, activations, representative_data)

@@ -119,12 +119,17 @@ def plan_steps(net, storage="f32", representative_data=None, pooled_rows="auto")
     the module); ``False``: none does; ``auto``: ``True`` where that needs fewer buffer words (a
     convolution's output may already be smaller than the largest tensor in its buffer).
     """
-    if pooled_rows == "auto":
+    if check_pooled_rows(pooled_rows) == "auto":
         plans = [_plan(net, storage, representative_data, fused) for fused in (False, True)]
         return min(plans, key=lambda plan: sum(buffer_words(plan).values()))
-    if pooled_rows not in (True, False):
-        raise ValueError(f"pooled_rows must be 'auto', True or False, got {pooled_rows!r}.")
     return _plan(net, storage, representative_data, pooled_rows)
+
+
+def check_pooled_rows(value):
+    """``value`` if it is a ``pooled_rows`` choice ('auto', True or False), else ValueError."""
+    if not any(value is choice for choice in (True, False)) and value != "auto":
+        raise ValueError(f"pooled_rows must be 'auto', True or False, got {value!r}.")
+    return value
 
 
 def buffer_words(plan):

@@ -119,10 +119,13 @@ def plan_steps(net, storage="f32", representative_data=None, pooled_rows="auto")
     the module); ``False``: none does; ``auto``: ``True`` where that needs fewer buffer words (a
     convolution's output may already be smaller than the largest tensor in its buffer).
     """
-    if check_pooled_rows(pooled_rows) == "auto":
-        plans = [_plan(net, storage, representative_data, fused) for fused in (False, True)]
+    check_pooled_rows(pooled_rows)
+    _check_steps(list(net.steps))
+    ranges = _storage_ranges(net, storage, representative_data)  # once: q8 runs the net on the data
+    if pooled_rows == "auto":
+        plans = [_plan(net, storage, ranges, fused) for fused in (False, True)]
         return min(plans, key=lambda plan: sum(buffer_words(plan).values()))
-    return _plan(net, storage, representative_data, pooled_rows)
+    return _plan(net, storage, ranges, pooled_rows)
 
 
 def check_pooled_rows(value):
@@ -141,10 +144,8 @@ def buffer_words(plan):
     return words
 
 
-def _plan(net, storage, representative_data, pooled_rows):
+def _plan(net, storage, ranges, pooled_rows):
     steps = list(net.steps)
-    _check_steps(steps)
-    ranges = _storage_ranges(net, storage, representative_data)
     hwc = input_hwc(net.input_shape)
     tensor, buffer, plan = Tensor(hwc), None, []
     if _needs_prep(net, steps):

@@ -162,11 +162,11 @@ def _float_steps(net, name, data, index_format, storage="f32", representative_da
             code, facts = layer_function(fn + ("_rows" if step.out_buffer == ROWS else ""), step, data, f"L{i}",
                                          index_format)
             layers.append(facts)
-        elif step.kind == "pool" and step.in_buffer == ROWS:  # with the convolution before it
-            layer = plan[i - 1]
-            code = pool_function(fn, step) + pooled_rows_function(
-                f"{name}_step{i - 1}", layer, step, f"{name}_step{i - 1}_rows", fn, _pointer(name, ROWS, None))
-            fn, step = f"{name}_step{i - 1}", dataclasses.replace(step, in_buffer=layer.in_buffer)
+        elif step.kind == "pool" and step.in_buffer == ROWS:  # called as one step with the convolution before it
+            fused, fused_fn = dataclasses.replace(step, in_buffer=plan[i - 1].in_buffer), f"{name}_step{i - 1}"
+            code = pool_function(fn, step) + pooled_rows_function(fused_fn, fused, f"{fused_fn}_rows", fn,
+                                                                  _pointer(name, ROWS, None))
+            fn, step = fused_fn, fused
         elif step.kind == "pool":
             code = pool_function(fn, step)
         elif step.kind == "prep":

@@ -1,8 +1,6 @@
 """C code of the steps that are not layers: the input step (encoded, binarized or padded into the
 first layer's layout), valid max-pooling (max of floats, OR of bits), and a convolution and its
 max-pool fused into pooled rows (:mod:`iprune_tf.export.c_plan`)."""
-import dataclasses
-
 import numpy as np
 
 from iprune_tf.export.c_kernels import c_function, fill_padding, indent, read_in, write_out
@@ -41,17 +39,18 @@ def pool_function(fn, step):
     return c_function(fn, step, body)
 
 
-def pooled_rows_function(fn, layer, pool, layer_fn, pool_fn, rows_buffer):
-    """C function of a convolution and its max-pool: per output row, the convolution writes the
-    pool's input rows into ``rows_buffer``, the pool reduces them into its output."""
+def pooled_rows_function(fn, step, layer_fn, pool_fn, rows_buffer):
+    """C function of a convolution and its max-pool (``step``: the pool reading the convolution's
+    input buffer): per output row, the convolution writes the pool's input rows into
+    ``rows_buffer``, the pool reduces them into its output."""
     body = [
-        fill_padding(pool),
-        f"    for (uint32_t oy = 0; oy < {pool.op.output_hwc[0]}u; ++oy) {{",
-        f"        {layer_fn}(in, {rows_buffer}, oy * {pool.op.strides[0]}u);",
+        fill_padding(step),
+        f"    for (uint32_t oy = 0; oy < {step.op.output_hwc[0]}u; ++oy) {{",
+        f"        {layer_fn}(in, {rows_buffer}, oy * {step.op.strides[0]}u);",
         f"        {pool_fn}({rows_buffer}, out, oy);",
         "    }",
     ]
-    return c_function(fn, dataclasses.replace(pool, in_buffer=layer.in_buffer), body)
+    return c_function(fn, step, body)
 
 
 def prep_function(fn, step, data, tag, encoding):

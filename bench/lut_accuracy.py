@@ -167,6 +167,17 @@ CONFIGS["s_dense_t7_1000"] = {**CONFIGS["s_dense_t7"], "hidden": (512, 1000)}
 CONFIGS["s_p32_t7_pr25_1000"] = {**CONFIGS["s_p32_t7_pr25"], "hidden": (512, 1000), "dense_from": "s_dense_t7_1000"}
 CONFIGS["s_p32_t7_pr25_1000_tables_lr1e2"] = {**CONFIGS["s_p32_t7_pr25_1000"], **_TABLES, "table_lr": 1e-2,
                                               "tables_from": "s_p32_t7_pr25_1000"}
+# Session 7: two levers that cost few LUTs or none, screened on the validation split (seeds 0 and 1) against
+# s_p32_t7_pr25_tables_lr1e2: a head of 48 inputs per class (pruned:48, about +550 LUT6 over pruned:32's ~1,160), pruned
+# from s_dense_t7's nets (paired); 15 thermometer levels (11,760 input bits; the input code is outside the counted
+# network, as the 7 levels' is), a dense net of its own.
+CONFIGS["s_p48_t7_pr25"] = {**CONFIGS["s_p32_t7_pr25"], "head": "pruned:48"}
+CONFIGS["s_p48_t7_pr25_tables_lr1e2"] = {**CONFIGS["s_p48_t7_pr25"], **_TABLES, "table_lr": 1e-2,
+                                         "tables_from": "s_p48_t7_pr25"}
+CONFIGS["s_dense_t15"] = {**CONFIGS["s_dense_t7"], "encoding": "thermometer:15"}
+CONFIGS["s_p32_t15_pr25"] = {**CONFIGS["s_p32_t7_pr25"], "encoding": "thermometer:15", "dense_from": "s_dense_t15"}
+CONFIGS["s_p32_t15_pr25_tables_lr1e2"] = {**CONFIGS["s_p32_t15_pr25"], **_TABLES, "table_lr": 1e-2,
+                                          "tables_from": "s_p32_t15_pr25"}
 VALIDATION = 5000  # --validation: the last 5,000 training images, never trained on
 BATCH = 100
 FREQUENCY = 100

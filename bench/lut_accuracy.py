@@ -113,6 +113,17 @@ def input_encoding(cfg, x):
     return encoding.ThermometerEncoding(int(levels), thresholds=thresholds, name="input_encoding")
 
 
+def augmented(cfg, x, y):
+    """The training images of the phases ``cfg`` trains: with ``augment="flip"`` each one and its mirror image (a
+    Fashion-MNIST garment flipped left to right is the same class), else as given."""
+    augment = cfg.get("augment")
+    if augment is None:
+        return x, y
+    if augment != "flip":
+        raise ValueError(f"augment must be 'flip' or absent, got {augment!r}")
+    return np.concatenate([x, x[:, :, ::-1]]), np.concatenate([y, y])
+
+
 def _teacher(name, cfg, data, evaluated="test"):
     """The full-precision net of run ``name`` (the pipeline's ``dense_fp``: the paper's dense head, the run's input
     code and widths, the whole epoch budget), loaded or trained and saved: the distillation teacher."""
@@ -178,6 +189,7 @@ def train(config, ks=None, seed=0, validation=False):
     keras.utils.set_random_seed(seed)  # the binary nets' draws as without a teacher
     dense = _dense(dense_name, dense_cfg, data, evaluated, teacher)
     y, y_test = _targets(cfg, data, teacher)
+    x, y = augmented(cfg, x, y)
     for k in ks or cfg["ks"]:
         if os.path.exists(model_path(name, f"k{k}")):
             continue
@@ -202,6 +214,7 @@ def train_tables(config, ks=None, seed=0, validation=False):
     cfg = CONFIGS[config]
     name, source = run_name(config, seed, validation), run_name(cfg["tables_from"], seed, validation)
     x, y, x_test, y_test, labels = split_data(validation)
+    x, y = augmented(cfg, x, y)
     evaluated = "validation" if validation else "test"
     for k in ks or cfg["ks"]:
         if os.path.exists(model_path(name, f"k{k}")):

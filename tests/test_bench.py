@@ -11,6 +11,7 @@ from iprune_tf.pruning.masking import per_neuron_topk_mask
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "bench"))
 from common import m_by_n_kwargs, tfmot_pruned  # noqa: E402
+from lut_accuracy import augmented  # noqa: E402
 from lut_pareto import rows as lut_pareto_rows  # noqa: E402
 from mask_speed import numpy_argsort_mask  # noqa: E402
 
@@ -32,6 +33,18 @@ def test_tfmot_m_by_n_baseline_keeps_k_inputs_per_neuron():
         kernel = stripped.get_layer(name).kernel.numpy()
         assert set(np.count_nonzero(kernel, axis=0)) == {3}, name
     assert np.count_nonzero(stripped.get_layer("output").kernel.numpy()) == 12 * 10
+
+
+def test_flip_augmentation_adds_each_image_mirrored_with_its_label():
+    x = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
+    y = np.array([[1.0, -1.0], [-1.0, 1.0]])
+    assert augmented({}, x, y)[0] is x
+    xa, ya = augmented({"augment": "flip"}, x, y)
+    np.testing.assert_array_equal(xa[:2], x)
+    np.testing.assert_array_equal(xa[2:, :, 0], x[:, :, 3])  # the last column comes first
+    np.testing.assert_array_equal(ya, np.concatenate([y, y]))
+    with pytest.raises(ValueError, match="augment must be 'flip'"):
+        augmented({"augment": "shift"}, x, y)
 
 
 def _lut_entry(k, accuracy, lut6=None, check=None, **config):

@@ -26,6 +26,7 @@ import sys
 import time
 
 import numpy as np
+import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -113,15 +114,24 @@ def input_encoding(cfg, x):
     return encoding.ThermometerEncoding(int(levels), thresholds=thresholds, name="input_encoding")
 
 
-def augmented(cfg, x, y):
-    """The training images of the phases ``cfg`` trains: with ``augment="flip"`` each one and its mirror image (a
-    Fashion-MNIST garment flipped left to right is the same class), else as given."""
-    augment = cfg.get("augment")
-    if augment is None:
-        return x, y
-    if augment != "flip":
-        raise ValueError(f"augment must be 'flip' or absent, got {augment!r}")
-    return np.concatenate([x, x[:, :, ::-1]]), np.concatenate([y, y])
+def training_data(cfg, x, y):
+    """The training images of the phases ``cfg`` trains, as ``fit`` keyword arguments, and how many there are per
+    epoch: as given; with ``augment="flip"`` each one and its left-right mirror (a mirrored garment is the same class);
+    with ``augment="noise:STD"`` shuffled batches whose pixels get fresh Gaussian noise of that std every epoch,
+    clipped to [0, 1] (the thermometer bits of pixels near a threshold flip)."""
+    spec = cfg.get("augment")
+    kind, _, value = (spec or "").partition(":")
+    if spec is None:
+        return dict(x=x, y=y, batch_size=BATCH), len(x)
+    if spec == "flip":
+        return dict(x=np.concatenate([x, x[:, :, ::-1]]), y=np.concatenate([y, y]), batch_size=BATCH), 2 * len(x)
+    if kind == "noise" and value.replace(".", "", 1).isdigit() and float(value) > 0:
+        def noisy(images, targets):
+            noise = tf.random.normal(tf.shape(images), stddev=float(value))
+            return tf.clip_by_value(images + noise, 0.0, 1.0), targets
+        batches = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x)).batch(BATCH).map(noisy)
+        return dict(x=batches), len(x)
+    raise ValueError(f"augment must be 'flip' or 'noise:STD' with STD > 0, got {spec!r}")
 
 
 def _teacher(name, cfg, data, evaluated="test"):
@@ -189,17 +199,17 @@ def train(config, ks=None, seed=0, validation=False):
     keras.utils.set_random_seed(seed)  # the binary nets' draws as without a teacher
     dense = _dense(dense_name, dense_cfg, data, evaluated, teacher)
     y, y_test = _targets(cfg, data, teacher)
-    x, y = augmented(cfg, x, y)
+    fit_data, count = training_data(cfg, x, y)
     for k in ks or cfg["ks"]:
         if os.path.exists(model_path(name, f"k{k}")):
             continue
         start = time.time()
         recipe = pruning_recipe(cfg, k)
-        pruned = recipes.prune(recipe, dense, len(x))
+        pruned = recipes.prune(recipe, dense, count)
         recipes.compile_model(pruned, cfg["lr"], WEIGHT_DECAY, distill=cfg.get("distill", 0.0))
-        pruned.fit(x, y, batch_size=BATCH, epochs=cfg["epochs_prune"] + cfg["epochs_retrain"],
+        pruned.fit(**fit_data, epochs=cfg["epochs_prune"] + cfg["epochs_retrain"],
                    validation_data=(x_test, y_test), verbose=2,
-                   callbacks=[iprune_tf.UpdatePruningStep(), *recipes.retraining_callbacks(recipe, len(x))])
+                   callbacks=[iprune_tf.UpdatePruningStep(), *recipes.retraining_callbacks(recipe, count)])
         stripped = iprune_tf.strip_pruning(pruned)
         stripped.save(model_path(name, f"k{k}"), include_optimizer=False)
         save_entry(name, {f"k{k}": {f"keras_{evaluated}_accuracy": recipes.top1_accuracy(stripped, x_test, labels),
@@ -214,7 +224,7 @@ def train_tables(config, ks=None, seed=0, validation=False):
     cfg = CONFIGS[config]
     name, source = run_name(config, seed, validation), run_name(cfg["tables_from"], seed, validation)
     x, y, x_test, y_test, labels = split_data(validation)
-    x, y = augmented(cfg, x, y)
+    fit_data, count = training_data(cfg, x, y)
     evaluated = "validation" if validation else "test"
     for k in ks or cfg["ks"]:
         if os.path.exists(model_path(name, f"k{k}")):
@@ -227,9 +237,9 @@ def train_tables(config, ks=None, seed=0, validation=False):
         if not np.array_equal(before, reference):
             raise AssertionError(f"{name}: the table net starts on other classes than {source} on "
                                  f"{int(np.sum(before != reference))} images")
-        steps = cfg["table_epochs"] * -(-len(x) // BATCH)
+        steps = cfg["table_epochs"] * -(-count // BATCH)
         start = time.time()
-        net.fit(x, y, batch_size=BATCH, epochs=cfg["table_epochs"], validation_data=(x_test, y_test), verbose=2,
+        net.fit(**fit_data, epochs=cfg["table_epochs"], validation_data=(x_test, y_test), verbose=2,
                 callbacks=[recipes.CosineRetraining(cfg["table_lr"], 0, steps)])
         net.save(model_path(name, f"k{k}"), include_optimizer=False)
         save_entry(name, {f"k{k}": {f"keras_{evaluated}_accuracy": recipes.top1_accuracy(net, x_test, labels),

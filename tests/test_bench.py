@@ -11,7 +11,7 @@ from iprune_tf.pruning.masking import per_neuron_topk_mask
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "bench"))
 from common import m_by_n_kwargs, tfmot_pruned  # noqa: E402
-from lut_accuracy import augmented  # noqa: E402
+from lut_accuracy import training_data  # noqa: E402
 from lut_pareto import rows as lut_pareto_rows  # noqa: E402
 from mask_speed import numpy_argsort_mask  # noqa: E402
 
@@ -35,16 +35,28 @@ def test_tfmot_m_by_n_baseline_keeps_k_inputs_per_neuron():
     assert np.count_nonzero(stripped.get_layer("output").kernel.numpy()) == 12 * 10
 
 
-def test_flip_augmentation_adds_each_image_mirrored_with_its_label():
-    x = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
-    y = np.array([[1.0, -1.0], [-1.0, 1.0]])
-    assert augmented({}, x, y)[0] is x
-    xa, ya = augmented({"augment": "flip"}, x, y)
-    np.testing.assert_array_equal(xa[:2], x)
-    np.testing.assert_array_equal(xa[2:, :, 0], x[:, :, 3])  # the last column comes first
-    np.testing.assert_array_equal(ya, np.concatenate([y, y]))
-    with pytest.raises(ValueError, match="augment must be 'flip'"):
-        augmented({"augment": "shift"}, x, y)
+def test_training_data_mirrors_or_adds_fresh_pixel_noise():
+    x = np.linspace(0, 1, 4 * 3 * 4, dtype=np.float32).reshape(4, 3, 4)
+    y = np.eye(4)[[0, 1, 2, 3]] * 2 - 1
+    plain, count = training_data({}, x, y)
+    assert plain["x"] is x and count == 4
+    flipped, count = training_data({"augment": "flip"}, x, y)
+    assert count == 8
+    np.testing.assert_array_equal(flipped["x"][:4], x)
+    np.testing.assert_array_equal(flipped["x"][4:, :, 0], x[:, :, 3])  # the last column comes first
+    np.testing.assert_array_equal(flipped["y"], np.concatenate([y, y]))
+    noisy, count = training_data({"augment": "noise:0.1"}, x, y)
+    assert count == 4
+    epochs = [np.concatenate([images.numpy() for images, _ in noisy["x"]]) for _ in range(2)]
+    for images in epochs:
+        assert images.shape == x.shape and images.min() >= 0 and images.max() <= 1
+        assert 0 < np.abs(np.sort(images.ravel()) - np.sort(x.ravel())).max() < 0.6
+    assert not np.array_equal(np.sort(epochs[0].ravel()), np.sort(epochs[1].ravel()))  # fresh noise each epoch
+    targets = np.concatenate([t.numpy() for _, t in noisy["x"]])
+    np.testing.assert_array_equal(np.sort(targets.argmax(1)), [0, 1, 2, 3])  # every image once, with a label
+    for bad in ("shift", "noise", "noise:0", "noise:-1", "noise:x"):
+        with pytest.raises(ValueError, match="augment must be 'flip' or 'noise:STD'"):
+            training_data({"augment": bad}, x, y)
 
 
 def _lut_entry(k, accuracy, lut6=None, check=None, **config):

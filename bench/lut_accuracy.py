@@ -26,14 +26,14 @@ import sys
 import time
 
 import numpy as np
-import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import RESULTS, fashion_mnist  # noqa: E402
 from lut_configs import CONFIGS  # noqa: E402
 
-import iprune_tf  # noqa: E402
+import iprune_tf  # noqa: E402  (before tensorflow: it selects Keras 2)
+import tensorflow as tf  # noqa: E402
 from iprune_tf.workflow import distill, encoding, models  # noqa: E402
 from iprune_tf.workflow import recipes  # noqa: E402
 from iprune_tf._keras import keras  # noqa: E402

@@ -149,3 +149,8 @@ CONFIGS["s_p32_t7_pr25_tables_lr1e2_noise10"] = {**CONFIGS["s_p32_t7_pr25_tables
 # Both regularizers lost (noise −1.01 ± 0.18): the tables gain from fitting. Twice the table epochs instead (20, the same
 # rate and cosine decay), on the same pruned nets.
 CONFIGS["s_p32_t7_pr25_tables20_lr1e2"] = {**CONFIGS["s_p32_t7_pr25_tables_lr1e2"], "table_epochs": 20}
+# A pruned:32 head reads at most 320 of the last hidden layer's 500 bits, so a wider head lets it use the rest. 64 inputs
+# per class: about 2,300 LUT6 with affine scores, about 1,500 with rank-table scores (within the budget with ranks only).
+CONFIGS["s_p64_t7_pr25"] = {**CONFIGS["s_p32_t7_pr25"], "head": "pruned:64"}
+CONFIGS["s_p64_t7_pr25_tables_lr1e2"] = {**CONFIGS["s_p64_t7_pr25"], **_TABLES, "table_lr": 1e-2,
+                                         "tables_from": "s_p64_t7_pr25"}

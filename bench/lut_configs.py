@@ -102,6 +102,13 @@ CONFIGS["f_p32_t7"] = {**CONFIGS["f_dense_t7"], "head": "pruned:32", "dense_from
 # of (sum - threshold) (the screens of bench/results/lut_tables.json chose 10 epochs, 3e-3, 0.05); the head's ±1 weights
 # stay, its batch norm trains; no weight decay (the recipe's goes to the output layer's weights, frozen here).
 _TABLES = dict(table_epochs=10, table_lr=3e-3, table_margin=0.05)
+
+
+def _tables_at_1e2(source, **changes):
+    """The configuration that fine-tunes ``source``'s pruned nets' truth tables at rate 1e-2 (session 4's kept rate)."""
+    return {**CONFIGS[source], **_TABLES, "table_lr": 1e-2, "tables_from": source, **changes}
+
+
 CONFIGS["s_p32_t7_pr25_tables"] = {**CONFIGS["s_p32_t7_pr25"], **_TABLES, "tables_from": "s_p32_t7_pr25"}
 CONFIGS["f_p32_t7_tables"] = {**CONFIGS["f_p32_t7"], **_TABLES, "tables_from": "f_p32_t7"}
 # Session 4: the table phase's rate, screened on the same s_p32_t7_pr25 nets (seeds 0 and 1); K=8 with tables
@@ -109,36 +116,31 @@ CONFIGS["f_p32_t7_tables"] = {**CONFIGS["f_p32_t7"], **_TABLES, "tables_from": "
 CONFIGS["s_p32_t7_pr25_tables_lr1e2"] = {**CONFIGS["s_p32_t7_pr25_tables"], "table_lr": 1e-2}
 # The rate 1e-2 gained on both seeds (+0.32, +0.38): the final of session 4, from the same f_p32_t7 nets; K=8 likewise.
 CONFIGS["f_p32_t7_tables_lr1e2"] = {**CONFIGS["f_p32_t7_tables"], "table_lr": 1e-2}
-CONFIGS["f_p32_tables_lr1e2"] = {**CONFIGS["f_p32"], **_TABLES, "table_lr": 1e-2, "tables_from": "f_p32", "ks": (8,)}
+CONFIGS["f_p32_tables_lr1e2"] = _tables_at_1e2("f_p32", ks=(8,))
 # Width within the 3,000-LUT6 budget: 1024-500 (about 1,024 + 500 + 1,170 LUT6 with the pruned:32 head), the kept recipe
 # (7 levels, 3 + 15 + 10 epochs, then 10 epochs of tables at 1e-2); its own dense net, so compared over seeds with
 # s_p32_t7_pr25_tables_lr1e2, not paired.
 CONFIGS["s_dense_t7_1024"] = {**CONFIGS["s_dense_t7"], "hidden": (1024, 500)}
 CONFIGS["s_p32_t7_pr25_1024"] = {**CONFIGS["s_p32_t7_pr25"], "hidden": (1024, 500), "dense_from": "s_dense_t7_1024"}
-CONFIGS["s_p32_t7_pr25_1024_tables_lr1e2"] = {**CONFIGS["s_p32_t7_pr25_1024"], **_TABLES, "table_lr": 1e-2,
-                                              "tables_from": "s_p32_t7_pr25_1024"}
+CONFIGS["s_p32_t7_pr25_1024_tables_lr1e2"] = _tables_at_1e2("s_p32_t7_pr25_1024")
 # Session 6: 1024-500 with tables gained +0.84 on validation seed 0 (87.10% against 86.26%) and lost 0.22 on seed 1
 # (86.54% against 86.76%): not kept. Its finals (3 seeds, the recipe of f_p32_t7_tables_lr1e2) stay defined, not run.
 CONFIGS["f_dense_t7_1024"] = {**CONFIGS["f_dense_t7"], "hidden": (1024, 500)}
 CONFIGS["f_p32_t7_1024"] = {**CONFIGS["f_p32_t7"], "hidden": (1024, 500), "dense_from": "f_dense_t7_1024"}
-CONFIGS["f_p32_t7_1024_tables_lr1e2"] = {**CONFIGS["f_p32_t7_1024"], **_TABLES, "table_lr": 1e-2,
-                                         "tables_from": "f_p32_t7_1024"}
+CONFIGS["f_p32_t7_1024_tables_lr1e2"] = _tables_at_1e2("f_p32_t7_1024")
 # Session 6: the other way to spend the budget, a wider second layer: 512-1000 (about 512 + 1,000 + 1,170 LUT6).
 CONFIGS["s_dense_t7_1000"] = {**CONFIGS["s_dense_t7"], "hidden": (512, 1000)}
 CONFIGS["s_p32_t7_pr25_1000"] = {**CONFIGS["s_p32_t7_pr25"], "hidden": (512, 1000), "dense_from": "s_dense_t7_1000"}
-CONFIGS["s_p32_t7_pr25_1000_tables_lr1e2"] = {**CONFIGS["s_p32_t7_pr25_1000"], **_TABLES, "table_lr": 1e-2,
-                                              "tables_from": "s_p32_t7_pr25_1000"}
+CONFIGS["s_p32_t7_pr25_1000_tables_lr1e2"] = _tables_at_1e2("s_p32_t7_pr25_1000")
 # Session 7: two levers that cost few LUTs or none, screened on the validation split (seeds 0 and 1) against
 # s_p32_t7_pr25_tables_lr1e2: a head of 48 inputs per class (pruned:48, about +550 LUT6 over pruned:32's ~1,160), pruned
 # from s_dense_t7's nets (paired); 15 thermometer levels (11,760 input bits; the input code is outside the counted
 # network, as the 7 levels' is), a dense net of its own.
 CONFIGS["s_p48_t7_pr25"] = {**CONFIGS["s_p32_t7_pr25"], "head": "pruned:48"}
-CONFIGS["s_p48_t7_pr25_tables_lr1e2"] = {**CONFIGS["s_p48_t7_pr25"], **_TABLES, "table_lr": 1e-2,
-                                         "tables_from": "s_p48_t7_pr25"}
+CONFIGS["s_p48_t7_pr25_tables_lr1e2"] = _tables_at_1e2("s_p48_t7_pr25")
 CONFIGS["s_dense_t15"] = {**CONFIGS["s_dense_t7"], "encoding": "thermometer:15"}
 CONFIGS["s_p32_t15_pr25"] = {**CONFIGS["s_p32_t7_pr25"], "encoding": "thermometer:15", "dense_from": "s_dense_t15"}
-CONFIGS["s_p32_t15_pr25_tables_lr1e2"] = {**CONFIGS["s_p32_t15_pr25"], **_TABLES, "table_lr": 1e-2,
-                                          "tables_from": "s_p32_t15_pr25"}
+CONFIGS["s_p32_t15_pr25_tables_lr1e2"] = _tables_at_1e2("s_p32_t15_pr25")
 # Session 7: the truth tables overfit (seed 1 of s_p32_t7_pr25_1024: training accuracy 85.5% → 89.0% over the 10 table
 # epochs, validation 85.8% → 86.5%), where the pruned nets underfit. Mirror images double the table phase's training set:
 # paired on the same pruned nets as s_p32_t7_pr25_tables_lr1e2.
@@ -152,9 +154,8 @@ CONFIGS["s_p32_t7_pr25_tables20_lr1e2"] = {**CONFIGS["s_p32_t7_pr25_tables_lr1e2
 # A pruned:32 head reads at most 320 of the last hidden layer's 500 bits, so a wider head lets it use the rest. 64 inputs
 # per class: about 2,300 LUT6 with affine scores, about 1,500 with rank-table scores (within the budget with ranks only).
 CONFIGS["s_p64_t7_pr25"] = {**CONFIGS["s_p32_t7_pr25"], "head": "pruned:64"}
-CONFIGS["s_p64_t7_pr25_tables_lr1e2"] = {**CONFIGS["s_p64_t7_pr25"], **_TABLES, "table_lr": 1e-2,
-                                         "tables_from": "s_p64_t7_pr25"}
+CONFIGS["s_p64_t7_pr25_tables_lr1e2"] = _tables_at_1e2("s_p64_t7_pr25")
 # pruned:64 gained on both validation seeds with the tables (+0.20, +0.36; pruned:48 only on one): its finals, 3 seeds on
 # the f_dense_t7 dense nets, the K=6 finals' recipe (15 + 10 epochs, then 10 epochs of tables at 1e-2).
 CONFIGS["f_p64_t7"] = {**CONFIGS["f_p32_t7"], "head": "pruned:64"}
-CONFIGS["f_p64_t7_tables_lr1e2"] = {**CONFIGS["f_p64_t7"], **_TABLES, "table_lr": 1e-2, "tables_from": "f_p64_t7"}
+CONFIGS["f_p64_t7_tables_lr1e2"] = _tables_at_1e2("f_p64_t7")

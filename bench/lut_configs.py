@@ -159,3 +159,11 @@ CONFIGS["s_p64_t7_pr25_tables_lr1e2"] = _tables_at_1e2("s_p64_t7_pr25")
 # the f_dense_t7 dense nets, the K=6 finals' recipe (15 + 10 epochs, then 10 epochs of tables at 1e-2).
 CONFIGS["f_p64_t7"] = {**CONFIGS["f_p32_t7"], "head": "pruned:64"}
 CONFIGS["f_p64_t7_tables_lr1e2"] = _tables_at_1e2("f_p64_t7")
+# Session 8: two more ways to spend the K=6 budget, screened on the validation split (seeds 0 and 1) against
+# s_p64_t7_pr25_tables_lr1e2: a head of 80 inputs per class (about +350 LUT6 over pruned:64's ~1,460), paired on
+# s_dense_t7's nets; 15 thermometer levels with the pruned:64 head (no LUT6: the input code is outside the counted
+# network), a dense net of its own (s_dense_t15). K=8 runs f_p64_t7 and its tables with --k 8 on the same dense nets.
+CONFIGS["s_p80_t7_pr25"] = {**CONFIGS["s_p32_t7_pr25"], "head": "pruned:80"}
+CONFIGS["s_p80_t7_pr25_tables_lr1e2"] = _tables_at_1e2("s_p80_t7_pr25")
+CONFIGS["s_p64_t15_pr25"] = {**CONFIGS["s_p32_t15_pr25"], "head": "pruned:64"}
+CONFIGS["s_p64_t15_pr25_tables_lr1e2"] = _tables_at_1e2("s_p64_t15_pr25")

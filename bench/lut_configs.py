@@ -167,3 +167,8 @@ CONFIGS["s_p80_t7_pr25"] = {**CONFIGS["s_p32_t7_pr25"], "head": "pruned:80"}
 CONFIGS["s_p80_t7_pr25_tables_lr1e2"] = _tables_at_1e2("s_p80_t7_pr25")
 CONFIGS["s_p64_t15_pr25"] = {**CONFIGS["s_p32_t15_pr25"], "head": "pruned:64"}
 CONFIGS["s_p64_t15_pr25_tables_lr1e2"] = _tables_at_1e2("s_p64_t15_pr25")
+# 15 levels with pruned:64, if kept on validation: its finals, 3 seeds on dense nets of their own (3 epochs, as
+# f_dense_t7's), the K=6 finals' recipe.
+CONFIGS["f_dense_t15"] = {**CONFIGS["f_dense_t7"], "encoding": "thermometer:15"}
+CONFIGS["f_p64_t15"] = {**CONFIGS["f_p64_t7"], "encoding": "thermometer:15", "dense_from": "f_dense_t15"}
+CONFIGS["f_p64_t15_tables_lr1e2"] = _tables_at_1e2("f_p64_t15")

@@ -5,7 +5,8 @@ K and head scores (``affine``, or ``ranks`` for rank-table class scores): mean Â
 test accuracy over its seeds (``<config>``, ``<config>_s1``, ...), LUT6 and iCE40 LUT4 (Yosys,
 the network without I/O) per seed, and how many netlists equalled Keras on all 10,000 test images.
 A row is on the Pareto front when no other row is at least as accurate with no more LUT6 (means;
-rows of one seed are compared like the others, their ``n`` says how far to trust them).
+rows of one seed are compared like the others, their ``n`` says how far to trust them). The issue's accuracy target
+(mean of at least 3 seeds) holds for every K; at K=6 the circuit must also fit the LUT6 budget on every seed.
 
     python bench/lut_pareto.py   # -> bench/results/lut_pareto.json and lut_pareto.md
 """
@@ -75,8 +76,9 @@ def _mark_front(table):
         r["pareto"] = r in costed and not any(
             o is not r and o["accuracy_mean"] >= r["accuracy_mean"] and o["lut6_mean"] <= r["lut6_mean"]
             and (o["accuracy_mean"] > r["accuracy_mean"] or o["lut6_mean"] < r["lut6_mean"]) for o in costed)
+        r["meets_accuracy_target"] = len(r["accuracy"]) >= 3 and r["accuracy_mean"] >= TARGET
         r["meets_k6_target"] = (r["k"] == 6 and r["lut6"] != [] and max(r["lut6"]) <= LUT_BUDGET
-                                and len(r["accuracy"]) >= 3 and r["accuracy_mean"] >= TARGET)
+                                and r["meets_accuracy_target"])
 
 
 def markdown(table):
@@ -110,6 +112,8 @@ def main():
     print(text)
     met = [r["config"] for r in table if r["meets_k6_target"]]
     print("K=6 target (<= 3,000 LUT6, >= 86.9% on 3 seeds):", ", ".join(met) or "not met by any row")
+    met = [r["config"] for r in table if r["k"] == 8 and r["meets_accuracy_target"]]
+    print("K=8 target (>= 86.9% on 3 seeds, LUT6 as counted):", ", ".join(met) or "not met by any row")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import pytest
 import iprune_tf
 from iprune_tf.workflow import models
 from iprune_tf.export import lower
-from iprune_tf.export import verilog, verilog_layers
+from iprune_tf.export import verilog, verilog_layers, verilog_tops
 from iprune_tf.export import tools
 from iprune_tf.export import verilog_verify as vv
 from iprune_tf.export.lowered import LoweredLayer, LoweredNet
@@ -170,6 +170,21 @@ def test_sparse_head_with_negative_scales_equals_lowered_argmax(tmp_path, tree_l
     assert design.latency == 2 + design.head_registers
     if io == "stream":
         assert design.words == 5 and design.stream_latency == 5 + design.latency  # ceil(30 / 7) words
+
+
+@pytest.mark.parametrize("simulator, io", [("verilator", "parallel"), ("verilator", "stream"), ("iverilog", "parallel")])
+def test_inputs_wider_than_verilators_fscanf_limit_are_read_in_chunks(tmp_path, simulator, io):
+    """9,000 input bits (15 thermometer levels of 28x28 are 11,760): Verilator reads at most 8,192 bits at once."""
+    need_tool(simulator)
+    rng = np.random.default_rng(3)
+    net = _hand_net(rng, fan_in=9000)
+    design = verilog.to_verilog(net, tmp_path, io=io, bus_width=1000 if io == "stream" else None)
+    assert verilog_tops.input_chunks(design) == (4096, 3)
+    assert net.layers[0].indices.max() >= 2 * 4096  # the net reads bits of the last chunk
+    x = rng.normal(size=(60, 9000)).astype(np.float32)
+    expected = np.argmax(net.predict(x), axis=1)
+    assert len(set(expected.tolist())) > 1
+    np.testing.assert_array_equal(vv.simulate(design, verilog.input_bits(net, x), simulator).classes, expected)
 
 
 def test_group_sum_head_compares_popcounts_without_a_score_adder(tmp_path):

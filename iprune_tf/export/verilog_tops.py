@@ -59,7 +59,27 @@ def stream_top(design):
     ]
 
 
+INPUT_CHUNK_BITS = 4096  # Verilator refuses $fscanf targets wider than 8,192 bits
+
+
+def input_chunks(design):
+    """(bits per chunk, chunks) of one input vector in ``inputs.hex``, lowest chunk first: wide inputs (11,760 bits
+    for 15 thermometer levels) are read a chunk at a time."""
+    width = design.words * design.bus_width if design.io == "stream" else design.input_bits
+    chunk = min(width, INPUT_CHUNK_BITS)
+    return chunk, -(-width // chunk)
+
+
+def _read_vector(design):
+    """Testbench declarations and the statement that read one input vector into ``xin``."""
+    chunk, count = input_chunks(design)
+    declarations = [f"  reg [{chunk - 1}:0] part = 0;", f"  reg [{chunk * count - 1}:0] xin = 0;", "  integer p;"]
+    return declarations, (f'for (p = 0; p < {count}; p = p + 1) begin r = $fscanf(fin, "%h", part); '
+                          f"xin[p * {chunk} +: {chunk}] = part; end")
+
+
 def testbench(design):
+    declarations, read = _read_vector(design)
     hidden = [f"h{i}" for i in range(1, len(design.layers))]
     formats, dump = " %h" * len(hidden), "".join(f", dut.{h}" for h in hidden)
     clock = ".clk(clk), " if design.pipeline else ""
@@ -67,7 +87,8 @@ def testbench(design):
     extra = design.latency - 1 if design.pipeline else 0
     return "\n".join([
         "`timescale 1ns/1ps", "module tb;",
-        "  reg clk = 0;", f"  reg [{design.input_bits - 1}:0] x = 0, xin = 0;", f"  wire [{design.class_bits - 1}:0] c;",
+        "  reg clk = 0;", f"  reg [{design.input_bits - 1}:0] x = 0;", *declarations,
+        f"  wire [{design.class_bits - 1}:0] c;",
         "  integer fin, fout, n, i, r, hidden;",
         f"  {TOP} dut ({clock}.x(x), .class_idx(c));",
         "  initial begin",
@@ -76,7 +97,7 @@ def testbench(design):
         '    r = $fscanf(fin, "%d", n);',
         f"    for (i = 0; i < n + {extra}; i = i + 1) begin",
         # read into xin, then assign: Verilator 5.006 does not re-evaluate logic fed by a $fscanf target
-        '      if (i < n) begin r = $fscanf(fin, "%h", xin); x = xin; end',
+        f"      if (i < n) begin {read} x = xin[{design.input_bits - 1}:0]; end",
         f"      {step}",
         f'      if (hidden) $fwrite(fout, "%0d{formats}\\n", c{dump}); else $fwrite(fout, "%0d\\n", c);',
         "    end",
@@ -88,10 +109,11 @@ def testbench(design):
 def stream_testbench(design):
     """Feeds every image word by word, an idle clock after every third image; writes each valid class."""
     w, words = design.bus_width, design.words
+    declarations, read = _read_vector(design)
     return "\n".join([
         "`timescale 1ns/1ps", "module tb;",
         "  reg clk = 0, in_valid = 0;", f"  reg [{w - 1}:0] in_data = 0;",
-        f"  reg [{words * w - 1}:0] xin = 0;", f"  wire [{design.class_bits - 1}:0] c;", "  wire out_valid;",
+        *declarations, f"  wire [{design.class_bits - 1}:0] c;", "  wire out_valid;",
         "  integer fin, fout, n, i, j, r, done;",
         f"  {STREAM_TOP} dut (.clk(clk), .in_valid(in_valid), .in_data(in_data), .out_valid(out_valid), .class_idx(c));",
         "  task tick; begin",
@@ -102,7 +124,7 @@ def stream_testbench(design):
         '    fin = $fopen("inputs.hex", "r"); fout = $fopen("outputs.txt", "w"); done = 0;',
         '    r = $fscanf(fin, "%d", n);',
         "    for (i = 0; i < n; i = i + 1) begin",
-        '      r = $fscanf(fin, "%h", xin);',
+        f"      {read}",
         f"      for (j = 0; j < {words}; j = j + 1) begin in_valid = 1; in_data = xin[j * {w} +: {w}]; tick; end",
         "      if (i % 3 == 2) begin in_valid = 0; tick; end",
         "    end",

@@ -20,7 +20,8 @@ import numpy as np
 
 from iprune_tf.export.lowered import LoweredLayer
 from iprune_tf.export.verilog import VerilogDesign, input_bits, lowered_of
-from iprune_tf.export.verilog_tops import TOP
+from iprune_tf.export import verilog_tops as tops
+
 from iprune_tf.export.tools import require_tool
 
 SYNTH = {  # (flattened, hierarchy kept)
@@ -46,13 +47,17 @@ class Simulation:
     hidden: list
 
 
-def _write_inputs(path, bits):
-    width = -(-bits.shape[1] // 4)
+def _write_inputs(path, bits, design):
+    """One line per input vector: its chunks (:func:`~iprune_tf.export.verilog_tops.input_chunks`) in hex, lowest
+    chunk first."""
+    chunk, count = tops.input_chunks(design)
+    digits, mask = -(-chunk // 4), (1 << chunk) - 1
     weights = 1 << np.arange(bits.shape[1], dtype=object)
     with open(path, "w") as f:
         f.write(f"{len(bits)}\n")
         for row in bits:
-            f.write(f"{int(np.dot(row.astype(object), weights)):0{width}x}\n")
+            value = int(np.dot(row.astype(object), weights))
+            f.write(" ".join(f"{(value >> (p * chunk)) & mask:0{digits}x}" for p in range(count)) + "\n")
 
 
 def _hex_bits(text, units):
@@ -90,7 +95,7 @@ def simulate(design, bits, simulator="iverilog", hidden=False, timeout=3600, sou
         raise ValueError("A streaming design's testbench writes classes only; export with io='parallel' for hidden bits.")
     with tempfile.TemporaryDirectory(prefix="iprune_sim_") as work:
         command = _build(design, simulator, work, sources, include, defines)
-        _write_inputs(os.path.join(work, "inputs.hex"), bits)
+        _write_inputs(os.path.join(work, "inputs.hex"), bits, design)
         _run(command + [f"+hidden={int(hidden)}"], work, timeout)
         with open(os.path.join(work, "outputs.txt")) as f:
             rows = [line.split() for line in f if line.strip()]
@@ -136,9 +141,9 @@ def synthesize(design, target="lut6", flatten=True, timeout=7200):
     design = design if isinstance(design, VerilogDesign) else VerilogDesign.load(design)
     if target not in SYNTH:
         raise ValueError(f"target must be one of {sorted(SYNTH)}, got {target!r}.")
-    command = SYNTH[target][0 if flatten else 1].format(top=TOP)
+    command = SYNTH[target][0 if flatten else 1].format(top=tops.TOP)
     script = (f"read_verilog {os.path.abspath(design.path('net.v'))}; {command}; "
-              f"tee -o stat.log stat -top {TOP}; tee -a stat.log ltp -noff")
+              f"tee -o stat.log stat -top {tops.TOP}; tee -a stat.log ltp -noff")
     before = _children_cpu()
     with tempfile.TemporaryDirectory(prefix="iprune_yosys_") as work:
         _run([require_tool("yosys"), "-q", "-p", script], work, timeout)

@@ -21,7 +21,6 @@ import numpy as np
 from iprune_tf.export.lowered import LoweredLayer
 from iprune_tf.export.verilog import VerilogDesign, input_bits, lowered_of
 from iprune_tf.export import verilog_tops as tops
-
 from iprune_tf.export.tools import require_tool
 
 SYNTH = {  # (flattened, hierarchy kept)

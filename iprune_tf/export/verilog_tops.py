@@ -71,7 +71,7 @@ def input_chunks(design):
 
 
 def _read_vector(design):
-    """Testbench declarations and the statement that read one input vector into ``xin``."""
+    """Testbench declarations and the statement that reads one input vector into ``xin``."""
     chunk, count = input_chunks(design)
     declarations = [f"  reg [{chunk - 1}:0] part = 0;", f"  reg [{chunk * count - 1}:0] xin = 0;", "  integer p;"]
     return declarations, (f'for (p = 0; p < {count}; p = p + 1) begin r = $fscanf(fin, "%h", part); '

@@ -134,16 +134,16 @@ def training_data(cfg, x, y):
     raise ValueError(f"augment must be 'flip' or 'noise:STD' with STD > 0, got {spec!r}")
 
 
-def _teacher(name, cfg, data, evaluated="test"):
+def _teacher(name, cfg, data, evaluated="test", epochs=None):
     """The full-precision net of run ``name`` (the pipeline's ``dense_fp``: the paper's dense head, the run's input
-    code and widths, the whole epoch budget), loaded or trained and saved: the distillation teacher."""
+    code and widths, ``epochs`` or the whole epoch budget), loaded or trained and saved: the distillation teacher."""
     path = model_path(name, "fp")
     if os.path.exists(path):
         return keras.models.load_model(path, compile=False)
     x, y, x_test, y_test, labels = data
     fp = recipes.compile_model(models.mnist_mlp("full_precision", hidden_units=hidden_units(cfg),
                                                 input_encoding=input_encoding(cfg, x)), cfg["lr"], WEIGHT_DECAY)
-    start, epochs = time.time(), cfg["epochs_dense"] + cfg["epochs_prune"] + cfg["epochs_retrain"]
+    start, epochs = time.time(), epochs or cfg["epochs_dense"] + cfg["epochs_prune"] + cfg["epochs_retrain"]
     fp.fit(x, y, batch_size=BATCH, epochs=epochs, validation_data=(x_test, y_test), verbose=2)
     save_entry(name, {"dense_fp": {f"{evaluated}_accuracy": recipes.top1_accuracy(fp, x_test, labels),
                                    "epochs": epochs, "wall_time_s": round(time.time() - start, 1)}})
@@ -220,18 +220,26 @@ def train(config, ks=None, seed=0, validation=False):
 
 def train_tables(config, ks=None, seed=0, validation=False):
     """Fine-tune the truth tables (:func:`iprune_tf.workflow.tables.to_table_net`) of each K net of ``config``'s
-    ``tables_from`` run; the table net must start at that net's classes on every evaluated image."""
+    ``tables_from`` run; the table net must start at that net's classes on every evaluated image. With ``distill``
+    the tables learn from the full-precision net of the source's dense run too (trained once for ``teacher_epochs``,
+    then loaded)."""
     cfg = CONFIGS[config]
     name, source = run_name(config, seed, validation), run_name(cfg["tables_from"], seed, validation)
-    x, y, x_test, y_test, labels = split_data(validation)
-    fit_data, count = training_data(cfg, x, y)
+    data = split_data(validation)
+    x, _, x_test, _, labels = data
     evaluated = "validation" if validation else "test"
+    dense_config = cfg.get("dense_from", cfg["tables_from"])
+    teacher = (_teacher(run_name(dense_config, seed, validation), CONFIGS[dense_config], data, evaluated,
+                        cfg.get("teacher_epochs")) if cfg.get("distill") else None)
+    y, y_test = _targets(cfg, data, teacher)
+    fit_data, count = training_data(cfg, x, y)
     for k in ks or cfg["ks"]:
         if os.path.exists(model_path(name, f"k{k}")):
             continue
         keras.utils.set_random_seed(seed)
         pruned = _load(source, k)
-        net = recipes.compile_model(to_table_net(pruned, cfg["table_margin"]), cfg["table_lr"])
+        net = recipes.compile_model(to_table_net(pruned, cfg["table_margin"]), cfg["table_lr"],
+                                    distill=cfg.get("distill", 0.0))
         before = net.predict(x_test, batch_size=1000, verbose=0).argmax(1)
         reference = pruned.predict(x_test, batch_size=1000, verbose=0).argmax(1)
         if not np.array_equal(before, reference):

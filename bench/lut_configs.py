@@ -172,3 +172,15 @@ CONFIGS["s_p64_t15_pr25_tables_lr1e2"] = _tables_at_1e2("s_p64_t15_pr25")
 CONFIGS["f_dense_t15"] = {**CONFIGS["f_dense_t7"], "encoding": "thermometer:15"}
 CONFIGS["f_p64_t15"] = {**CONFIGS["f_p64_t7"], "encoding": "thermometer:15", "dense_from": "f_dense_t15"}
 CONFIGS["f_p64_t15_tables_lr1e2"] = _tables_at_1e2("f_p64_t15")
+# Session 9: the truth tables overfit (training accuracy above validation by 2-3 points) where the threshold students of
+# the distillation screens underfit. Distillation (weight 0.5, the hinge form) from the dense run's full-precision net in
+# the table phase only, on the same pruned nets as the kept recipe (paired with s_p64_t7_pr25_tables_lr1e2). The teacher
+# trains 20 epochs on screens and finals alike (a dense run's whole budget would be 7 epochs for s_dense_t7, 28 for
+# f_dense_t7).
+_KD = dict(distill=0.5, teacher_epochs=20)
+CONFIGS["s_p64_t7_pr25_tables_lr1e2_kd"] = {**CONFIGS["s_p64_t7_pr25_tables_lr1e2"], **_KD}
+CONFIGS["f_p64_t7_tables_lr1e2_kd"] = {**CONFIGS["f_p64_t7_tables_lr1e2"], **_KD}
+CONFIGS["s_p64_t7_pr25_tables_lr1e2_kd25"] = {**CONFIGS["s_p64_t7_pr25_tables_lr1e2_kd"], "distill": 0.25}
+CONFIGS["s_p64_t7_pr25_tables_lr1e2_kd75"] = {**CONFIGS["s_p64_t7_pr25_tables_lr1e2_kd"], "distill": 0.75}
+# Weight 0.75 gained on both validation seeds (+0.16, +0.38; 0.5: +0.00, +0.68; 0.25: −0.20, +0.44): its finals.
+CONFIGS["f_p64_t7_tables_lr1e2_kd75"] = {**CONFIGS["f_p64_t7_tables_lr1e2_kd"], "distill": 0.75}

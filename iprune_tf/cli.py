@@ -89,14 +89,16 @@ def _train_parser(sub):
                    help="the dense binary net's latent weights: random (the paper's) or fp (warm start from the "
                         "trained full-precision net)")
     p.add_argument("--distill", type=float, default=DEFAULTS.distill, metavar="WEIGHT",
-                   help="knowledge distillation: the binary phases' loss mixes the square hinge (1 - WEIGHT) with "
-                        "the squared distance to the run's full-precision net's scores clipped to [-1, 1] (WEIGHT); "
-                        "a number in [0, 1], default 0: off")
+                   help="knowledge distillation: the binary phases' loss mixes the square hinge on the labels "
+                        "(1 - WEIGHT) with a square hinge on the side of the run's full-precision net, its score "
+                        "clipped to [-1, 1] as the margin (WEIGHT); a number in [0, 1], default 0: off")
     p.add_argument("--epochs-tables", type=int, default=DEFAULTS.epochs_tables, metavar="EPOCHS",
                    help="fully binary flavour: after retraining, fine-tune every hidden neuron as a truth table of its "
                         "K inputs (any boolean function, still one K-input LUT) for EPOCHS epochs; default 0: off")
     p.add_argument("--tables-lr", type=float, default=DEFAULTS.tables_lr, metavar="RATE",
                    help="Adam's rate in the tables phase, cosine-decayed to 0 (default: the binary phases' rate)")
+    p.add_argument("--tables-distill", type=float, default=DEFAULTS.tables_distill, metavar="WEIGHT",
+                   help="the teacher's weight (as --distill's) in the tables phase only (default: --distill's)")
     p.add_argument("--seed", type=int, default=DEFAULTS.seed)
     p.add_argument("--strategy", default="default", choices=list(strategies.STRATEGIES),
                    help="default: one device; mirrored: all local GPUs; multiworker: the cluster in TF_CONFIG "
@@ -172,6 +174,7 @@ def _run_config(args):
         binary_init=args.binary_init,
         hidden_units=args.hidden_units, skip=args.skip, input_encoding=args.input_encoding, head=args.head,
         distill=args.distill, epochs_tables=args.epochs_tables, tables_lr=args.tables_lr,
+        tables_distill=args.tables_distill,
     )
 
 

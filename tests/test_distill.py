@@ -83,6 +83,42 @@ def test_pipeline_distills_both_binary_phases_from_its_dense_fp_net(tmp_path, ti
     assert Run(run.dir).config.distill == 0.5 and set(run.phases) == {"dense_fp", "dense_binary", "pruned"}
 
 
+def test_tables_distill_sets_the_tables_phase_weight_only():
+    """``--tables-distill``: the teacher's weight in the tables phase; the other phases keep ``--distill``'s."""
+    args = cli.parser().parse_args(["train", "--out", "runs/x", "--flavour", "binary", "--distill", "0.25",
+                                    "--epochs-tables", "2", "--tables-distill", "0.75"])
+    config = cli._run_config(args)
+    assert [config.distill_weight(p) for p in ("dense_fp", "dense_binary", "pruned", "tables")] == [0, 0.25, 0.25, 0.75]
+    unset = recipes.RunConfig(flavour="binary", epochs_tables=2, distill=0.5)
+    assert unset.distill_weight("tables") == 0.5 and unset.tables_distill is None  # distill's, as before the option
+    off = recipes.RunConfig(flavour="binary", epochs_tables=2, distill=0.5, tables_distill=0.0)
+    assert off.distill_weight("tables") == 0.0 and recipes.RunConfig(**dataclasses.asdict(off)) == off
+
+
+def test_pipeline_distills_only_the_tables_phase(tmp_path, tiny_mnist_npz, monkeypatch):
+    compiled, scored = [], []
+    compile_model, teacher_targets = recipes.compile_model, distill.teacher_targets
+    monkeypatch.setattr(recipes, "compile_model", lambda *a, **kw: compiled.append(kw.get("distill")) or compile_model(*a, **kw))
+    monkeypatch.setattr(distill, "teacher_targets", lambda t, x, y: scored.append(len(x)) or teacher_targets(t, x, y))
+    config = recipes.RunConfig(data=tiny_mnist_npz, flavour="binary", hidden_units=(32, 20), inputs_per_neuron=4,
+                               epochs_dense=1, epochs_prune=1, epochs_retrain=0, frequency=1, epochs_tables=1,
+                               tables_distill=0.75)
+    run = pipeline.train(tmp_path / "run", config, verbose=0)
+    assert compiled == [0.0, 0.0, 0.0, 0.75]  # dense_fp, dense_binary and pruned on the labels; tables distilled
+    assert len(scored) == 2  # the teacher scored the training and the test set once, for the tables phase
+    assert Run(run.dir).config.tables_distill == 0.75 and "tables" in run.phases
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--tables-distill", "1.5"], "tables_distill is the weight of the teacher's term"),
+    (["--epochs-tables", "0", "--tables-distill", "0.5"], "leaves no tables phase")])
+def test_cli_refuses_a_tables_distill_that_cannot_apply(tmp_path, capsys, tiny_mnist_npz, extra, message):
+    out = tmp_path / "run"
+    code = cli.main(["train", "--data", tiny_mnist_npz, "--out", str(out), "--flavour", "binary",
+                     "--epochs-tables", "2", *extra])
+    assert code == 2 and message in capsys.readouterr().err and not out.exists()
+
+
 def test_cli_refuses_a_bad_weight_before_training(tmp_path, capsys, tiny_mnist_npz):
     out = tmp_path / "run"
     assert cli.main(["train", "--data", tiny_mnist_npz, "--out", str(out), "--distill", "1.5"]) == 2

@@ -22,11 +22,12 @@ import numpy as np
 from iprune_tf._keras import keras, tf
 
 
-def validate_weight(weight):
-    """Raise ValueError unless ``weight`` is a number in [0, 1] (0: no distillation, 1: the teacher alone)."""
+def validate_weight(weight, name="distill"):
+    """Raise ValueError unless ``weight`` (the setting ``name``) is a number in [0, 1] (0: no distillation, 1: the
+    teacher alone)."""
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) \
             or not 0 <= weight <= 1:
-        raise ValueError(f"distill is the weight of the teacher's term in the loss, a number in [0, 1] (0: off); "
+        raise ValueError(f"{name} is the weight of the teacher's term in the loss, a number in [0, 1] (0: off); "
                          f"got {weight!r}.")
 
 

@@ -18,7 +18,7 @@ Phases, each saved to the run directory (:mod:`iprune_tf.workflow.runs`) as soon
    decay to 0, no weight decay (the output layer's ±1 weights stay).
 
 With ``distill > 0`` the binary phases learn from the ``dense_fp`` net's scores too
-(:mod:`~iprune_tf.workflow.distill`).
+(:mod:`~iprune_tf.workflow.distill`); ``tables_distill`` sets the tables phase's weight apart.
 
 Every epoch ends with a checkpoint: all model weights (masks, pruning steps and batch-norm
 statistics included) and the optimizer's state. Each phase starts from a seed derived from
@@ -193,8 +193,8 @@ class _Pipeline:
 
     def _targets(self, phase):
         """Training and test targets of ``phase``: the ±1 hinge targets, packed with the ``dense_fp`` teacher's
-        scores (:mod:`~iprune_tf.workflow.distill`) in the binary phases of a run that distills."""
-        if phase == "dense_fp" or not self.config.distill:
+        scores (:mod:`~iprune_tf.workflow.distill`) in the phases the run distills (``RunConfig.distill_weight``)."""
+        if not self.config.distill_weight(phase):
             return self.y_train, self.y_test
         if self.distilled is None:
             teacher, ds = self.run.load_model("dense_fp"), self.dataset
@@ -205,7 +205,7 @@ class _Pipeline:
     def _build_compiled(self, build, phase):
         with self.strategy.scope():
             return recipes.compile_model(build(), self.config.rate(phase), recipes.decoupled_decay(self.config),
-                                         distill=0.0 if phase == "dense_fp" else self.config.distill)
+                                         distill=self.config.distill_weight(phase))
 
     def evaluate(self, model):
         return recipes.top1_accuracy(model, self.dataset.x_test, self.dataset.y_test)
@@ -222,7 +222,8 @@ class _Pipeline:
     def _tables(self):
         config, pruned = self.config, self.run.load_model("pruned_stripped")
         with self.strategy.scope():
-            model = recipes.compile_model(tables.to_table_net(pruned), config.rate(TABLES), distill=config.distill)
+            model = recipes.compile_model(tables.to_table_net(pruned), config.rate(TABLES),
+                                          distill=config.distill_weight(TABLES))
         steps = config.epochs_tables * recipes.steps_per_epoch(config, len(self.dataset.x_train))
         start = self.evaluate(model)
         self._fit_epochs(TABLES, model, config.epochs_tables, [recipes.CosineRetraining(config.rate(TABLES), 0, steps)])

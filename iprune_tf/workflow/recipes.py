@@ -80,6 +80,7 @@ class RunConfig:
     binary_init: str = "random"  # the dense binary net's start: "random" (the paper's) or "fp" (workflow.binary_init)
     epochs_tables: int = 0  # after retraining, epochs fine-tuning each LUT neuron's truth table (workflow.tables); 0: off
     tables_lr: float | None = None  # Adam's rate in the tables phase (None: the binary phases' rate)
+    tables_distill: float | None = None  # the teacher's weight in the tables phase (None: distill's)
 
     def __post_init__(self):
         models.get_preset(self.preset)
@@ -126,6 +127,11 @@ class RunConfig:
         if self.tables_lr is not None and not self.epochs_tables:
             raise ValueError("tables_lr sets the rate of the tables phase, but epochs_tables=0 leaves no tables "
                              "phase. Set epochs_tables (e.g. 10) or leave tables_lr unset.")
+        if self.tables_distill is not None:
+            distill_lib.validate_weight(self.tables_distill, "tables_distill")
+            if not self.epochs_tables:
+                raise ValueError("tables_distill sets the teacher's weight in the tables phase, but epochs_tables=0 "
+                                 "leaves no tables phase. Set epochs_tables (e.g. 10) or leave tables_distill unset.")
         for name in ("epochs_dense", "epochs_prune", "epochs_retrain", "epochs_tables"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
@@ -145,6 +151,15 @@ class RunConfig:
         if phase == TABLES and self.tables_lr is not None:
             return self.tables_lr
         return self.learning_rate if phase == "dense_fp" or self.binary_lr is None else self.binary_lr
+
+    def distill_weight(self, phase):
+        """The teacher's weight in ``phase``'s loss: none in ``dense_fp`` (the teacher itself), ``tables_distill`` in the
+        tables phase when set, else ``distill``."""
+        if phase == "dense_fp":
+            return 0.0
+        if phase == TABLES and self.tables_distill is not None:
+            return self.tables_distill
+        return self.distill
 
     @property
     def fp_epochs(self):

@@ -184,3 +184,7 @@ CONFIGS["s_p64_t7_pr25_tables_lr1e2_kd25"] = {**CONFIGS["s_p64_t7_pr25_tables_lr
 CONFIGS["s_p64_t7_pr25_tables_lr1e2_kd75"] = {**CONFIGS["s_p64_t7_pr25_tables_lr1e2_kd"], "distill": 0.75}
 # Weight 0.75 gained on both validation seeds (+0.16, +0.38; 0.5: +0.00, +0.68; 0.25: −0.20, +0.44): its finals.
 CONFIGS["f_p64_t7_tables_lr1e2_kd75"] = {**CONFIGS["f_p64_t7_tables_lr1e2_kd"], "distill": 0.75}
+# Session 9, end: K=8 has no LUT budget, so a wider head: pruned:128 against pruned:64 at K=8, on s_dense_t7's nets
+# (validation seed 0 only: the session's last half hour).
+CONFIGS["s_p128_t7_pr25"] = {**CONFIGS["s_p64_t7_pr25"], "head": "pruned:128"}
+CONFIGS["s_p128_t7_pr25_tables_lr1e2"] = _tables_at_1e2("s_p128_t7_pr25")

@@ -179,6 +179,12 @@ def _dense(name, cfg, data, evaluated="test", teacher=None):
     return dense
 
 
+def _dense_run(config, seed, validation):
+    """The run name and configuration of ``config``'s dense net: its ``dense_from`` configuration's, else its own."""
+    dense_config = CONFIGS[config].get("dense_from", config)
+    return run_name(dense_config, seed, validation), CONFIGS[dense_config]
+
+
 def train(config, ks=None, seed=0, validation=False):
     """Train (or load) the dense net of ``config`` (its ``dense_from`` configuration's if any), then prune and
     retrain it to each K of ``ks`` that has no saved model yet (a killed run resumes at the next model). A
@@ -192,9 +198,8 @@ def train(config, ks=None, seed=0, validation=False):
     keras.utils.set_random_seed(seed)
     data = split_data(validation)
     x, _, x_test, _, labels = data
-    dense_config = cfg.get("dense_from", config)
     evaluated = "validation" if validation else "test"
-    dense_name, dense_cfg = run_name(dense_config, seed, validation), CONFIGS[dense_config]
+    dense_name, dense_cfg = _dense_run(config, seed, validation)
     teacher = _teacher(dense_name, dense_cfg, data, evaluated) if cfg.get("distill") or dense_cfg.get("distill") else None
     keras.utils.set_random_seed(seed)  # the binary nets' draws as without a teacher
     dense = _dense(dense_name, dense_cfg, data, evaluated, teacher)
@@ -228,9 +233,8 @@ def train_tables(config, ks=None, seed=0, validation=False):
     data = split_data(validation)
     x, _, x_test, _, labels = data
     evaluated = "validation" if validation else "test"
-    dense_config = cfg.get("dense_from", cfg["tables_from"])
-    teacher = (_teacher(run_name(dense_config, seed, validation), CONFIGS[dense_config], data, evaluated,
-                        cfg.get("teacher_epochs")) if cfg.get("distill") else None)
+    teacher = (_teacher(*_dense_run(cfg["tables_from"], seed, validation), data, evaluated, cfg.get("teacher_epochs"))
+               if cfg.get("distill") else None)
     y, y_test = _targets(cfg, data, teacher)
     fit_data, count = training_data(cfg, x, y)
     for k in ks or cfg["ks"]:

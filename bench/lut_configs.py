@@ -188,3 +188,8 @@ CONFIGS["f_p64_t7_tables_lr1e2_kd75"] = {**CONFIGS["f_p64_t7_tables_lr1e2_kd"], 
 # (validation seed 0 only: the session's last half hour).
 CONFIGS["s_p128_t7_pr25"] = {**CONFIGS["s_p64_t7_pr25"], "head": "pruned:128"}
 CONFIGS["s_p128_t7_pr25_tables_lr1e2"] = _tables_at_1e2("s_p128_t7_pr25")
+# Session 10: pruned:80 gained on one of two validation seeds (+0.74, -0.04). A faster machine gives three more
+# validation seeds (2, 3, 4, paired on s_dense_t7's nets as before); if the mean gain over the five exceeds its spread,
+# its finals on the f_dense_t7 nets, paired with f_p64_t7 trained again on the same nets.
+CONFIGS["f_p80_t7"] = {**CONFIGS["f_p64_t7"], "head": "pruned:80"}
+CONFIGS["f_p80_t7_tables_lr1e2"] = _tables_at_1e2("f_p80_t7")

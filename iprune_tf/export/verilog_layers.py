@@ -9,7 +9,6 @@ import numpy as np
 from iprune_tf.export.verilog_trees import LUT_ROM_ENTRIES, Levels, kept_register
 
 KEEP = "(* keep_hierarchy *)"  # layer modules survive Yosys' flatten: per-layer figures from one synthesis
-LEAF_BITS = 6  # the popcount trees start from sums of 6 bits: 3 LUT6 outputs, as deep as a K=6 neuron
 
 
 def _hex(bits):
@@ -57,11 +56,11 @@ def _terms(layer, n, source="x"):
 def _popcounts(levels, layer, flip=()):
     """Per neuron the popcount of its agreement bits (disagreements for neurons in ``flip``): items ((wire, count),).
 
-    Level 0 sums groups of LEAF_BITS bits, then an adder tree. With ``levels.input_copies`` G, the
-    neurons fall into G groups (consecutive neurons), each reading its own registered copy of the
-    input (one clock before level 0).
+    A carry-save tree (:meth:`~iprune_tf.export.verilog_trees.Levels.count_ones`): counters of up to
+    COUNTER_BITS bits, then one adder. With ``levels.input_copies`` G, the neurons fall into G groups
+    (consecutive neurons), each reading its own registered copy of the input (one clock before level 0).
     """
-    leaves, copies = [], {}
+    bits, copies = [], {}
     for n in range(layer.units):
         source = "x"
         if levels.input_copies:
@@ -72,11 +71,8 @@ def _popcounts(levels, layer, flip=()):
         vector, weights, count = _terms(layer, n, source)
         weights = ~weights if n in flip else weights
         levels.lines.append(f"  wire [{count - 1}:0] t{n} = ~({vector} ^ {_hex(weights)});")
-        groups = [range(start, min(start + LEAF_BITS, count)) for start in range(0, count, LEAF_BITS)]
-        leaves.append([(levels.signal(f"p{n}_l{g}", len(bits), " + ".join(f"t{n}[{i}]" for i in bits)),)
-                       for g, bits in enumerate(groups)])
-    levels.level += 1
-    return levels.reduce("p", leaves, levels.add)
+        bits.append([f"t{n}[{i}]" for i in range(count)])
+    return [(item,) for item in levels.count_ones("p", bits)]
 
 
 def popcount_threshold_layer(layer, module):

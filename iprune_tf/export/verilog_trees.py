@@ -1,6 +1,7 @@
 """Trees of signals emitted level by level, with chosen levels registered: the output head's popcount,
 score and argmax trees (:mod:`iprune_tf.export.verilog_layers`), and registers Yosys must keep."""
 
+COUNTER_BITS = 6  # a popcount's counters sum up to 6 bits of one weight: a LUT6 per output bit, as deep as a K=6 neuron
 LUT_ROM_ENTRIES = 64  # a rank table this small is one LUT6 per bit: no block RAM (slow clock-to-output on ECP5)
 
 
@@ -69,6 +70,56 @@ class Levels:
     def add(self, name, a, b):
         (ea, ma), (eb, mb) = a[0], b[0]
         return (self.signal(name, ma + mb, f"({ea}) + ({eb})"),)
+
+    def count_ones(self, prefix, bit_lists):
+        """Per list of 1-bit expressions its popcount: items ``(wire, len(bits))``, all ready on the same level.
+
+        A carry-save (Wallace) tree: on each level, every weight with three or more bits has them summed
+        by counters of up to COUNTER_BITS bits, whose output bits go to the weights above; when no weight
+        holds more than two bits, one adder sums the two rows. Counters are as deep as a K=6 neuron and
+        need no carries, so the tree is smaller and shallower than an adder tree of the same bits.
+        """
+        columns = [{0: list(bits)} for bits in bit_lists]
+        while any(len(column) > 2 for weights in columns for column in weights.values()):
+            columns = [self._compress(f"{prefix}{n}_l{self.level}", weights) for n, weights in enumerate(columns)]
+            self.level += 1
+        rows = [self._rows(weights) for weights in columns]
+        if not any(second for _, second in rows):
+            return [self._join(f"{prefix}{n}", first, len(bits)) for n, ((first, _), bits) in enumerate(zip(rows, bit_lists))]
+        sums = [" + ".join(f"{{{', '.join(row)}}}" for row in pair if row) for pair in rows]
+        items = [self.signal(f"{prefix}{n}", len(bits), expr) for n, (expr, bits) in enumerate(zip(sums, bit_lists))]
+        self.level += 1
+        return items
+
+    def _compress(self, name, weights):
+        """One level of :meth:`count_ones`: {weight: bits} with each weight's bits summed by counters where
+        three or more, the others carried (through registers on a registered level)."""
+        out = {}
+        for weight, bits in sorted(weights.items()):
+            counters = 0
+            while len(bits) > 2:
+                chunk, bits = bits[:COUNTER_BITS], bits[COUNTER_BITS:]
+                counter, _ = self.signal(f"{name}_w{weight}_{counters}", len(chunk), " + ".join(chunk))
+                counters += 1
+                for j in range(len(chunk).bit_length()):
+                    out.setdefault(weight + j, []).append(f"{counter}[{j}]")
+            if self.level in self.registered:
+                bits = [self.signal(f"{name}_k{weight}_{i}", 1, bit)[0] for i, bit in enumerate(bits)]
+            out.setdefault(weight, []).extend(bits)
+        return out
+
+    @staticmethod
+    def _rows(weights):
+        """The two rows (most significant bit first) left by :meth:`count_ones`' counters; the second empty if none."""
+        top = max(weights) + 1
+        first, second = ([weights.get(w, [])[r] if len(weights.get(w, [])) > r else "1'b0" for w in reversed(range(top))]
+                         for r in range(2))
+        return first, ([] if all(bit == "1'b0" for bit in second) else second)
+
+    def _join(self, name, row, count):
+        """A single row as a wire: no adder, no level."""
+        self.lines.append(f"  wire [{len(row) - 1}:0] {name} = {{{', '.join(row)}}};")
+        return name, count
 
     def argmax(self, items):
         """The (score, class) item with the highest score, pairwise; the left (lower classes) wins ties.

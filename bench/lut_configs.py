@@ -188,15 +188,10 @@ CONFIGS["f_p64_t7_tables_lr1e2_kd75"] = {**CONFIGS["f_p64_t7_tables_lr1e2_kd"], 
 # (validation seed 0 only: the session's last half hour).
 CONFIGS["s_p128_t7_pr25"] = {**CONFIGS["s_p64_t7_pr25"], "head": "pruned:128"}
 CONFIGS["s_p128_t7_pr25_tables_lr1e2"] = _tables_at_1e2("s_p128_t7_pr25")
-# Session 10: pruned:80 gained on one of two validation seeds (+0.74, -0.04). A faster machine gives three more
-# validation seeds (2, 3, 4, paired on s_dense_t7's nets as before); if the mean gain over the five exceeds its spread,
-# its finals on the f_dense_t7 nets, paired with f_p64_t7 trained again on the same nets.
-CONFIGS["f_p80_t7"] = {**CONFIGS["f_p64_t7"], "head": "pruned:80"}
-CONFIGS["f_p80_t7_tables_lr1e2"] = _tables_at_1e2("f_p80_t7")
-# Session 10, after the carry-save popcounts (the pruned:64 head ~1,200 LUT6 instead of ~1,450): the 1024-500 net
-# (about 1,024 + 500 + 1,200 LUT6) now fits the budget with the pruned:64 head. Screened on validation seeds 2, 3, 4
-# against s_p64_t7_pr25_tables_lr1e2 (dense nets of its own: compared over seeds, not paired).
+# Session 10: three more validation seeds (2, 3, 4) of session 8's s_p80_t7_pr25 screen, paired on s_dense_t7's nets
+# as before (not kept: +0.18 ± 0.45 over five seeds with the tables, so no finals). After the carry-save popcounts (the
+# pruned:64 head ~1,200 LUT6 instead of ~1,450) the 1024-500 net (about 1,024 + 500 + 1,200 LUT6) fits the budget with
+# the pruned:64 head: screened on validation seeds 2 and 3 against s_p64_t7_pr25_tables_lr1e2 (dense nets of its own:
+# compared over seeds, not paired; not kept: +0.12 ± 0.54, so no finals).
 CONFIGS["s_p64_t7_pr25_1024"] = {**CONFIGS["s_p32_t7_pr25_1024"], "head": "pruned:64"}
 CONFIGS["s_p64_t7_pr25_1024_tables_lr1e2"] = _tables_at_1e2("s_p64_t7_pr25_1024")
-CONFIGS["f_p64_t7_1024"] = {**CONFIGS["f_p32_t7_1024"], "head": "pruned:64"}
-CONFIGS["f_p64_t7_1024_tables_lr1e2"] = _tables_at_1e2("f_p64_t7_1024")
